@@ -1,0 +1,230 @@
+//! A throw-away host for one test and a runner for the real `sandbox` binary.
+//!
+//! Every invocation gets `--root <tempdir>`, so the binary's host paths (machines dir,
+//! sandboxes dir, importd keyrings) all land inside the test's temp dir and nothing on the
+//! real host is read or written. `SANDBOXES_DIR` is removed from the environment for the same
+//! reason. Output goes to files (not pipes) so a chatty binary can never block on a full pipe.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Long enough for a debug build pulling a few hundred KiB; short enough that a hang is noticed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub struct TestEnv {
+    temp: tempfile::TempDir,
+    runs: AtomicUsize,
+}
+
+/// What one `sandbox` invocation did.
+pub struct Outcome {
+    pub args: Vec<String>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let temp = tempfile::Builder::new()
+            .prefix("sandbox-it-")
+            .tempdir()
+            .expect("creating the test's temp dir");
+        let env = TestEnv {
+            temp,
+            runs: AtomicUsize::new(0),
+        };
+        // A real host has /var/lib/machines; the sandboxes dir is left for the binary to create.
+        std::fs::create_dir_all(env.machines_dir()).expect("creating var/lib/machines");
+        env
+    }
+
+    /// The directory given as `--root`.
+    pub fn root(&self) -> &Path {
+        self.temp.path()
+    }
+
+    pub fn machines_dir(&self) -> PathBuf {
+        self.root().join("var/lib/machines")
+    }
+
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.root().join("var/lib/sandboxes")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.sandboxes_dir().join("cache")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.cache_dir().join("v1/blobs/sha256")
+    }
+
+    pub fn cache_tmp_dir(&self) -> PathBuf {
+        self.cache_dir().join("v1/tmp")
+    }
+
+    pub fn machine(&self, name: &str) -> PathBuf {
+        self.machines_dir().join(name)
+    }
+
+    /// Hex names of the blobs in the cache.
+    pub fn blobs(&self) -> Vec<String> {
+        super::dir_names(&self.blobs_dir())
+    }
+
+    /// A scratch directory inside the temp root but outside every path the binary owns.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = self.root().join("scratch").join(name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        dir
+    }
+
+    fn command(&self, args: &[&str]) -> (Command, Vec<String>, PathBuf, PathBuf) {
+        let n = self.runs.fetch_add(1, Ordering::SeqCst);
+        let logs = self.root().join("runs");
+        std::fs::create_dir_all(&logs).expect("creating the runs log dir");
+        let out_path = logs.join(format!("{n}.stdout"));
+        let err_path = logs.join(format!("{n}.stderr"));
+        let mut full: Vec<String> = vec!["--root".into(), self.root().display().to_string()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandbox"));
+        cmd.args(&full)
+            .env_remove("SANDBOXES_DIR")
+            .env_remove("GNUPGHOME")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
+            .stderr(std::fs::File::create(&err_path).expect("creating stderr file"));
+        (cmd, full, out_path, err_path)
+    }
+
+    /// Runs `sandbox --root ROOT args...` to completion (or kills it after a timeout).
+    pub fn sandbox(&self, args: &[&str]) -> Outcome {
+        let running = self.spawn(args);
+        running.wait()
+    }
+
+    /// Starts `sandbox --root ROOT args...` without waiting, for kill and concurrency tests.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let (mut cmd, full, out_path, err_path) = self.command(args);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_sandbox")));
+        Running {
+            child,
+            args: full,
+            out_path,
+            err_path,
+        }
+    }
+
+    /// Asserts the machines dir holds nothing but `expected` (no staging `.#…` leftovers).
+    pub fn assert_machines(&self, expected: &[&str]) {
+        let names = super::dir_names(&self.machines_dir());
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(names, want, "unexpected contents of the machines dir {}", self.machines_dir().display());
+    }
+}
+
+pub struct Running {
+    child: Child,
+    args: Vec<String>,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would do: no destructor or cleanup runs.
+    pub fn kill(mut self) -> Outcome {
+        // An already exited process makes kill fail with InvalidInput; the wait below tells.
+        let _ = self.child.kill();
+        self.wait()
+    }
+
+    pub fn wait(mut self) -> Outcome {
+        let started = Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() > RUN_TIMEOUT => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "sandbox {:?} did not finish within {RUN_TIMEOUT:?}; stderr so far:\n{}",
+                        self.args,
+                        std::fs::read_to_string(&self.err_path).unwrap_or_default()
+                    );
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("waiting for sandbox {:?}: {e}", self.args),
+            }
+        };
+        Outcome {
+            args: self.args.clone(),
+            status,
+            stdout: std::fs::read_to_string(&self.out_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.err_path).unwrap_or_default(),
+        }
+    }
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        format!(
+            "sandbox {:?}\nexit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args, self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// Panics with the whole transcript unless the command exited 0.
+    #[track_caller]
+    pub fn success(self) -> Outcome {
+        assert!(self.status.success(), "expected success:\n{}", self.describe());
+        self
+    }
+
+    /// Panics unless the command exited non-zero (a signal death counts as a crash, not a refusal).
+    #[track_caller]
+    pub fn failure(self) -> Outcome {
+        assert!(
+            self.status.code().is_some_and(|c| c != 0),
+            "expected a clean non-zero exit:\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    /// Panics unless stderr mentions every one of `needles` (case-insensitive).
+    #[track_caller]
+    pub fn stderr_mentions(self, needles: &[&str]) -> Outcome {
+        let haystack = self.stderr.to_lowercase();
+        for needle in needles {
+            assert!(
+                haystack.contains(&needle.to_lowercase()),
+                "expected stderr to mention {needle:?}:\n{}",
+                self.describe()
+            );
+        }
+        self
+    }
+
+    /// stdout parsed as one JSON value.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.describe()))
+    }
+}
