@@ -21,24 +21,34 @@ fn nginx_serves_ranges_and_not_modified_and_logs_them() {
     let full = http_get(port, "/img/file.bin", &[]).expect("GET");
     assert_eq!(full.status, 200);
     assert_eq!(full.body, data);
-    let etag = full.header("ETag").expect("nginx sends an ETag").to_string();
+    let etag = full
+        .header("ETag")
+        .expect("nginx sends an ETag")
+        .to_string();
 
     let part = http_get(port, "/img/file.bin", &[("Range", "bytes=4000-")]).expect("GET range");
     assert_eq!(part.status, 206);
     assert_eq!(part.body, &data[4000..]);
 
-    let cached = http_get(port, "/img/file.bin", &[("If-None-Match", &etag)]).expect("GET conditional");
+    let cached =
+        http_get(port, "/img/file.bin", &[("If-None-Match", &etag)]).expect("GET conditional");
     assert_eq!(cached.status, 304);
     assert!(cached.body.is_empty());
 
     let log = site.nginx.log_for("/img/file.bin");
     assert_eq!(log.len(), 3, "log:\n{}", site.nginx.log_text());
-    assert_eq!((log[0].status, log[0].body_bytes, log[0].range.as_deref()), (200, 10_000, None));
+    assert_eq!(
+        (log[0].status, log[0].body_bytes, log[0].range.as_deref()),
+        (200, 10_000, None)
+    );
     assert_eq!((log[1].status, log[1].body_bytes), (206, 6000));
     assert_eq!(log[1].range.as_deref(), Some("bytes=4000-"));
     assert_eq!((log[2].status, log[2].body_bytes), (304, 0));
     // nginx escapes the quotes of an ETag in the log; compare without them.
-    let logged = log[2].if_none_match.as_deref().expect("If-None-Match logged");
+    let logged = log[2]
+        .if_none_match
+        .as_deref()
+        .expect("If-None-Match logged");
     assert_eq!(logged.replace("\\x22", "\""), etag);
     assert_eq!(site.nginx.body_bytes_for("/img/file.bin"), 16_000);
 }
@@ -54,38 +64,58 @@ fn nginx_slow_location_is_rate_limited_unless_ranged() {
     let slow = started.elapsed();
     assert_eq!(full.body, data);
     // 1.5 × the per-second rate cannot arrive in well under a second if the limit works.
-    assert!(slow.as_millis() >= 400, "limit_rate had no effect: {slow:?}");
+    assert!(
+        slow.as_millis() >= 400,
+        "limit_rate had no effect: {slow:?}"
+    );
     let started = std::time::Instant::now();
     let ranged = http_get(port, "/slow/file.bin", &[("Range", "bytes=1-")]).expect("GET ranged");
     assert_eq!(ranged.body, &data[1..]);
-    assert!(started.elapsed() < slow, "a ranged request must not be rate limited");
+    assert!(
+        started.elapsed() < slow,
+        "a ranged request must not be rate limited"
+    );
 }
 
 #[test]
 fn log_lines_parse_absent_headers_as_none() {
     let entry = parse_log_line("GET\t/a\t200\t12\t-\t-\t-").expect("parses");
-    assert_eq!((entry.status, entry.body_bytes, entry.range), (200, 12, None));
+    assert_eq!(
+        (entry.status, entry.body_bytes, entry.range),
+        (200, 12, None)
+    );
     assert!(parse_log_line("GET /a 200").is_none());
 }
 
 #[test]
 fn gpg_signatures_verify_and_tampering_is_detected() {
     let gpg = Gpg::new(KeyAlgo::Ed25519);
-    assert_eq!(gpg.fingerprint().len(), 40, "v4 fingerprint: {}", gpg.fingerprint());
+    assert_eq!(
+        gpg.fingerprint().len(),
+        40,
+        "v4 fingerprint: {}",
+        gpg.fingerprint()
+    );
     let other = Gpg::new(KeyAlgo::Ed25519);
     assert_ne!(gpg.fingerprint(), other.fingerprint());
     let site = Site::new();
     site.put("d/image.tar", b"not really a tarball");
     let sums = site.sha256sums("d", &["image.tar"], SumStyle::Text);
     let text = std::fs::read_to_string(&sums).expect("reading SHA256SUMS");
-    assert_eq!(text, format!("{}  image.tar\n", sha256_hex(b"not really a tarball")));
+    assert_eq!(
+        text,
+        format!("{}  image.tar\n", sha256_hex(b"not really a tarball"))
+    );
     for armor in [false, true] {
         let sig = site.sign(&gpg, "d/SHA256SUMS", armor);
         let head = std::fs::read(&sig).expect("reading the signature");
         assert_eq!(head.starts_with(b"-----BEGIN PGP SIGNATURE-----"), armor);
         assert!(gpg.verifies(&sums, &sig));
     }
-    assert!(gpg.export(true).starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert!(
+        gpg.export(true)
+            .starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    );
     assert!(!gpg.export(false).starts_with(b"-----"));
     std::fs::write(&sums, text.replace("image.tar", "other.tar")).expect("tampering");
     assert!(!gpg.verifies(&sums, &site.path("d/SHA256SUMS.gpg")));
@@ -97,9 +127,18 @@ fn sum_styles_match_the_three_line_forms() {
     site.put("x/a.tar", b"a");
     let hex = sha256_hex(b"a");
     let read = |p: std::path::PathBuf| std::fs::read_to_string(p).expect("reading sums");
-    assert_eq!(read(site.sha256_file("x", "a.tar", SumStyle::Text)), format!("{hex}  a.tar\n"));
-    assert_eq!(read(site.sha256sums("x", &["a.tar"], SumStyle::Binary)), format!("{hex} *a.tar\n"));
-    assert_eq!(read(site.sha256sums("x", &["a.tar"], SumStyle::SingleSpace)), format!("{hex} a.tar\n"));
+    assert_eq!(
+        read(site.sha256_file("x", "a.tar", SumStyle::Text)),
+        format!("{hex}  a.tar\n")
+    );
+    assert_eq!(
+        read(site.sha256sums("x", &["a.tar"], SumStyle::Binary)),
+        format!("{hex} *a.tar\n")
+    );
+    assert_eq!(
+        read(site.sha256sums("x", &["a.tar"], SumStyle::SingleSpace)),
+        format!("{hex} a.tar\n")
+    );
 }
 
 /// `tar -tvv` listing of an archive, after decompressing with the real tool.
@@ -152,7 +191,11 @@ fn rootfs_fixture_has_every_special_entry_in_every_compression() {
     // Unpacking with GNU tar reproduces what assert_tree checks: the fixture is self-consistent.
     let out = env.scratch("unpacked");
     run_tool(
-        Command::new(require_tool("tar")).arg("-C").arg(&out).args(["--numeric-owner", "-xpf", "-"]),
+        Command::new(require_tool("tar")).arg("-C").arg(&out).args([
+            "--numeric-owner",
+            "-xpf",
+            "-",
+        ]),
         Some(&plain),
     );
     rootfs::assert_tree(&out, &spec);
@@ -168,8 +211,16 @@ fn raw_tar_archives_are_readable_by_gnu_tar() {
         .file("../../evil", b"x")
         .finish();
     let listing = gnu_listing(&archive);
-    for needle in ["etc/os-release", "escape -> /tmp/elsewhere", "hl link to", "../../evil"] {
-        assert!(listing.contains(needle), "no {needle:?} in listing:\n{listing}");
+    for needle in [
+        "etc/os-release",
+        "escape -> /tmp/elsewhere",
+        "hl link to",
+        "../../evil",
+    ] {
+        assert!(
+            listing.contains(needle),
+            "no {needle:?} in listing:\n{listing}"
+        );
     }
     // GNU tar strips `../` from link names when listing; the header itself must keep it.
     assert!(archive.windows(17).any(|w| w == b"../outside/secret"));

@@ -1,5 +1,13 @@
 //! Integration tests: the real `sandbox` binary against real servers and tools on 127.0.0.1.
 //! One test binary (faster to link, shares the harness); each module is one concern.
+//! The suite runs as root (device nodes, foreign owners, chattr) and needs nginx-light, gnupg,
+//! GNU tar, gzip, xz-utils, zstd, bzip2 and e2fsprogs; the harness names whatever is missing.
 
+mod cache;
 mod harness;
 mod harness_selftest;
+mod hostile;
+mod http;
+mod keys;
+mod pull_tarball;
+mod verify;

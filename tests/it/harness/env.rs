@@ -126,7 +126,12 @@ impl TestEnv {
         let names = super::dir_names(&self.machines_dir());
         let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
         want.sort();
-        assert_eq!(names, want, "unexpected contents of the machines dir {}", self.machines_dir().display());
+        assert_eq!(
+            names,
+            want,
+            "unexpected contents of the machines dir {}",
+            self.machines_dir().display()
+        );
     }
 }
 
@@ -138,10 +143,6 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -192,7 +193,11 @@ impl Outcome {
     /// Panics with the whole transcript unless the command exited 0.
     #[track_caller]
     pub fn success(self) -> Outcome {
-        assert!(self.status.success(), "expected success:\n{}", self.describe());
+        assert!(
+            self.status.success(),
+            "expected success:\n{}",
+            self.describe()
+        );
         self
     }
 

@@ -38,12 +38,18 @@ impl Gpg {
             KeyAlgo::Rsa3072 => "rsa3072",
         };
         super::run_tool(
-            gpg.command()
-                .args(["--quick-gen-key", "Test <t@example.org>", algo, "sign", "never"]),
+            gpg.command().args([
+                "--quick-gen-key",
+                "Test <t@example.org>",
+                algo,
+                "sign",
+                "never",
+            ]),
             None,
         );
         let listing = super::run_tool(
-            gpg.command().args(["--with-colons", "--fingerprint", "--list-secret-keys"]),
+            gpg.command()
+                .args(["--with-colons", "--fingerprint", "--list-secret-keys"]),
             None,
         );
         // The first `fpr` record follows the primary key's `sec` record.
@@ -58,8 +64,15 @@ impl Gpg {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", self.home.path())
-            .args(["--batch", "--yes", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]);
+        cmd.env("GNUPGHOME", self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
         cmd
     }
 
@@ -80,7 +93,11 @@ impl Gpg {
             cmd.arg("--armor");
         }
         let out = super::run_tool(cmd.args(["--export", &self.fingerprint]), None);
-        assert!(!out.is_empty(), "gpg exported nothing for {}", self.fingerprint);
+        assert!(
+            !out.is_empty(),
+            "gpg exported nothing for {}",
+            self.fingerprint
+        );
         out
     }
 

@@ -9,11 +9,13 @@
 //!   by GNU tar and compressed by the real gzip/xz/zstd/bzip2.
 //! - `rawtar`: hand-built tar headers for hostile archives GNU tar refuses to produce.
 //! - `site`: a docroot served by nginx with helpers to publish images, checksums and signatures.
+//! - `fixture`: an image with the tree it must become, and keyring files.
 //!
 //! Every external tool is looked up before use; a missing one fails with a message naming the
 //! Debian package to install, never with an obscure spawn error deep inside a test.
 
 pub mod env;
+pub mod fixture;
 pub mod gpg;
 pub mod nginx;
 pub mod rawtar;
@@ -53,7 +55,11 @@ pub fn run_tool(cmd: &mut Command, stdin: Option<&[u8]>) -> Vec<u8> {
     use std::io::Write as _;
     let description = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

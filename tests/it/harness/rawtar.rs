@@ -56,8 +56,14 @@ impl RawTar {
     }
 
     fn header(&mut self, name: &str, kind: Kind, mode: u32, size: u64, link: &str) {
-        assert!(name.len() <= 100, "raw tar name {name:?} is longer than 100 bytes");
-        assert!(link.len() <= 100, "raw tar link target {link:?} is longer than 100 bytes");
+        assert!(
+            name.len() <= 100,
+            "raw tar name {name:?} is longer than 100 bytes"
+        );
+        assert!(
+            link.len() <= 100,
+            "raw tar link target {link:?} is longer than 100 bytes"
+        );
         let mut h = [0u8; BLOCK];
         h[..name.len()].copy_from_slice(name.as_bytes());
         octal(&mut h[100..108], u64::from(mode));
@@ -82,7 +88,12 @@ impl RawTar {
 fn octal(field: &mut [u8], value: u64) {
     let digits = field.len() - 1;
     let text = format!("{value:0digits$o}");
-    assert_eq!(text.len(), digits, "value {value} does not fit a {}-byte tar field", field.len());
+    assert_eq!(
+        text.len(),
+        digits,
+        "value {value} does not fit a {}-byte tar field",
+        field.len()
+    );
     field[..digits].copy_from_slice(text.as_bytes());
     field[digits] = 0;
 }

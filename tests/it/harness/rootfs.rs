@@ -86,7 +86,8 @@ impl TreeSpec {
 
 fn write(path: &Path, data: &[u8]) {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
     }
     std::fs::write(path, data).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
@@ -106,7 +107,10 @@ fn require_root() {
 /// Builds the OS tree at `dir` (created if absent).
 pub fn build_tree(dir: &Path, spec: &TreeSpec) {
     require_root();
-    write(&dir.join("etc/os-release"), b"ID=testos\nNAME=\"Test OS\"\nVERSION_ID=1\n");
+    write(
+        &dir.join("etc/os-release"),
+        b"ID=testos\nNAME=\"Test OS\"\nVERSION_ID=1\n",
+    );
     write(&dir.join("etc/marker"), spec.marker.as_bytes());
     write(&dir.join("usr/bin/hello"), b"#!/bin/sh\necho hello\n");
     chmod(&dir.join("usr/bin/hello"), 0o755);
@@ -163,18 +167,34 @@ pub fn image(scratch: &Path, spec: &TreeSpec, compression: Compression) -> Vec<u
 #[track_caller]
 pub fn assert_tree(root: &Path, spec: &TreeSpec) {
     let read = |rel: &str| {
-        std::fs::read(root.join(rel)).unwrap_or_else(|e| panic!("reading {rel} in {}: {e}", root.display()))
+        std::fs::read(root.join(rel))
+            .unwrap_or_else(|e| panic!("reading {rel} in {}: {e}", root.display()))
     };
     let meta = |rel: &str| {
         root.join(rel)
             .symlink_metadata()
             .unwrap_or_else(|e| panic!("stat {rel} in {}: {e}", root.display()))
     };
-    assert_eq!(read("etc/os-release"), b"ID=testos\nNAME=\"Test OS\"\nVERSION_ID=1\n");
-    assert_eq!(read("etc/marker"), spec.marker.as_bytes(), "etc/marker is another image's");
+    assert_eq!(
+        read("etc/os-release"),
+        b"ID=testos\nNAME=\"Test OS\"\nVERSION_ID=1\n"
+    );
+    assert_eq!(
+        read("etc/marker"),
+        spec.marker.as_bytes(),
+        "etc/marker is another image's"
+    );
     assert_eq!(read("usr/bin/hello"), b"#!/bin/sh\necho hello\n");
-    assert_eq!(meta("usr/bin/hello").mode() & 0o7777, 0o755, "mode of usr/bin/hello");
-    assert_eq!(meta("usr/bin/su-test").mode() & 0o7777, 0o4755, "setuid bit of usr/bin/su-test");
+    assert_eq!(
+        meta("usr/bin/hello").mode() & 0o7777,
+        0o755,
+        "mode of usr/bin/hello"
+    );
+    assert_eq!(
+        meta("usr/bin/su-test").mode() & 0o7777,
+        0o4755,
+        "setuid bit of usr/bin/su-test"
+    );
     assert_eq!(meta("usr/bin/su-test").uid(), 0, "owner of usr/bin/su-test");
 
     let hello = meta("usr/bin/hello");
@@ -188,14 +208,26 @@ pub fn assert_tree(root: &Path, spec: &TreeSpec) {
 
     let bin = meta("bin");
     assert!(bin.file_type().is_symlink(), "bin must be a symlink");
-    assert_eq!(std::fs::read_link(root.join("bin")).expect("readlink bin"), Path::new("usr/bin"));
+    assert_eq!(
+        std::fs::read_link(root.join("bin")).expect("readlink bin"),
+        Path::new("usr/bin")
+    );
 
     use std::os::unix::fs::FileTypeExt as _;
-    assert!(meta("run/initctl").file_type().is_fifo(), "run/initctl must be a fifo");
+    assert!(
+        meta("run/initctl").file_type().is_fifo(),
+        "run/initctl must be a fifo"
+    );
     let null = meta("dev/null");
-    assert!(null.file_type().is_char_device(), "dev/null must be a character device");
+    assert!(
+        null.file_type().is_char_device(),
+        "dev/null must be a character device"
+    );
     assert_eq!(
-        (rustix::fs::major(null.rdev()), rustix::fs::minor(null.rdev())),
+        (
+            rustix::fs::major(null.rdev()),
+            rustix::fs::minor(null.rdev())
+        ),
         (1, 3),
         "device number of dev/null"
     );
@@ -203,11 +235,22 @@ pub fn assert_tree(root: &Path, spec: &TreeSpec) {
 
     for rel in ["home/user", "home/user/notes.txt"] {
         let m = meta(rel);
-        assert_eq!((m.uid(), m.gid()), (FOREIGN_ID, FOREIGN_ID), "owner of {rel}");
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (FOREIGN_ID, FOREIGN_ID),
+            "owner of {rel}"
+        );
     }
-    assert_eq!(meta("home/user").mode() & 0o7777, 0o700, "mode of home/user");
+    assert_eq!(
+        meta("home/user").mode() & 0o7777,
+        0o700,
+        "mode of home/user"
+    );
     assert_eq!(read("home/user/notes.txt"), b"owned by 1234\n");
     if !spec.payload.is_empty() {
-        assert!(read("usr/share/payload") == spec.payload, "usr/share/payload differs from the image's");
+        assert!(
+            read("usr/share/payload") == spec.payload,
+            "usr/share/payload differs from the image's"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! Checksum files are written by coreutils' `sha256sum` and signatures by `gpg`, so the binary
 //! under test is checked against independent producers, never against its own output.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::gpg::Gpg;
@@ -55,7 +55,8 @@ impl Site {
     pub fn put(&self, rel: &str, data: &[u8]) -> PathBuf {
         let path = self.path(rel);
         let parent = path.parent().expect("a docroot path has a parent");
-        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
         std::fs::write(&path, data).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
     }
@@ -85,7 +86,8 @@ impl Site {
             }
         }
         cmd.args(files);
-        let out = String::from_utf8(super::run_tool(&mut cmd, None)).expect("sha256sum prints UTF-8");
+        let out =
+            String::from_utf8(super::run_tool(&mut cmd, None)).expect("sha256sum prints UTF-8");
         match style {
             SumStyle::SingleSpace => out.replace(" *", " "),
             _ => out,
@@ -98,7 +100,14 @@ impl Site {
     }
 
     /// Publishes `image` as `dir/file` with a `SHA256SUMS` signed by `gpg`; returns the URL.
-    pub fn publish_signed(&self, gpg: &Gpg, dir: &str, file: &str, image: &[u8], armor: bool) -> String {
+    pub fn publish_signed(
+        &self,
+        gpg: &Gpg,
+        dir: &str,
+        file: &str,
+        image: &[u8],
+        armor: bool,
+    ) -> String {
         let rel = join(dir, file);
         self.put(&rel, image);
         self.sha256sums(dir, &[file], SumStyle::Text);
@@ -119,9 +128,4 @@ pub fn join(dir: &str, name: &str) -> String {
 /// The URI path nginx logs for `rel`.
 pub fn uri(rel: &str) -> String {
     format!("/{}", rel.trim_start_matches('/'))
-}
-
-/// True when `path` exists without following a final symlink.
-pub fn exists(path: &Path) -> bool {
-    path.symlink_metadata().is_ok()
 }

@@ -1,0 +1,158 @@
+//! The content-addressed cache as seen from outside: its layout, `cache fsck` finding and
+//! removing a corrupted blob, `cache gc` keeping what refs use, `cache ls --json`, and a
+//! corrupted blob being treated as a miss by the next pull.
+
+use crate::harness::env::TestEnv;
+use crate::harness::fixture::Image;
+use crate::harness::rootfs::Compression;
+use crate::harness::site::{Site, uri};
+
+/// Pulls a fresh image into the cache only (`-`) and returns it with its site.
+fn cached_image(env: &TestEnv) -> (Site, Image, String) {
+    let site = Site::new();
+    let image = Image::new(env, Compression::Gzip);
+    site.put("img/os.tar.gz", &image.bytes);
+    let url = site.url("img/os.tar.gz");
+    env.sandbox(&["pull", "--verify=no", &url, "-"]).success();
+    assert!(
+        env.blobs().contains(&image.hex()),
+        "blob {} not cached: {:?}",
+        image.hex(),
+        env.blobs()
+    );
+    (site, image, url)
+}
+
+/// Overwrites the first bytes of the image's blob, keeping its length.
+fn corrupt_blob(env: &TestEnv, hex: &str) {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let path = env.blobs_dir().join(hex);
+    // The blob may be read-only on disk; root writes it anyway.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    file.seek(SeekFrom::Start(0)).expect("seek");
+    file.write_all(b"CORRUPTED BY THE TEST")
+        .expect("overwriting the blob");
+}
+
+#[test]
+fn cache_is_tagged_and_laid_out_as_documented() {
+    let env = TestEnv::new();
+    let _ = cached_image(&env);
+    let tag = std::fs::read_to_string(env.cache_dir().join("CACHEDIR.TAG"))
+        .expect("reading CACHEDIR.TAG");
+    assert!(
+        tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"),
+        "CACHEDIR.TAG lacks the standard signature: {tag:?}"
+    );
+    for dir in ["v1/blobs/sha256", "v1/refs", "v1/tmp"] {
+        assert!(env.cache_dir().join(dir).is_dir(), "no {dir} in the cache");
+    }
+    // Every blob is named by the digest of its content.
+    for hex in env.blobs() {
+        let data = std::fs::read(env.blobs_dir().join(&hex)).expect("reading a blob");
+        assert_eq!(
+            crate::harness::sha256_hex(&data),
+            hex,
+            "blob named {hex} holds other bytes"
+        );
+    }
+}
+
+#[test]
+fn fsck_reports_and_removes_a_corrupted_blob() {
+    let env = TestEnv::new();
+    let (_site, image, _url) = cached_image(&env);
+    env.sandbox(&["cache", "fsck"]).success();
+
+    corrupt_blob(&env, &image.hex());
+    let out = env.sandbox(&["cache", "fsck"]).failure();
+    assert!(
+        out.stdout.contains(&image.hex()) || out.stderr.contains(&image.hex()),
+        "fsck does not name blob {}:\nstdout: {}\nstderr: {}",
+        image.hex(),
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        !env.blobs().contains(&image.hex()),
+        "fsck left the corrupted blob in place"
+    );
+
+    env.sandbox(&["cache", "fsck"]).success();
+}
+
+#[test]
+fn corrupted_blob_is_a_miss_for_the_next_pull() {
+    let env = TestEnv::new();
+    let (site, image, url) = cached_image(&env);
+    corrupt_blob(&env, &image.hex());
+
+    env.sandbox(&["pull", "--verify=no", &url, "box"]).success();
+
+    image.assert_materialised(&env.machine("box"));
+    assert_eq!(
+        site.nginx.body_bytes_for(&uri("img/os.tar.gz")),
+        2 * image.len(),
+        "the corrupted blob must be fetched again in full:\n{}",
+        site.nginx.log_text()
+    );
+    let blob =
+        std::fs::read(env.blobs_dir().join(image.hex())).expect("reading the re-fetched blob");
+    assert!(blob == image.bytes, "the cache still holds corrupted bytes");
+}
+
+#[test]
+fn gc_keeps_blobs_that_refs_use() {
+    let env = TestEnv::new();
+    let (_site, image, _url) = cached_image(&env);
+    // A stray blob no ref names: gc must remove it (and only it).
+    let stray = b"nobody refers to me";
+    let stray_hex = crate::harness::sha256_hex(stray);
+    std::fs::write(env.blobs_dir().join(&stray_hex), stray).expect("writing a stray blob");
+
+    env.sandbox(&["cache", "gc"]).success();
+
+    let blobs = env.blobs();
+    assert!(
+        blobs.contains(&image.hex()),
+        "gc removed a blob in use: {blobs:?}"
+    );
+    assert!(
+        !blobs.contains(&stray_hex),
+        "gc kept an unreferenced blob: {blobs:?}"
+    );
+}
+
+#[test]
+fn cache_ls_json_lists_the_pulled_image() {
+    let env = TestEnv::new();
+    let (_site, image, url) = cached_image(&env);
+    let out = env.sandbox(&["cache", "ls", "--json"]).success();
+    // One JSON document, or one per line: either way every value must parse.
+    let text = match serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
+        Ok(value) => value.to_string(),
+        Err(_) => out
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("cache ls --json printed non-JSON {l:?}: {e}"))
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    assert!(
+        text.contains(&image.hex()),
+        "cache ls --json does not list {}: {text}",
+        image.hex()
+    );
+    assert!(
+        text.contains(&url),
+        "cache ls --json does not name the source {url}: {text}"
+    );
+}
