@@ -1,7 +1,9 @@
 //! Where bytes come from. `SourceRef` parsing is pure; each source kind has its own module that
 //! fetches into the cache and never touches the machines dir.
 
+pub mod arch;
 pub mod http;
+pub mod simplestreams;
 pub mod site;
 pub mod sums;
 pub mod tarball;
