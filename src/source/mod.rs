@@ -2,6 +2,7 @@
 //! fetches into the cache and never touches the machines dir.
 
 pub mod arch;
+pub mod fetch;
 pub mod http;
 pub mod simplestreams;
 pub mod site;

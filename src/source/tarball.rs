@@ -4,13 +4,12 @@
 //! checked first, so the image's expected digest is known before a byte of it is stored; a
 //! download whose digest differs is discarded before it reaches `blobs/`.
 
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::http::{Download, Http, Validators};
+use super::fetch::fetch_file;
+use super::http::Http;
 use super::site::Site;
 use super::sums::{self, VerifiedSums, VerifyMode};
 use super::{SourceRef, strip_tar_suffix};
@@ -111,15 +110,8 @@ pub async fn fetch(
         },
     };
 
-    let image = fetch_image(
-        &site,
-        &file_name,
-        cache,
-        previous.as_ref(),
-        expected.as_ref(),
-        progress,
-    )
-    .await?;
+    let prev_blob = |c: &Cache| c.read_ref(RefKind::Tarball, &key).ok().flatten().and_then(|r| r.blob("image").cloned());
+    let image = fetch_file(&site, &file_name, "image", cache, &prev_blob, expected.as_ref(), progress).await?;
 
     let nspawn_file = nspawn_name(&file_name);
     let nspawn = match site.get_small(&nspawn_file, 1 << 20).await? {
@@ -233,149 +225,6 @@ fn fetch_offline(
         verification,
         file_name,
     })
-}
-
-/// Brings the image into the cache, transferring as little as possible: nothing when the
-/// expected digest is already cached, a conditional request when the ref has validators.
-async fn fetch_image(
-    site: &Site,
-    file_name: &str,
-    cache: &Cache,
-    previous: Option<&Ref>,
-    expected: Option<&Digest>,
-    progress: ProgressMode,
-) -> Result<RefBlob> {
-    let location = site.location(file_name);
-    let prev_image = previous
-        .and_then(|r| r.blob("image"))
-        .filter(|b| cache.blob(&b.digest).is_some());
-    let from_cache = |b: &RefBlob| RefBlob {
-        role: "image".into(),
-        url: Some(location.clone()),
-        ..b.clone()
-    };
-    if let Some(expected) = expected
-        && let Some(path) = cache.blob(expected)
-    {
-        tracing::info!("{location}: {expected} is already in the cache");
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let mut blob = prev_image
-            .filter(|b| b.digest == *expected)
-            .map(from_cache)
-            .unwrap_or(RefBlob {
-                role: "image".into(),
-                digest: *expected,
-                size,
-                url: Some(location.clone()),
-                etag: None,
-                last_modified: None,
-            });
-        blob.size = size;
-        return Ok(blob);
-    }
-    match site {
-        Site::Http { http, .. } => {
-            let url = site.url(file_name)?;
-            let _lock = cache.lock(
-                &format!("download-{}", url.as_str()),
-                &format!("another pull of {location}"),
-            )?;
-            // Another process may have finished the same download while we waited.
-            if let Some(expected) = expected
-                && cache.blob(expected).is_some()
-            {
-                return Ok(RefBlob {
-                    role: "image".into(),
-                    digest: *expected,
-                    size: 0,
-                    url: Some(location),
-                    etag: None,
-                    last_modified: None,
-                })
-                .map(|mut b| {
-                    b.size = cache
-                        .blob(expected)
-                        .and_then(|p| std::fs::metadata(p).ok())
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                    b
-                });
-            }
-            // A concurrent pull may also have updated the ref: read it again under the lock.
-            let fresh_ref = cache.read_ref(RefKind::Tarball, &location).ok().flatten();
-            let prev_image = fresh_ref
-                .as_ref()
-                .and_then(|r| r.blob("image"))
-                .filter(|b| cache.blob(&b.digest).is_some())
-                .or(prev_image)
-                .cloned();
-            let validators = prev_image.as_ref().map(|b| Validators {
-                etag: b.etag.clone(),
-                last_modified: b.last_modified.clone(),
-            });
-            let validators = validators.filter(|v| !v.is_empty());
-            let bar = progress.task(&format!("Downloading {file_name}"));
-            match http
-                .download(cache, &url, validators.as_ref(), expected, &bar)
-                .await?
-            {
-                Download::NotModified => {
-                    let prev = prev_image.context("internal: 304 without a cached image")?;
-                    if expected.is_some_and(|e| *e != prev.digest) {
-                        // The server claims no change but the checksum file names other bytes:
-                        // fetch unconditionally and let the digest decide.
-                        return match http.download(cache, &url, None, expected, &bar).await? {
-                            Download::Fetched {
-                                digest,
-                                size,
-                                validators,
-                            } => Ok(image_blob(location, digest, size, validators)),
-                            Download::NotModified => {
-                                bail!("GET {location}: 304 to an unconditional request")
-                            }
-                        };
-                    }
-                    tracing::info!("{location}: not modified since the last pull");
-                    Ok(from_cache(&prev))
-                }
-                Download::Fetched {
-                    digest,
-                    size,
-                    validators,
-                } => Ok(image_blob(location, digest, size, validators)),
-            }
-        }
-        Site::Local { dir } => {
-            let path = dir.join(file_name);
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let bar = progress.task(&format!("Reading {file_name}"));
-            bar.start_bytes(file.metadata().ok().map(|m| m.len()), 0);
-            let mut temp = cache.temp_blob()?;
-            let mut reader = crate::progress::ProgressReader {
-                inner: io::BufReader::with_capacity(256 * 1024, file),
-                progress: bar.clone(),
-            };
-            io::copy(&mut reader, &mut temp)
-                .with_context(|| format!("copying {} into the cache", path.display()))?;
-            bar.finish();
-            let digest = cache.publish(temp, expected).with_context(|| {
-                format!("{}: checksum mismatch; nothing was stored", path.display())
-            })?;
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            Ok(image_blob(location, digest, size, Validators::default()))
-        }
-    }
-}
-
-fn image_blob(location: String, digest: Digest, size: u64, v: Validators) -> RefBlob {
-    RefBlob {
-        role: "image".into(),
-        digest,
-        size,
-        url: Some(location),
-        etag: v.etag,
-        last_modified: v.last_modified,
-    }
 }
 
 #[cfg(test)]
