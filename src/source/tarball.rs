@@ -110,8 +110,22 @@ pub async fn fetch(
         },
     };
 
-    let prev_blob = |c: &Cache| c.read_ref(RefKind::Tarball, &key).ok().flatten().and_then(|r| r.blob("image").cloned());
-    let image = fetch_file(&site, &file_name, "image", cache, &prev_blob, expected.as_ref(), progress).await?;
+    let prev_blob = |c: &Cache| {
+        c.read_ref(RefKind::Tarball, &key)
+            .ok()
+            .flatten()
+            .and_then(|r| r.blob("image").cloned())
+    };
+    let image = fetch_file(
+        &site,
+        &file_name,
+        "image",
+        cache,
+        &prev_blob,
+        expected.as_ref(),
+        progress,
+    )
+    .await?;
 
     let nspawn_file = nspawn_name(&file_name);
     let nspawn = match site.get_small(&nspawn_file, 1 << 20).await? {
