@@ -201,12 +201,14 @@ impl Outcome {
         self
     }
 
-    /// Panics unless the command exited non-zero (a signal death counts as a crash, not a refusal).
+    /// Panics unless the command refused cleanly: a non-zero exit that is neither a signal
+    /// death nor a Rust panic (exit 101), which are crashes and prove nothing about the input.
     #[track_caller]
     pub fn failure(self) -> Outcome {
+        let crashed = self.stderr.contains("panicked at") || self.status.code() == Some(101);
         assert!(
-            self.status.code().is_some_and(|c| c != 0),
-            "expected a clean non-zero exit:\n{}",
+            self.status.code().is_some_and(|c| c != 0) && !crashed,
+            "expected a clean non-zero exit (an error, not a crash):\n{}",
             self.describe()
         );
         self
