@@ -2,8 +2,10 @@
 //! fetches into the cache and never touches the machines dir.
 
 pub mod arch;
+pub mod documents;
 pub mod fetch;
 pub mod http;
+pub mod images;
 pub mod simplestreams;
 pub mod site;
 pub mod sums;
