@@ -1,0 +1,4 @@
+//! Tests of the unpacker against hostile and real archives. They run as root (as CI does):
+//! ownership, device nodes and `security.capability` need it.
+
+pub(crate) mod util;
