@@ -321,10 +321,14 @@ impl<'a> Extractor<'a> {
                         UnpackError::invalid(&shown, format!("bad device number: {e}"))
                     })
                 };
-                let dev = rustix::fs::makedev(
-                    number(entry.header().device_major())?,
-                    number(entry.header().device_minor())?,
-                );
+                // Fifos carry no device number (and writers leave the fields empty).
+                let dev = match special {
+                    Special::Fifo => 0,
+                    _ => rustix::fs::makedev(
+                        number(entry.header().device_major())?,
+                        number(entry.header().device_minor())?,
+                    ),
+                };
                 match self.root.create_special(&path, special, dev)? {
                     Some(node) => self.apply(&node, &path, &meta, Kind::Special),
                     None => {

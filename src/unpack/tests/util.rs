@@ -47,13 +47,26 @@ impl Tar {
         mode: u32,
         data: &[u8],
     ) -> &mut Tar {
+        self.owned(name, kind, link, mode, (0, 0), data)
+    }
+
+    /// [`Tar::raw`] with an owner.
+    pub fn owned(
+        &mut self,
+        name: &[u8],
+        kind: EntryType,
+        link: &[u8],
+        mode: u32,
+        (uid, gid): (u64, u64),
+        data: &[u8],
+    ) -> &mut Tar {
         let mut h = Header::new_ustar();
         h.as_old_mut().name[..name.len()].copy_from_slice(name);
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
         h.set_entry_type(kind);
         h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(uid);
+        h.set_gid(gid);
         h.set_mtime(MTIME);
         h.set_size(data.len() as u64);
         self.header(&mut h, data)
