@@ -56,8 +56,11 @@ impl PaxSparse {
     }
 }
 
+/// One PAX record: key and value, both raw bytes.
+pub type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits PAX data into `(key, value)` records.
-pub fn parse_records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+pub fn parse_records(mut data: &[u8]) -> Result<Vec<Record<'_>>, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         // Some writers pad the data with NULs; nothing after them is a record.
@@ -179,11 +182,8 @@ impl SparseRecords {
                 self.map = Some(numbers.chunks(2).map(|c| (c[0], c[1])).collect());
             }
             b"offset" => {
-                if self
-                    .pending_offset
-                    .replace(parse_u64(key, value)?)
-                    .is_some()
-                {
+                let offset = parse_u64(key, value)?;
+                if self.pending_offset.replace(offset).is_some() {
                     return Err("two GNU.sparse.offset records in a row".into());
                 }
             }

@@ -501,7 +501,7 @@ impl<'a> Extractor<'a> {
     /// Applies the deferred directory metadata, deepest first.
     fn finish(mut self) -> Result<UnpackSummary, UnpackError> {
         let mut deferred = std::mem::take(&mut self.deferred);
-        deferred.sort_by(|a, b| b.depth.cmp(&a.depth));
+        deferred.sort_by_key(|d| std::cmp::Reverse(d.depth));
         for dir in deferred {
             let Some(node) = self.root.reopen_dir(&dir.path)? else {
                 debug!(entry = %dir.path.show(), "directory replaced later in the archive");

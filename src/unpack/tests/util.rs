@@ -127,12 +127,6 @@ impl Tar {
         self.header(&mut h, &data)
     }
 
-    /// Raw bytes appended as they are.
-    pub fn bytes(&mut self, bytes: &[u8]) -> &mut Tar {
-        self.out.extend_from_slice(bytes);
-        self
-    }
-
     /// The archive with its end-of-archive marker (two zero blocks).
     pub fn finish(&self) -> Vec<u8> {
         let mut out = self.out.clone();
