@@ -70,6 +70,12 @@ impl Hostile {
             .stderr_mentions(&[entry]);
 
         self.env.assert_machines(&[]);
+        self.assert_host_untouched();
+    }
+
+    /// Nothing outside the machines dir changed, the sentinel least of all.
+    #[track_caller]
+    fn assert_host_untouched(&self) {
         assert_eq!(
             Hostile::host_files(&self.env),
             self.before,
@@ -94,7 +100,9 @@ impl Hostile {
 }
 
 #[test]
-fn absolute_path_is_refused() {
+fn absolute_path_stays_inside_the_root() {
+    // Two safe answers exist: refuse the entry, or take it relative to the new root as GNU tar
+    // and importd do (the README documents the latter). Writing to the host path is the bug.
     let h = Hostile::new();
     let name = format!("{}/pwned", h.outside());
     let archive = RawTar::new()
@@ -102,7 +110,21 @@ fn absolute_path_is_refused() {
         .file("etc/os-release", b"ID=x\n")
         .file(&name, b"pwned")
         .finish();
-    h.assert_refused(archive, &name);
+    let path = h.env.scratch("archives").join("absolute.tar");
+    std::fs::write(&path, archive).expect("writing the archive");
+
+    let out = h.env.sandbox(&["pull", "--verify=no", arg(&path), "box"]);
+
+    if out.status.success() {
+        let inside = h.env.machine("box").join(name.trim_start_matches('/'));
+        let data = std::fs::read(&inside).expect("the entry re-rooted inside the machine");
+        assert_eq!(data, b"pwned");
+        h.env.assert_machines(&["box"]);
+    } else {
+        let _ = out.failure().stderr_mentions(&[&name]);
+        h.env.assert_machines(&[]);
+    }
+    h.assert_host_untouched();
 }
 
 #[test]
