@@ -156,3 +156,67 @@ fn cache_ls_json_lists_the_pulled_image() {
         "cache ls --json does not name the source {url}: {text}"
     );
 }
+
+#[test]
+fn cache_rm_removes_the_ref_and_only_its_blobs() {
+    let env = TestEnv::new();
+    let (site, kept, kept_url) = cached_image(&env);
+    let gone = Image::new(&env, Compression::Gzip);
+    site.put("img/gone.tar.gz", &gone.bytes);
+    let gone_url = site.url("img/gone.tar.gz");
+    env.sandbox(&["pull", "--verify=no", &gone_url, "-"])
+        .success();
+
+    env.sandbox(&["cache", "rm", &gone_url]).success();
+
+    let blobs = env.blobs();
+    assert!(
+        !blobs.contains(&gone.hex()),
+        "cache rm left the ref's blob: {blobs:?}"
+    );
+    assert!(
+        blobs.contains(&kept.hex()),
+        "cache rm removed another ref's blob: {blobs:?}"
+    );
+    let listing = env.sandbox(&["cache", "ls", "--json"]).success().stdout;
+    assert!(
+        !listing.contains(&gone_url),
+        "cache ls still lists {gone_url}: {listing}"
+    );
+    assert!(
+        listing.contains(&kept_url),
+        "cache ls lost {kept_url}: {listing}"
+    );
+
+    env.sandbox(&["cache", "rm", &gone_url])
+        .failure()
+        .stderr_mentions(&[&gone_url]);
+}
+
+#[test]
+fn gc_removes_stale_partial_downloads_only() {
+    let env = TestEnv::new();
+    let _ = cached_image(&env);
+    let tmp = env.cache_tmp_dir();
+    let stale = tmp.join("download-00000000000000aa.part");
+    let fresh = tmp.join("download-00000000000000bb.part");
+    std::fs::write(&stale, b"old partial").expect("writing a stale partial");
+    std::fs::write(&fresh, b"new partial").expect("writing a fresh partial");
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| f.set_modified(two_days_ago))
+        .expect("backdating the stale partial");
+
+    env.sandbox(&["cache", "gc"]).success();
+
+    assert!(
+        !stale.exists(),
+        "gc kept a partial download older than a day"
+    );
+    assert!(
+        fresh.exists(),
+        "gc removed a partial download that may still be resumed"
+    );
+}

@@ -10,4 +10,5 @@ mod hostile;
 mod http;
 mod keys;
 mod pull_tarball;
+mod settings;
 mod verify;

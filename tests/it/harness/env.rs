@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// Long enough for a debug build pulling a few hundred KiB; short enough that a hang is noticed.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Set (to anything) to keep every test's temp root for inspection.
+pub const KEEP_VAR: &str = "SANDBOX_IT_KEEP";
+
 pub struct TestEnv {
     temp: tempfile::TempDir,
     runs: AtomicUsize,
@@ -28,10 +31,15 @@ pub struct Outcome {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let temp = tempfile::Builder::new()
+        let mut temp = tempfile::Builder::new()
             .prefix("sandbox-it-")
             .tempdir()
             .expect("creating the test's temp dir");
+        // For debugging a failure: keep the root (with runs/N.stderr of every invocation).
+        if std::env::var_os(KEEP_VAR).is_some() {
+            temp.disable_cleanup(true);
+            eprintln!("{KEEP_VAR}: keeping {}", temp.path().display());
+        }
         let env = TestEnv {
             temp,
             runs: AtomicUsize::new(0),
@@ -82,7 +90,7 @@ impl TestEnv {
         dir
     }
 
-    fn command(&self, args: &[&str]) -> (Command, Vec<String>, PathBuf, PathBuf) {
+    fn command(&self, binary: &str, args: &[&str]) -> (Command, Vec<String>, PathBuf, PathBuf) {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let logs = self.root().join("runs");
         std::fs::create_dir_all(&logs).expect("creating the runs log dir");
@@ -90,7 +98,7 @@ impl TestEnv {
         let err_path = logs.join(format!("{n}.stderr"));
         let mut full: Vec<String> = vec!["--root".into(), self.root().display().to_string()];
         full.extend(args.iter().map(|a| a.to_string()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandbox"));
+        let mut cmd = Command::new(binary);
         cmd.args(&full)
             .env_remove("SANDBOXES_DIR")
             .env_remove("GNUPGHOME")
@@ -109,10 +117,20 @@ impl TestEnv {
 
     /// Starts `sandbox --root ROOT args...` without waiting, for kill and concurrency tests.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let (mut cmd, full, out_path, err_path) = self.command(args);
+        self.spawn_with(env!("CARGO_BIN_EXE_sandbox"), &[], args)
+    }
+
+    /// Runs `binary --root ROOT args...` with extra environment variables.
+    pub fn run_with(&self, binary: &str, vars: &[(&str, &str)], args: &[&str]) -> Outcome {
+        self.spawn_with(binary, vars, args).wait()
+    }
+
+    fn spawn_with(&self, binary: &str, vars: &[(&str, &str)], args: &[&str]) -> Running {
+        let (mut cmd, full, out_path, err_path) = self.command(binary, args);
+        cmd.envs(vars.iter().copied());
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_sandbox")));
+            .unwrap_or_else(|e| panic!("spawning {binary}: {e}"));
         Running {
             child,
             args: full,
