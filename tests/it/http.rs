@@ -181,27 +181,73 @@ fn interrupted_download_resumes_with_range() {
     );
 }
 
+/// Starts two pulls of `url` into `alpha` and `beta` at once and waits for both.
+fn pull_twice_at_once(env: &TestEnv, args: &[&str], url: &str) {
+    let with = |name: &'static str| {
+        let mut all: Vec<&str> = vec!["pull"];
+        all.extend_from_slice(args);
+        all.extend([url, name]);
+        env.spawn(&all)
+    };
+    let a = with("alpha");
+    let b = with("beta");
+    a.wait().success();
+    b.wait().success();
+}
+
 #[test]
-fn concurrent_pulls_of_one_url_download_it_once() {
+fn concurrent_signed_pulls_of_one_url_download_it_once() {
     let env = TestEnv::new();
     let site = Site::new();
+    let gpg = Gpg::new(KeyAlgo::Ed25519);
+    let key = keyring(&env, &gpg, true);
     // ~1.5 s at the slow location's rate: long enough for the two pulls to overlap.
     let image = Image::from_spec(
         &env,
         TreeSpec::new().with_payload(96 * 1024),
         Compression::Gzip,
     );
-    site.put("slow/os.tar.gz", &image.bytes);
-    let url = site.url("slow/os.tar.gz");
+    let url = site.publish_signed(&gpg, "slow", "os.tar.gz", &image.bytes, false);
 
-    let a = env.spawn(&["pull", "--verify=no", &url, "alpha"]);
-    let b = env.spawn(&["pull", "--verify=no", &url, "beta"]);
-    a.wait().success();
-    b.wait().success();
+    pull_twice_at_once(&env, &["--keyring", arg(&key)], &url);
 
     image.assert_materialised(&env.machine("alpha"));
     image.assert_materialised(&env.machine("beta"));
     env.assert_machines(&["alpha", "beta"]);
+    assert_eq!(
+        site.nginx.body_bytes_for(&uri("slow/os.tar.gz")),
+        image.len(),
+        "image bytes must cross the wire exactly once:\n{}",
+        site.nginx.log_text()
+    );
+}
+
+#[test]
+fn concurrent_unverified_pulls_of_one_url_download_it_once() {
+    // Without a checksum the waiting pull cannot look the blob up by digest; it must learn what
+    // the first pull fetched (or ask conditionally) once the download lock is free. A slow
+    // `.nspawn` keeps the first pull busy after the image is in, so the second pull takes the
+    // lock while the first has not finished: the window a late ref write leaves open.
+    let env = TestEnv::new();
+    let site = Site::new();
+    let image = Image::from_spec(
+        &env,
+        TreeSpec::new().with_payload(96 * 1024),
+        Compression::Gzip,
+    );
+    site.put("slow/os.tar.gz", &image.bytes);
+    let settings = format!(
+        "[Exec]\nBoot=yes\n{}",
+        "# padding to slow the transfer down\n".repeat(4000)
+    );
+    site.put("slow/os.nspawn", settings.as_bytes());
+    let url = site.url("slow/os.tar.gz");
+
+    pull_twice_at_once(&env, &["--verify=no"], &url);
+
+    image.assert_materialised(&env.machine("alpha"));
+    image.assert_materialised(&env.machine("beta"));
+    env.assert_machines(&["alpha", "alpha.nspawn", "beta", "beta.nspawn"]);
     assert_eq!(
         site.nginx.body_bytes_for(&uri("slow/os.tar.gz")),
         image.len(),
