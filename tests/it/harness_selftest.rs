@@ -2,6 +2,7 @@
 //! a broken fixture: nginx serves ranges and 304s and logs them, gpg signatures verify,
 //! GNU tar packs the tree as intended, and the raw tar writer produces archives GNU tar reads.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
 use crate::harness::gpg::{Gpg, KeyAlgo};
@@ -199,6 +200,42 @@ fn rootfs_fixture_has_every_special_entry_in_every_compression() {
         Some(&plain),
     );
     rootfs::assert_tree(&out, &spec);
+
+    // And the check bites: each of these damages is one an extractor could plausibly make.
+    let damages: [(&str, fn(&std::path::Path)); 4] = [
+        ("setuid bit dropped", |r| {
+            std::fs::set_permissions(
+                r.join("usr/bin/su-test"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .expect("chmod")
+        }),
+        ("owner lost", |r| {
+            std::os::unix::fs::chown(r.join("home/user/notes.txt"), Some(0), Some(0))
+                .expect("chown")
+        }),
+        ("hardlink copied", |r| {
+            std::fs::remove_file(r.join("usr/bin/hello-again")).expect("rm");
+            std::fs::copy(r.join("usr/bin/hello"), r.join("usr/bin/hello-again")).expect("cp");
+        }),
+        ("symlink followed", |r| {
+            std::fs::remove_file(r.join("bin")).expect("rm");
+            std::fs::create_dir(r.join("bin")).expect("mkdir");
+        }),
+    ];
+    for (what, damage) in damages {
+        let copy = env.scratch(&format!("damaged-{}", what.replace(' ', "-")));
+        run_tool(
+            Command::new(require_tool("tar"))
+                .arg("-C")
+                .arg(&copy)
+                .args(["--numeric-owner", "-xpf", "-"]),
+            Some(&plain),
+        );
+        damage(&copy);
+        let caught = std::panic::catch_unwind(|| rootfs::assert_tree(&copy, &spec)).is_err();
+        assert!(caught, "assert_tree missed: {what}");
+    }
 }
 
 #[test]

@@ -384,3 +384,60 @@ fn foreign_owner_and_device_survive_a_second_pull_from_cache() {
         "two machines must not share inodes with each other"
     );
 }
+
+#[test]
+fn failed_forced_pull_keeps_the_old_machine() {
+    let env = TestEnv::new();
+    let site = Site::new();
+    let old = Image::new(&env, Compression::Gzip);
+    let new = Image::new(&env, Compression::Gzip);
+    site.put("img/old.tar.gz", &old.bytes);
+    // Cut mid-stream: the failure comes from unpacking, after staging has begun.
+    site.put("img/broken.tar.gz", &new.bytes[..new.bytes.len() / 2]);
+    env.sandbox(&["pull", "--verify=no", &site.url("img/old.tar.gz"), "box"])
+        .success();
+
+    env.sandbox(&[
+        "pull",
+        "--verify=no",
+        "--force",
+        &site.url("img/broken.tar.gz"),
+        "box",
+    ])
+    .failure()
+    .stderr_mentions(&["broken.tar.gz"]);
+
+    old.assert_materialised(&env.machine("box"));
+    env.assert_machines(&["box"]);
+}
+
+#[test]
+fn force_replaces_a_read_only_machine() {
+    let env = TestEnv::new();
+    let site = Site::new();
+    let old = Image::new(&env, Compression::Gzip);
+    let new = Image::new(&env, Compression::Gzip);
+    site.put("img/old.tar.gz", &old.bytes);
+    site.put("img/new.tar.gz", &new.bytes);
+    let _cleanup = Immutable(env.machine("box"));
+    env.sandbox(&[
+        "pull",
+        "--verify=no",
+        "--read-only",
+        &site.url("img/old.tar.gz"),
+        "box",
+    ])
+    .success();
+
+    env.sandbox(&[
+        "pull",
+        "--verify=no",
+        "--force",
+        &site.url("img/new.tar.gz"),
+        "box",
+    ])
+    .success();
+
+    new.assert_materialised(&env.machine("box"));
+    env.assert_machines(&["box"]);
+}
