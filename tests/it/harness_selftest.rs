@@ -142,6 +142,9 @@ fn sum_styles_match_the_three_line_forms() {
     );
 }
 
+/// Breaks one property of an unpacked tree in place.
+type Damage = fn(&std::path::Path);
+
 /// `tar -tvv` listing of an archive, after decompressing with the real tool.
 fn gnu_listing(archive: &[u8]) -> String {
     let tar = require_tool("tar");
@@ -202,7 +205,7 @@ fn rootfs_fixture_has_every_special_entry_in_every_compression() {
     rootfs::assert_tree(&out, &spec);
 
     // And the check bites: each of these damages is one an extractor could plausibly make.
-    let damages: [(&str, fn(&std::path::Path)); 4] = [
+    let damages: [(&str, Damage); 4] = [
         ("setuid bit dropped", |r| {
             std::fs::set_permissions(
                 r.join("usr/bin/su-test"),
