@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::Settings;
-use crate::verify::openpgp::{TrustStore, load_trust_store};
+use crate::verify::openpgp::{LXC_IMAGES_ORIGIN, TrustStore, lxc_images_cert, load_trust_store};
 
 /// Every `--keyring` file, `<sandboxes_dir>/keys/`, and importd's keyrings; with
 /// `with_builtin`, also the built-in LXC image key (pinned keys are trusted for their own source
