@@ -363,30 +363,35 @@ impl<'a> Extractor<'a> {
         meta: &Meta,
         sparse: Option<PaxSparse>,
     ) -> Result<(), UnpackError> {
-        let file = self.root.create_file(path)?;
         let shown = path.show();
         let size = entry.size();
+        // A sparse map is read and checked before anything is created.
+        let map = match &sparse {
+            None => None,
+            Some(PaxSparse::InRecords { map, real_size, .. }) => {
+                sparse::check_map(map, *real_size, size)
+                    .map_err(|r| UnpackError::invalid(&shown, r))?;
+                Some((map.clone(), *real_size))
+            }
+            Some(PaxSparse::InData { real_size, .. }) => {
+                let (map, map_len) =
+                    sparse::read_data_map(entry, size).map_err(|e| self.copy_error(e, &shown))?;
+                sparse::check_map(&map, *real_size, size - map_len)
+                    .map_err(|r| UnpackError::invalid(&shown, r))?;
+                Some((map, *real_size))
+            }
+        };
+        let file = self.root.create_file(path)?;
         let buf = &mut self.buf;
-        let (result, real_size) = match sparse {
+        let (result, real_size) = match map {
+            Some((map, real_size)) => (
+                sparse::copy_segments(entry, &file, buf, &map, real_size),
+                real_size,
+            ),
             None if entry.header().entry_type().is_gnu_sparse() => {
                 (sparse::copy_skipping_zeros(entry, &file, buf, size), size)
             }
             None => (sparse::copy_plain(entry, &file, buf, size), size),
-            Some(PaxSparse::InRecords { map, real_size, .. }) => {
-                sparse::check_map(&map, real_size, size)
-                    .map_err(|r| UnpackError::invalid(&shown, r))?;
-                (
-                    sparse::copy_segments(entry, &file, buf, &map, real_size),
-                    real_size,
-                )
-            }
-            Some(PaxSparse::InData { real_size, .. }) => {
-                let result = sparse::read_data_map(entry, size).and_then(|(map, map_len)| {
-                    sparse::check_map(&map, real_size, size - map_len).map_err(CopyError::Map)?;
-                    sparse::copy_segments(entry, &file, buf, &map, real_size)
-                });
-                (result, real_size)
-            }
         };
         result.map_err(|e| self.copy_error(e, &shown))?;
         self.summary.bytes += real_size;
