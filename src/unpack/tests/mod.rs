@@ -1,7 +1,6 @@
 //! Tests of the unpacker against hostile and real archives. They run as root (as CI does):
 //! ownership, device nodes and `security.capability` need it.
 
-mod bench;
 mod gnu_tar;
 mod hostile;
 mod metadata;
