@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::Settings;
-use crate::verify::openpgp::{TrustStore, load_trust_store};
+use crate::verify::openpgp::{LXC_IMAGES_ORIGIN, TrustStore, load_trust_store, lxc_images_cert};
 
 /// Every `--keyring` file, `<sandboxes_dir>/keys/`, and importd's keyrings; with
 /// `with_builtin`, also the built-in LXC image key (pinned keys are trusted for their own source
@@ -21,11 +21,7 @@ pub fn trust_store(
         &settings.paths.importd_keyrings(),
     )?;
     if with_builtin {
-        store.add_cert(
-            crate::verify::openpgp::lxc_images_cert(),
-            "built-in LXC image key",
-            true,
-        );
+        store.add_cert(lxc_images_cert(), LXC_IMAGES_ORIGIN, true);
     }
     Ok(store)
 }

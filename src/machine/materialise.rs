@@ -83,11 +83,6 @@ pub fn ensure_machines_dir(machines_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether SELinux is enabled on this host (then `security.selinux` labels are kept).
-pub fn selinux_enabled() -> bool {
-    Path::new("/sys/fs/selinux/enforce").exists()
-}
-
 /// Unpacks the (compressed) tarball at `blob` into a new staging directory and returns it.
 pub fn unpack_into_staging(
     blob: &Path,
@@ -112,10 +107,7 @@ pub fn unpack_into_staging(
     );
     let reader = ThreadedReader::new(reader).context("starting the decompression thread")?;
     let root = Root::open(staging.path())?;
-    let opts = UnpackOptions {
-        preserve_owner: rustix::process::geteuid().is_root(),
-        keep_selinux: selinux_enabled(),
-    };
+    let opts = UnpackOptions::for_this_host();
     let summary = unpack_tar(reader, &root, &opts)
         .with_context(|| format!("unpacking the {} tarball", compression.name()))?;
     drop(root);

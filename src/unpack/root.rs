@@ -1,6 +1,8 @@
 //! `Root`: a directory handle that never resolves a path outside itself, and the only code in
 //! the crate that opens, creates or removes paths inside a rootfs. Every syscall of the unpacker
-//! lives here (through rustix; there is no `unsafe`).
+//! lives in this module (through rustix; there is no `unsafe`): here the public operations,
+//! in `root/resolve.rs` the resolution of parents, in `root/node.rs` metadata, in
+//! `root/remove.rs` the removal of trees.
 //!
 //! Resolution of a normalised path (`path.rs` has already removed `.`, `..` and leading `/`):
 //!
@@ -22,24 +24,26 @@
 //!   chain is dropped whenever a directory or symlink is removed or replaced, as a cached fd
 //!   could then stand for a path that no longer leads there.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rustix::fs::{
-    self as rfs, AtFlags, CWD, Dev, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-    XattrFlags,
-};
+use rustix::fs::{self as rfs, AtFlags, Dev, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::error::{UnpackError, Violation, show_bytes};
-use super::path::{EntryPath, is_component_prefix};
+use super::path::EntryPath;
+
+mod node;
+mod remove;
+mod resolve;
+
+pub use node::Node;
+use resolve::ResolveError;
 
 /// Linux's own limit on symlinks followed in one lookup.
 const MAX_SYMLINKS: usize = 40;
@@ -70,106 +74,12 @@ struct CachedDir {
     dir: Resolved,
 }
 
-/// Something just created inside the root that takes metadata. Regular files and directories
-/// are held open; symlinks and special files are named relative to their parent's fd.
-pub enum Node {
-    Open(Arc<OwnedFd>),
-    At { dir: Arc<OwnedFd>, name: Vec<u8> },
-}
-
 /// The kinds `mknodat` creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
     Char,
     Block,
     Fifo,
-}
-
-/// Why a parent could not be resolved; turned into an [`UnpackError`] by the caller, who knows
-/// which entry (and which role: the entry itself or a hardlink target) it was for.
-enum ResolveError {
-    Escape {
-        link: Vec<u8>,
-        target: Vec<u8>,
-    },
-    Missing {
-        path: Vec<u8>,
-        link: Option<Rc<(Vec<u8>, Vec<u8>)>>,
-    },
-    NotDir {
-        path: Vec<u8>,
-    },
-    Loop {
-        path: Vec<u8>,
-    },
-    Io {
-        action: &'static str,
-        path: Vec<u8>,
-        err: Errno,
-    },
-}
-
-impl ResolveError {
-    fn for_entry(self, entry: &EntryPath) -> UnpackError {
-        let e = &entry.show();
-        match self {
-            ResolveError::Escape { link, target } => UnpackError::Unsafe {
-                entry: entry.show(),
-                violation: Violation::SymlinkParent {
-                    link: show_bytes(&link),
-                    target: show_bytes(&target),
-                },
-            },
-            ResolveError::Missing { path, link: None } => {
-                UnpackError::invalid(e, format!("parent `{}` does not exist", show_bytes(&path)))
-            }
-            ResolveError::Missing {
-                link: Some(link), ..
-            } => UnpackError::invalid(
-                e,
-                format!(
-                    "parent `{}` is a symlink to `{}`, which does not exist",
-                    show_bytes(&link.0),
-                    show_bytes(&link.1)
-                ),
-            ),
-            ResolveError::NotDir { path } => UnpackError::invalid(
-                e,
-                format!("parent `{}` is not a directory", show_bytes(&path)),
-            ),
-            ResolveError::Loop { path } => UnpackError::invalid(
-                e,
-                format!(
-                    "too many levels of symbolic links at `{}`",
-                    show_bytes(&path)
-                ),
-            ),
-            ResolveError::Io { action, path, err } => {
-                UnpackError::io(e, format!("{action} `{}`", show_bytes(&path)), err)
-            }
-        }
-    }
-
-    fn for_hardlink(self, entry: &EntryPath, target: &EntryPath) -> UnpackError {
-        match self {
-            ResolveError::Escape {
-                link,
-                target: link_target,
-            } => UnpackError::Unsafe {
-                entry: entry.show(),
-                violation: Violation::HardlinkViaSymlink {
-                    target: target.show(),
-                    link: show_bytes(&link),
-                    link_target: show_bytes(&link_target),
-                },
-            },
-            ResolveError::Missing { .. } | ResolveError::NotDir { .. } => UnpackError::invalid(
-                &entry.show(),
-                format!("hardlink target `{}` does not exist", target.show()),
-            ),
-            other => other.for_entry(entry),
-        }
-    }
 }
 
 fn errno_io(
@@ -497,156 +407,6 @@ impl Root {
         result.map_err(|e| errno_io(entry, "removing existing", &join(&dir.real, name), e))
     }
 
-    /// Resolves the directory at the normalised path `rel` (see the module documentation).
-    fn dir_of(&self, rel: &[u8], create: bool) -> Result<Resolved, ResolveError> {
-        let mut chain = self.lock_chain();
-        let keep = chain
-            .iter()
-            .take_while(|c| is_component_prefix(&c.rel, rel))
-            .count();
-        chain.truncate(keep);
-        let (base_len, base) = match chain.last() {
-            Some(c) => (c.rel.len(), c.dir.clone()),
-            None => (0, self.root_resolved()),
-        };
-        if base_len == rel.len() {
-            return Ok(base);
-        }
-        let rest = if base_len == 0 {
-            rel
-        } else {
-            &rel[base_len + 1..]
-        };
-        let resolved = match self.open_beneath(&base, rest) {
-            Some(dir) => dir,
-            None => self.walk(&base, rest, create)?,
-        };
-        if chain.len() < MAX_CACHED_DIRS {
-            chain.push(CachedDir {
-                rel: rel.to_vec(),
-                dir: resolved.clone(),
-            });
-        }
-        Ok(resolved)
-    }
-
-    /// The fast path: one `openat2` that refuses every symlink and never leaves `base`.
-    fn open_beneath(&self, base: &Resolved, rest: &[u8]) -> Option<Resolved> {
-        if !self.openat2_works.load(Ordering::Relaxed) {
-            return None;
-        }
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let resolve =
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        match rfs::openat2(base.fd.as_fd(), rest, flags, Mode::empty(), resolve) {
-            Ok(fd) => Some(Resolved {
-                fd: Arc::new(fd),
-                real: join(&base.real, rest),
-            }),
-            Err(Errno::NOSYS) => {
-                self.openat2_works.store(false, Ordering::Relaxed);
-                None
-            }
-            Err(_) => None,
-        }
-    }
-
-    /// The authoritative walk, one component at a time from `base`, following symlinks only
-    /// while they stay inside the root.
-    fn walk(&self, base: &Resolved, rest: &[u8], create: bool) -> Result<Resolved, ResolveError> {
-        // Each pending component remembers the symlink whose target it came from (for messages
-        // and to refuse creating directories at a symlink's target).
-        type Link = Rc<(Vec<u8>, Vec<u8>)>;
-        let mut queue: VecDeque<(Vec<u8>, Option<Link>)> = rest
-            .split(|&b| b == b'/')
-            .map(|c| (c.to_vec(), None))
-            .collect();
-        let mut fd = base.fd.clone();
-        let mut real = base.real.clone();
-        let mut budget = MAX_SYMLINKS;
-        while let Some((comp, link)) = queue.pop_front() {
-            match comp.as_slice() {
-                b"" | b"." => continue,
-                b".." => {
-                    if real.is_empty() {
-                        let (link, target) = match &link {
-                            Some(l) => (l.0.clone(), l.1.clone()),
-                            None => (b"..".to_vec(), b"..".to_vec()),
-                        };
-                        return Err(ResolveError::Escape { link, target });
-                    }
-                    let up = open_dir_path(fd.as_fd(), b"..").map_err(|err| ResolveError::Io {
-                        action: "opening the parent of",
-                        path: real.clone(),
-                        err,
-                    })?;
-                    fd = Arc::new(up);
-                    let cut = real.iter().rposition(|&b| b == b'/').unwrap_or(0);
-                    real.truncate(cut);
-                    continue;
-                }
-                _ => {}
-            }
-            let child = join(&real, &comp);
-            match open_dir_path(fd.as_fd(), &comp) {
-                Ok(next) => fd = Arc::new(next),
-                Err(Errno::NOENT) if create && link.is_none() => {
-                    let made =
-                        make_implicit_dir(fd.as_fd(), &comp).map_err(|err| ResolveError::Io {
-                            action: "creating directory",
-                            path: child.clone(),
-                            err,
-                        })?;
-                    fd = Arc::new(made);
-                }
-                Err(Errno::NOENT) => return Err(ResolveError::Missing { path: child, link }),
-                Err(Errno::NOTDIR) => {
-                    let target = match rfs::readlinkat(fd.as_fd(), comp.as_slice(), Vec::new()) {
-                        Ok(target) => target.into_bytes(),
-                        Err(Errno::INVAL) => return Err(ResolveError::NotDir { path: child }),
-                        Err(err) => {
-                            return Err(ResolveError::Io {
-                                action: "reading symlink",
-                                path: child,
-                                err,
-                            });
-                        }
-                    };
-                    if budget == 0 {
-                        return Err(ResolveError::Loop { path: child });
-                    }
-                    budget -= 1;
-                    if target.first() == Some(&b'/') {
-                        return Err(ResolveError::Escape {
-                            link: child,
-                            target,
-                        });
-                    }
-                    let info: Link = Rc::new((child, target));
-                    if info.1.is_empty() {
-                        return Err(ResolveError::Missing {
-                            path: info.0.clone(),
-                            link: Some(info),
-                        });
-                    }
-                    for comp in info.1.split(|&b| b == b'/').rev() {
-                        queue.push_front((comp.to_vec(), Some(info.clone())));
-                    }
-                    continue;
-                }
-                Err(err) => {
-                    return Err(ResolveError::Io {
-                        action: "opening directory",
-                        path: child,
-                        err,
-                    });
-                }
-            }
-            real = child;
-        }
-        Ok(Resolved { fd, real })
-    }
-
     fn root_resolved(&self) -> Resolved {
         Resolved {
             fd: self.fd.clone(),
@@ -664,161 +424,5 @@ impl Root {
 
     fn invalidate(&self) {
         self.lock_chain().clear();
-    }
-
-    /// Removes the directory `name` in `parent` with everything below it, without following
-    /// symlinks and without recursion (trees can be deeper than the stack or the fd limit).
-    fn remove_tree(&self, parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-        match rfs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
-            Ok(()) => return Ok(()),
-            Err(Errno::NOTEMPTY | Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let fd = open_dir_read(parent, name)?;
-        self.clear_contents(fd)?;
-        Ok(rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)?)
-    }
-
-    /// Empties the directory open at `top`. Holds one directory fd at a time: it descends into a
-    /// non-empty subdirectory, and climbs back with `..` once it is empty (safe here because the
-    /// walk only ever descended through real directories, never symlinks).
-    fn clear_contents(&self, top: OwnedFd) -> io::Result<()> {
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        let mut cur = top;
-        'dirs: loop {
-            let mut entries = rfs::Dir::read_from(&cur)?;
-            while let Some(entry) = entries.read() {
-                let entry = entry?;
-                let name = entry.file_name().to_bytes();
-                if name == b"." || name == b".." {
-                    continue;
-                }
-                let is_dir = match entry.file_type() {
-                    FileType::Directory => true,
-                    FileType::Unknown => {
-                        let st = rfs::statat(&cur, name, AtFlags::SYMLINK_NOFOLLOW)?;
-                        FileType::from_raw_mode(st.st_mode) == FileType::Directory
-                    }
-                    _ => false,
-                };
-                if !is_dir {
-                    rfs::unlinkat(&cur, name, AtFlags::empty())?;
-                    continue;
-                }
-                match rfs::unlinkat(&cur, name, AtFlags::REMOVEDIR) {
-                    Ok(()) => continue,
-                    Err(Errno::NOTEMPTY | Errno::EXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                let child = open_dir_read(cur.as_fd(), name)?;
-                if rfs::fstat(&child)?.st_dev != self.dev {
-                    return Err(io::Error::other(format!(
-                        "refusing to remove `{}`: it is another filesystem mounted inside the root",
-                        show_bytes(name)
-                    )));
-                }
-                names.push(name.to_vec());
-                cur = child;
-                continue 'dirs;
-            }
-            let Some(name) = names.pop() else {
-                return Ok(());
-            };
-            let parent = open_dir_read(cur.as_fd(), b"..")?;
-            rfs::unlinkat(&parent, name.as_slice(), AtFlags::REMOVEDIR)?;
-            cur = parent;
-        }
-    }
-}
-
-/// Creates a directory the archive implies but does not list, with GNU tar's usual 0755 (set
-/// explicitly so the process umask does not matter).
-fn make_implicit_dir(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
-    let created = match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
-        Ok(()) => true,
-        Err(Errno::EXIST) => false,
-        Err(e) => return Err(e),
-    };
-    let fd = open_dir_read(parent, name)?;
-    if created {
-        rfs::fchmod(&fd, Mode::from_raw_mode(0o755))?;
-    }
-    Ok(fd)
-}
-
-/// `/proc/self/fd/<fd>[/<name>]`: the kernel resolves the fd part to exactly that open file, so
-/// the path cannot be redirected; `name` (one component) is then looked up in that directory.
-fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> Vec<u8> {
-    let mut path = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
-    if let Some(name) = name {
-        path.push(b'/');
-        path.extend_from_slice(name);
-    }
-    path
-}
-
-impl Node {
-    pub fn from_file(file: File) -> Node {
-        Node::Open(Arc::new(OwnedFd::from(file)))
-    }
-
-    /// Changes the owner; never follows a symlink.
-    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
-        let (uid, gid) = (Some(rfs::Uid::from_raw(uid)), Some(rfs::Gid::from_raw(gid)));
-        match self {
-            Node::Open(fd) => rfs::fchown(fd, uid, gid)?,
-            Node::At { dir, name } => {
-                rfs::chownat(dir, name.as_slice(), uid, gid, AtFlags::SYMLINK_NOFOLLOW)?
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets the permission bits; a no-op on symlinks (Linux has no symlink modes).
-    pub fn chmod(&self, mode: u32) -> io::Result<()> {
-        let mode = Mode::from_raw_mode(mode & 0o7777);
-        match self {
-            Node::Open(fd) => rfs::fchmod(fd, mode)?,
-            Node::At { dir, name } => {
-                // fchmodat cannot refuse to follow before Linux 6.6: hold the object itself with
-                // O_PATH|O_NOFOLLOW and change it through its /proc/self/fd magic link.
-                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let fd = rfs::openat(dir, name.as_slice(), flags, Mode::empty())?;
-                if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) == FileType::Symlink {
-                    return Ok(());
-                }
-                rfs::chmodat(CWD, proc_path(fd.as_fd(), None), mode, AtFlags::empty())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets one extended attribute; never follows a symlink.
-    pub fn set_xattr(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
-        match self {
-            Node::Open(fd) => rfs::fsetxattr(fd, name, value, XattrFlags::empty())?,
-            Node::At { dir, name: file } => rfs::lsetxattr(
-                proc_path(dir.as_fd(), Some(file)),
-                name,
-                value,
-                XattrFlags::empty(),
-            )?,
-        }
-        Ok(())
-    }
-
-    /// Sets access and modification times; never follows a symlink.
-    pub fn set_times(&self, atime: Timespec, mtime: Timespec) -> io::Result<()> {
-        let times = Timestamps {
-            last_access: atime,
-            last_modification: mtime,
-        };
-        match self {
-            Node::Open(fd) => rfs::futimens(fd, &times)?,
-            Node::At { dir, name } => {
-                rfs::utimensat(dir, name.as_slice(), &times, AtFlags::SYMLINK_NOFOLLOW)?
-            }
-        }
-        Ok(())
     }
 }

@@ -103,6 +103,33 @@ enum Kind {
     Special,
 }
 
+/// What an entry becomes; `None` from [`What::of`] for types that are skipped.
+enum What {
+    Dir,
+    File,
+    Symlink,
+    Hardlink,
+    Special(Special),
+}
+
+impl What {
+    fn of(kind: tar::EntryType, raw_path: &[u8], size: u64) -> Option<What> {
+        use tar::EntryType as T;
+        Some(match kind {
+            T::Directory => What::Dir,
+            // Pre-POSIX archives mark directories with a trailing slash on a regular entry.
+            T::Regular if raw_path.ends_with(b"/") && size == 0 => What::Dir,
+            T::Regular | T::Continuous | T::GNUSparse => What::File,
+            T::Symlink => What::Symlink,
+            T::Link => What::Hardlink,
+            T::Char => What::Special(Special::Char),
+            T::Block => What::Special(Special::Block),
+            T::Fifo => What::Special(Special::Fifo),
+            _ => return None,
+        })
+    }
+}
+
 impl<'a> Extractor<'a> {
     fn run<R: Read>(
         &mut self,
@@ -268,21 +295,24 @@ impl<'a> Extractor<'a> {
                 ),
             ));
         }
+        let Some(what) = What::of(kind, &raw_path, entry.size()) else {
+            // GNU volume labels and multi-volume continuations, Solaris ACL entries, ...: their
+            // names are not paths, so they are not even parsed.
+            self.warn("type", || {
+                format!("skipping entry `{shown}` of unsupported type {kind:?}")
+            });
+            return Ok(());
+        };
         let path = EntryPath::parse(&raw_path)?;
         let meta = Meta::new(entry.header(), &pax, &shown)?;
         let link = pax
             .linkpath
             .clone()
             .or_else(|| entry.link_name_bytes().map(|l| l.into_owned()));
-        use tar::EntryType as T;
-        match kind {
-            T::Directory => self.directory(&path, &meta),
-            // Pre-POSIX archives mark directories with a trailing slash on a regular entry.
-            T::Regular if raw_path.ends_with(b"/") && entry.size() == 0 => {
-                self.directory(&path, &meta)
-            }
-            T::Regular | T::Continuous | T::GNUSparse => self.regular(entry, &path, &meta, sparse),
-            T::Symlink => {
+        match what {
+            What::Dir => self.directory(&path, &meta),
+            What::File => self.regular(entry, &path, &meta, sparse),
+            What::Symlink => {
                 let target = link
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| UnpackError::invalid(&shown, "symlink without a target"))?;
@@ -295,7 +325,7 @@ impl<'a> Extractor<'a> {
                 let node = self.root.create_symlink(&path, &target)?;
                 self.apply(&node, &path, &meta, Kind::Symlink)
             }
-            T::Link => {
+            What::Hardlink => {
                 let raw = link
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| UnpackError::invalid(&shown, "hardlink without a target"))?;
@@ -310,12 +340,7 @@ impl<'a> Extractor<'a> {
                 })?;
                 self.root.create_hardlink(&path, &target)
             }
-            T::Char | T::Block | T::Fifo => {
-                let special = match kind {
-                    T::Char => Special::Char,
-                    T::Block => Special::Block,
-                    _ => Special::Fifo,
-                };
+            What::Special(special) => {
                 let number = |n: std::io::Result<Option<u32>>| {
                     n.map(Option::unwrap_or_default).map_err(|e| {
                         UnpackError::invalid(&shown, format!("bad device number: {e}"))
@@ -339,12 +364,6 @@ impl<'a> Extractor<'a> {
                     }
                 }
             }
-            other => {
-                self.warn("type", || {
-                    format!("skipping entry `{shown}` of unsupported type {other:?}")
-                });
-                Ok(())
-            }
         }
     }
 
@@ -363,30 +382,35 @@ impl<'a> Extractor<'a> {
         meta: &Meta,
         sparse: Option<PaxSparse>,
     ) -> Result<(), UnpackError> {
-        let file = self.root.create_file(path)?;
         let shown = path.show();
         let size = entry.size();
+        // A sparse map is read and checked before anything is created.
+        let map = match &sparse {
+            None => None,
+            Some(PaxSparse::InRecords { map, real_size, .. }) => {
+                sparse::check_map(map, *real_size, size)
+                    .map_err(|r| UnpackError::invalid(&shown, r))?;
+                Some((map.clone(), *real_size))
+            }
+            Some(PaxSparse::InData { real_size, .. }) => {
+                let (map, map_len) =
+                    sparse::read_data_map(entry, size).map_err(|e| self.copy_error(e, &shown))?;
+                sparse::check_map(&map, *real_size, size - map_len)
+                    .map_err(|r| UnpackError::invalid(&shown, r))?;
+                Some((map, *real_size))
+            }
+        };
+        let file = self.root.create_file(path)?;
         let buf = &mut self.buf;
-        let (result, real_size) = match sparse {
+        let (result, real_size) = match map {
+            Some((map, real_size)) => (
+                sparse::copy_segments(entry, &file, buf, &map, real_size),
+                real_size,
+            ),
             None if entry.header().entry_type().is_gnu_sparse() => {
                 (sparse::copy_skipping_zeros(entry, &file, buf, size), size)
             }
             None => (sparse::copy_plain(entry, &file, buf, size), size),
-            Some(PaxSparse::InRecords { map, real_size, .. }) => {
-                sparse::check_map(&map, real_size, size)
-                    .map_err(|r| UnpackError::invalid(&shown, r))?;
-                (
-                    sparse::copy_segments(entry, &file, buf, &map, real_size),
-                    real_size,
-                )
-            }
-            Some(PaxSparse::InData { real_size, .. }) => {
-                let result = sparse::read_data_map(entry, size).and_then(|(map, map_len)| {
-                    sparse::check_map(&map, real_size, size - map_len).map_err(CopyError::Map)?;
-                    sparse::copy_segments(entry, &file, buf, &map, real_size)
-                });
-                (result, real_size)
-            }
         };
         result.map_err(|e| self.copy_error(e, &shown))?;
         self.summary.bytes += real_size;

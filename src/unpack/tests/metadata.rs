@@ -407,12 +407,12 @@ fn pre_posix_directories_and_unknown_types() {
     let sb = Sandbox::new();
     let archive = Tar::new()
         .raw(b"old-style/", EntryType::Regular, b"", 0o755, b"")
-        .raw(b"volume", EntryType::new(b'V'), b"", 0o644, b"")
+        .raw(b"../volume label", EntryType::new(b'V'), b"", 0o644, b"")
         .raw(b"old-style/f", EntryType::Regular, b"", 0o644, b"f")
         .finish();
     let summary = sb.unpack(&archive).unwrap();
     assert!(fs::metadata(sb.path("old-style")).unwrap().is_dir());
-    assert!(!sb.path("volume").exists());
+    assert!(!sb.top.join("volume label").exists());
     assert_eq!(summary.warnings, 1);
     assert_eq!(summary.entries, 3);
     assert_eq!(summary.bytes, 1);
@@ -434,4 +434,77 @@ fn big_ids_from_pax() {
     );
     let m = fs::metadata(sb.path("f")).unwrap();
     assert_eq!((m.uid(), m.gid()), (100_000_000, 3_000_000_000));
+}
+
+#[test]
+fn xattrs_on_symlinks_and_fifos_stay_on_them() {
+    let sb = Sandbox::new();
+    let archive = Tar::new()
+        .file("target", b"t")
+        .pax(&[("SCHILY.xattr.trusted.on-link", b"l")])
+        .raw(b"link", EntryType::Symlink, b"target", 0o777, b"")
+        .pax(&[("SCHILY.xattr.trusted.on-fifo", b"f")])
+        .raw(b"fifo", EntryType::Fifo, b"", 0o600, b"")
+        .finish();
+    let summary = sb.unpack(&archive).unwrap();
+    assert_eq!(summary.warnings, 0);
+    assert_eq!(xattr(&sb.path("link"), "trusted.on-link").unwrap(), b"l");
+    assert_eq!(xattr(&sb.path("target"), "trusted.on-link"), None);
+    assert_eq!(xattr(&sb.path("fifo"), "trusted.on-fifo").unwrap(), b"f");
+}
+
+#[test]
+fn lying_sparse_maps_are_refused() {
+    // (PAX records, entry data, expected message)
+    type Case<'a> = (Vec<(&'a str, &'a [u8])>, &'a [u8], &'a str);
+    let cases: Vec<Case> = vec![
+        // 0.1: a segment past the real size.
+        (
+            vec![
+                ("GNU.sparse.size", b"10"),
+                ("GNU.sparse.map", b"8,4"),
+                ("GNU.sparse.name", b"s"),
+            ],
+            b"abcd",
+            "ends past the file size",
+        ),
+        // 0.0: segments that overlap.
+        (
+            vec![
+                ("GNU.sparse.size", b"100"),
+                ("GNU.sparse.offset", b"10"),
+                ("GNU.sparse.numbytes", b"4"),
+                ("GNU.sparse.offset", b"12"),
+                ("GNU.sparse.numbytes", b"4"),
+            ],
+            b"abcdefgh",
+            "overlaps",
+        ),
+        // 1.0: the map promises more data than the entry has.
+        (
+            vec![
+                ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.minor", b"0"),
+                ("GNU.sparse.realsize", b"100000"),
+                ("GNU.sparse.name", b"s"),
+            ],
+            &[],
+            "hold 5000 bytes but the entry has 10",
+        ),
+    ];
+    for (i, (records, data, want)) in cases.into_iter().enumerate() {
+        let mut data = data.to_vec();
+        if i == 2 {
+            data = b"1\n0\n5000\n".to_vec();
+            data.resize(512 + 10, b'x');
+        }
+        let sb = Sandbox::new();
+        let archive = Tar::new()
+            .pax(&records)
+            .raw(b"GNUSparseFile.1/s", EntryType::Regular, b"", 0o644, &data)
+            .finish();
+        let err = sb.unpack(&archive).unwrap_err();
+        assert!(err.to_string().contains(want), "case {i}: {err}");
+        assert!(!sb.path("GNUSparseFile.1").exists(), "case {i}");
+    }
 }
