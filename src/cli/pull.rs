@@ -17,10 +17,12 @@ use crate::source::SourceRef;
 use crate::source::arch::{host_debian_arch, normalise_arch};
 use crate::source::http::Http;
 use crate::source::images::{self, ImagesRequest};
-use crate::source::simplestreams as ss;
+use crate::source::simplestreams::{self as ss, Alias};
 use crate::source::sums::VerifyMode;
 use crate::source::tarball::{self, TarballRequest};
 use crate::verify::Digest;
+use crate::verify::openpgp::TrustStore;
+use url::Url;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -71,9 +73,17 @@ struct PullResult {
     nspawn: Option<PathBuf>,
 }
 
+/// What to fetch: the trust store is built once, the fetch may run twice.
+enum Request {
+    Tarball(Option<TrustStore>),
+    Images(Box<(Alias, String, Url)>, Option<TrustStore>),
+}
+
 /// What the fetch side hands to the materialise side.
 struct Fetched {
     image: RefBlob,
+    /// The image's bytes were hashed in this run (else they are re-hashed before use).
+    image_fresh: bool,
     nspawn: Option<RefBlob>,
     verification: Verification,
     version: Option<String>,
@@ -131,30 +141,15 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let http = Http::new()?;
-    let fetched = match alias {
+    // What to fetch, decided once; fetched again below if the cached image turns out corrupt.
+    let request = match alias {
         None => {
             let trust = if mode == VerifyMode::Signature {
                 Some(trust_store(settings, &args.keyring, false)?)
             } else {
                 None
             };
-            let req = TarballRequest {
-                source: &source,
-                mode,
-                pinned: args.checksum,
-                trust: trust.as_ref(),
-                offline: args.offline,
-            };
-            let t = runtime
-                .block_on(tarball::fetch(&req, &cache, &http, settings.progress))
-                .with_context(|| format!("pulling {}", source.display()))?;
-            Fetched {
-                image: t.image,
-                nspawn: t.nspawn,
-                verification: t.verification,
-                version: None,
-                file_name: t.file_name,
-            }
+            Request::Tarball(trust)
         }
         Some(alias) => {
             if args.checksum.is_some() {
@@ -175,30 +170,73 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
                 .as_deref()
                 .map(normalise_arch)
                 .unwrap_or_else(|| host_debian_arch().to_string());
-            let req = ImagesRequest {
-                alias,
-                arch,
-                server,
-                mode,
-                trust: trust.as_ref(),
-                offline: args.offline,
-                allow_downgrade: args.allow_downgrade,
-            };
-            let i = runtime
-                .block_on(images::fetch(&req, &cache, &http, settings.progress))
-                .with_context(|| format!("pulling {}", source.display()))?;
-            Fetched {
-                image: i.image,
-                nspawn: None,
-                verification: i.verification,
-                version: Some(i.version),
-                file_name: i.file_name,
+            Request::Images(Box::new((alias, arch, server)), trust)
+        }
+    };
+    let fetch_once = || -> Result<Fetched> {
+        match &request {
+            Request::Tarball(trust) => {
+                let req = TarballRequest {
+                    source: &source,
+                    mode,
+                    pinned: args.checksum,
+                    trust: trust.as_ref(),
+                    offline: args.offline,
+                };
+                let t = runtime.block_on(tarball::fetch(&req, &cache, &http, settings.progress))?;
+                Ok(Fetched {
+                    image: t.image,
+                    image_fresh: t.image_fresh,
+                    nspawn: t.nspawn,
+                    verification: t.verification,
+                    version: None,
+                    file_name: t.file_name,
+                })
+            }
+            Request::Images(what, trust) => {
+                let (alias, arch, server) = what.as_ref();
+                let req = ImagesRequest {
+                    alias: alias.clone(),
+                    arch: arch.clone(),
+                    server: server.clone(),
+                    mode,
+                    trust: trust.as_ref(),
+                    offline: args.offline,
+                    allow_downgrade: args.allow_downgrade,
+                };
+                let i = runtime.block_on(images::fetch(&req, &cache, &http, settings.progress))?;
+                Ok(Fetched {
+                    image: i.image,
+                    image_fresh: i.image_fresh,
+                    nspawn: None,
+                    verification: i.verification,
+                    version: Some(i.version),
+                    file_name: i.file_name,
+                })
             }
         }
     };
-    let blob = cache
+    let mut fetched = fetch_once().with_context(|| format!("pulling {}", source.display()))?;
+    let mut blob = cache
         .blob(&fetched.image.digest)
         .context("internal: the image left the cache")?;
+    if !fetched.image_fresh {
+        // A blob that rotted in the cache since it was verified is a miss: drop it, fetch again.
+        let (actual, _) = hash_file(&blob)?;
+        if actual != fetched.image.digest {
+            tracing::warn!(
+                "the cached image {} is corrupt (its bytes now hash to {actual}); fetching it again",
+                fetched.image.digest
+            );
+            std::fs::remove_file(&blob)
+                .with_context(|| format!("removing corrupt blob {}", blob.display()))?;
+            fetched =
+                fetch_once().with_context(|| format!("pulling {} again", source.display()))?;
+            blob = cache
+                .blob(&fetched.image.digest)
+                .context("internal: the image left the cache")?;
+        }
+    }
 
     let mut result = PullResult {
         name: name.clone(),
@@ -214,15 +252,6 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             &format!("machine-{}", settings.paths.machines_dir.join(n).display()),
             &format!("another pull into machine `{n}`"),
         )?;
-        // A blob that rotted in the cache since it was verified must not become a machine.
-        let (actual, _) = hash_file(&blob)?;
-        if actual != fetched.image.digest {
-            std::fs::remove_file(&blob).ok();
-            bail!(
-                "the cached image {} is corrupt (now {actual}); it was removed, pull again",
-                fetched.image.digest
-            );
-        }
         let nspawn = match &fetched.nspawn {
             Some(b) => Some(cache.read_blob(&b.digest)?),
             None => None,

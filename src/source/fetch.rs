@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use super::http::{Download, Validators};
 use super::site::Site;
+use crate::cache::lock::LockGuard;
 use crate::cache::{Cache, RefBlob};
 use crate::progress::{ProgressMode, ProgressReader};
 use crate::verify::Digest;
@@ -17,6 +18,9 @@ use crate::verify::Digest;
 ///   finds the blob), conditional on the validators of `previous` (the blob the ref recorded
 ///   last time, read again under the lock), resuming a partial download;
 /// - with `expected`, bytes that do not match are discarded before they reach `blobs/`.
+///
+/// The per-URL lock comes back in `FetchedFile::lock`: the caller holds it until it has written
+/// the ref that records the blob's validators, so a pull waiting on the lock sees them.
 pub async fn fetch_file(
     site: &Site,
     file_name: &str,
@@ -25,7 +29,7 @@ pub async fn fetch_file(
     previous: &dyn Fn(&Cache) -> Option<RefBlob>,
     expected: Option<&Digest>,
     progress: ProgressMode,
-) -> Result<RefBlob> {
+) -> Result<FetchedFile> {
     let location = site.location(file_name);
     let blob_of = |digest: Digest, size: u64, v: Validators| RefBlob {
         role: role.to_string(),
@@ -51,12 +55,16 @@ pub async fn fetch_file(
                 last_modified: b.last_modified,
             })
             .unwrap_or_default();
-        return Ok(blob_of(*expected, size, v));
+        return Ok(FetchedFile {
+            blob: blob_of(*expected, size, v),
+            fresh: false,
+            lock: None,
+        });
     }
     match site {
         Site::Http { http, .. } => {
             let url = site.url(file_name)?;
-            let _lock = cache.lock(
+            let lock = cache.lock(
                 &format!("download-{}", url.as_str()),
                 &format!("another pull of {location}"),
             )?;
@@ -64,7 +72,11 @@ pub async fn fetch_file(
             if let Some(expected) = expected
                 && let Some(size) = cached(expected)
             {
-                return Ok(blob_of(*expected, size, Validators::default()));
+                return Ok(FetchedFile {
+                    blob: blob_of(*expected, size, Validators::default()),
+                    fresh: false,
+                    lock: Some(lock),
+                });
             }
             let prev = previous(cache).filter(|b| cache.blob(&b.digest).is_some());
             let validators = prev
@@ -75,7 +87,12 @@ pub async fn fetch_file(
                 })
                 .filter(|v| !v.is_empty());
             let bar = progress.task(&format!("Downloading {file_name}"));
-            match http
+            let fresh = |digest, size, validators| FetchedFile {
+                blob: blob_of(digest, size, validators),
+                fresh: true,
+                lock: None,
+            };
+            let mut got = match http
                 .download(cache, &url, validators.as_ref(), expected, &bar)
                 .await?
             {
@@ -83,34 +100,38 @@ pub async fn fetch_file(
                     digest,
                     size,
                     validators,
-                } => Ok(blob_of(digest, size, validators)),
+                } => fresh(digest, size, validators),
                 Download::NotModified => {
                     let prev = prev.context("internal: 304 without a cached copy")?;
                     if expected.is_none_or(|e| *e == prev.digest) {
                         tracing::info!("{location}: not modified since the last pull");
-                        return Ok(blob_of(
-                            prev.digest,
-                            prev.size,
-                            Validators {
-                                etag: prev.etag,
-                                last_modified: prev.last_modified,
-                            },
-                        ));
-                    }
-                    // The server claims no change, but the verified checksum names other bytes:
-                    // fetch unconditionally and let the digest decide.
-                    match http.download(cache, &url, None, expected, &bar).await? {
-                        Download::Fetched {
-                            digest,
-                            size,
-                            validators,
-                        } => Ok(blob_of(digest, size, validators)),
-                        Download::NotModified => {
-                            bail!("GET {location}: 304 to an unconditional request")
+                        let v = Validators {
+                            etag: prev.etag,
+                            last_modified: prev.last_modified,
+                        };
+                        FetchedFile {
+                            blob: blob_of(prev.digest, prev.size, v),
+                            fresh: false,
+                            lock: None,
+                        }
+                    } else {
+                        // The server claims no change, but the verified checksum names other
+                        // bytes: fetch unconditionally and let the digest decide.
+                        match http.download(cache, &url, None, expected, &bar).await? {
+                            Download::Fetched {
+                                digest,
+                                size,
+                                validators,
+                            } => fresh(digest, size, validators),
+                            Download::NotModified => {
+                                bail!("GET {location}: 304 to an unconditional request")
+                            }
                         }
                     }
                 }
-            }
+            };
+            got.lock = Some(lock);
+            Ok(got)
         }
         Site::Local { dir } => {
             let path = dir.join(file_name);
@@ -129,7 +150,20 @@ pub async fn fetch_file(
             let digest = cache.publish(temp, expected).with_context(|| {
                 format!("{}: checksum mismatch; nothing was stored", path.display())
             })?;
-            Ok(blob_of(digest, size, Validators::default()))
+            Ok(FetchedFile {
+                blob: blob_of(digest, size, Validators::default()),
+                fresh: true,
+                lock: None,
+            })
         }
     }
+}
+
+/// A file brought into the cache by `fetch_file`.
+pub struct FetchedFile {
+    pub blob: RefBlob,
+    /// Its bytes were hashed in this run (downloaded or copied), not taken from the cache.
+    pub fresh: bool,
+    /// The per-URL download lock, to hold until the ref recording `blob` is written.
+    pub lock: Option<LockGuard>,
 }

@@ -79,6 +79,8 @@ pub fn ref_key(server: &Url, alias: &str, arch: &str) -> String {
 
 pub struct CachedImage {
     pub image: RefBlob,
+    /// The image's bytes were hashed in this run.
+    pub image_fresh: bool,
     pub verification: Verification,
     pub version: String,
     pub file_name: String,
@@ -122,7 +124,7 @@ pub async fn fetch(
             .flatten()
             .and_then(|r| r.blob("image").cloned())
     };
-    let image = fetch_file(
+    let fetched = fetch_file(
         &site,
         &build.rootfs_name,
         "image",
@@ -132,6 +134,7 @@ pub async fn fetch(
         progress,
     )
     .await?;
+    let (image, image_fresh, _download_lock) = (fetched.blob, fetched.fresh, fetched.lock);
     if let Some(size) = build.rootfs_size
         && size != image.size
     {
@@ -187,7 +190,7 @@ pub async fn fetch(
         )
         .await
         {
-            Ok(b) => blobs.push(b),
+            Ok(f) => blobs.push(f.blob),
             // nspawn does not need the LXC metadata; a missing one is not worth failing for.
             Err(e) => tracing::warn!("could not fetch the image metadata {meta_name}: {e:#}"),
         }
@@ -210,6 +213,7 @@ pub async fn fetch(
     cache.write_ref(RefKind::Images, &key, &record)?;
     Ok(CachedImage {
         image,
+        image_fresh,
         verification,
         version: build.version,
         file_name: build.rootfs_name,

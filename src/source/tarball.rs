@@ -32,6 +32,8 @@ pub struct TarballRequest<'a> {
 /// A tarball in the cache, verified, with its `.nspawn` companion when there is one.
 pub struct CachedTarball {
     pub image: RefBlob,
+    /// The image's bytes were hashed in this run.
+    pub image_fresh: bool,
     pub nspawn: Option<RefBlob>,
     pub verification: Verification,
     pub file_name: String,
@@ -116,7 +118,7 @@ pub async fn fetch(
             .flatten()
             .and_then(|r| r.blob("image").cloned())
     };
-    let image = fetch_file(
+    let fetched = fetch_file(
         &site,
         &file_name,
         "image",
@@ -126,6 +128,7 @@ pub async fn fetch(
         progress,
     )
     .await?;
+    let (image, image_fresh, _download_lock) = (fetched.blob, fetched.fresh, fetched.lock);
 
     let nspawn_file = nspawn_name(&file_name);
     let nspawn = match site.get_small(&nspawn_file, 1 << 20).await? {
@@ -177,6 +180,7 @@ pub async fn fetch(
     cache.write_ref(RefKind::Tarball, &key, &record)?;
     Ok(CachedTarball {
         image,
+        image_fresh,
         nspawn,
         verification,
         file_name,
@@ -236,6 +240,7 @@ fn fetch_offline(
     Ok(CachedTarball {
         nspawn: r.blob("nspawn").cloned(),
         image,
+        image_fresh: false,
         verification,
         file_name,
     })
