@@ -6,6 +6,7 @@
 mod cache;
 mod harness;
 mod harness_selftest;
+mod host;
 mod hostile;
 mod http;
 mod keys;
