@@ -1,4 +1,6 @@
 pub mod decompress;
+pub mod xz_index;
+pub mod xz_parallel;
 // TEMP STUB (not committed): replaced by the unpack branch.
 use std::path::Path;
 pub struct Root;
