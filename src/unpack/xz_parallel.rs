@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -251,7 +252,12 @@ fn worker(shared: &Shared) {
             st.next_block += 1;
             b
         };
-        let end = match decode_block(shared, block, &mut input) {
+        // A panic (liblzma's binding panics on a return code it does not know) must still
+        // end the block, or the reader would wait for it forever.
+        let decoded =
+            std::panic::catch_unwind(AssertUnwindSafe(|| decode_block(shared, block, &mut input)))
+                .unwrap_or_else(|_| Err(io::Error::other("the decoding thread panicked")));
+        let end = match decoded {
             Ok(Decoded::Complete) => Ok(()),
             Ok(Decoded::Cancelled) => return,
             Err(e) => {

@@ -98,9 +98,19 @@ fn multi_block_file_matches_xz() {
 fn many_small_blocks_with_caps_below_one_chunk() {
     let data = sample(1 << 20, 2);
     let compressed = xz(&["-c", "-T2", "--block-size=4KiB"], &data);
-    // A cap of zero only lets the block being read proceed: slow but no deadlock.
-    for cap in [0, 64 << 10, 4 << 20] {
-        assert_same_as_xz(&compressed, 3, cap, 256);
+    // A cap of zero only lets the block being read proceed: slow but no deadlock. A deadlock
+    // would hang the test run: fail it instead, with a bound far above the normal second.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for cap in [0, 64 << 10, 4 << 20] {
+            assert_same_as_xz(&compressed, 3, cap, 256);
+        }
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("decoding deadlocked"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("decoding failed"),
     }
 }
 
