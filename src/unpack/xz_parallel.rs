@@ -142,6 +142,12 @@ pub struct ParallelXzReader {
     uncompressed_size: u64,
 }
 
+// The reader is handed to the thread that unpacks the tarball: keep it movable.
+const _: fn() = || {
+    fn movable<T: Read + Send + 'static>() {}
+    movable::<ParallelXzReader>();
+};
+
 struct Shared {
     state: Mutex<State>,
     /// Signalled on every change of `State` that anybody might wait for.
