@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{CWD, IFlags, RenameFlags, ioctl_getflags, ioctl_setflags, renameat_with};
 
 use crate::cache::store::write_atomic;
-use crate::progress::{Progress, ProgressReader};
-use crate::unpack::decompress::{self, ThreadedReader};
+use crate::progress::Progress;
+use crate::unpack::decompress;
 use crate::unpack::{Root, UnpackOptions, unpack_tar};
 
 #[derive(Debug, Clone, Default)]
@@ -92,20 +92,13 @@ pub fn unpack_into_staging(
 ) -> Result<Staging> {
     let mut staging = Staging::create(machines_dir, name)?;
     let file = File::open(blob).with_context(|| format!("opening {}", blob.display()))?;
-    let size = file.metadata().map(|m| m.len()).ok();
-    progress.start_bytes(size, 0);
-    let counted = ProgressReader {
-        inner: file,
-        progress: progress.clone(),
-    };
-    let (compression, reader) =
-        decompress::decoder(counted).with_context(|| format!("reading {}", blob.display()))?;
+    let (compression, reader) = decompress::open_file(file, progress)
+        .with_context(|| format!("reading {}", blob.display()))?;
     tracing::debug!(
         "unpacking {} ({} compression)",
         blob.display(),
         compression.name()
     );
-    let reader = ThreadedReader::new(reader).context("starting the decompression thread")?;
     let root = Root::open(staging.path())?;
     let opts = UnpackOptions::for_this_host();
     let summary = unpack_tar(reader, &root, &opts)

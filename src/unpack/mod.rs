@@ -41,7 +41,8 @@
 //!
 //! Modules: `root` (the handle, all syscalls), `tar` (the entry loop), `path` (normalisation),
 //! `pax` (PAX records), `acl` (ACL text to xattr), `sparse` (copying data, sparse maps),
-//! `stream` (byte positions, truncation and header capture), `error`.
+//! `stream` (byte positions, truncation and header capture), `error`; `decompress` (compression
+//! by magic bytes) and `xz_index`/`xz_parallel` (block-parallel xz with bounded memory).
 
 mod acl;
 pub mod decompress;
@@ -52,6 +53,8 @@ pub mod root;
 mod sparse;
 mod stream;
 pub mod tar;
+pub mod xz_index;
+pub mod xz_parallel;
 
 #[cfg(test)]
 pub(crate) mod tests;
