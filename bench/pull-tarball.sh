@@ -215,8 +215,9 @@ for target in $TARGETS; do
 	esac
 	run_base=$(mktemp -d "$base/sandboxes-bench-run.XXXXXX")
 	RUN_DIRS+=("$run_base")
-	# findmnt names ext4 as such; `stat -f` only knows the shared ext2/3/4 magic number.
-	fstype=$(findmnt -no FSTYPE -T "$run_base" 2>/dev/null || stat -f -c %T "$run_base")
+	# df names ext4 as such (`stat -f` only knows the shared ext2/3/4 magic number) and, unlike
+	# `findmnt -T`, prints one line when something is mounted over a mount point.
+	fstype=$(df --output=fstype "$run_base" | tail -n 1)
 	bench_log "target $target: $run_base ($fstype), $ROUNDS rounds of: ${contenders[*]}"
 	sync
 	for ((round = 1; round <= ROUNDS; round++)); do
