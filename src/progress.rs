@@ -1,1 +1,97 @@
-//! (to be written)
+//! The one place that draws progress: indicatif bars on stderr when stderr is a terminal and
+//! neither `-q` nor `--json` was given; otherwise nothing at all.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Whether bars may be drawn, decided once from the global options.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressMode {
+    enabled: bool,
+}
+
+impl ProgressMode {
+    pub fn new(quiet: bool, json: bool) -> Self {
+        ProgressMode {
+            enabled: !quiet && !json && std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn hidden() -> Self {
+        ProgressMode { enabled: false }
+    }
+
+    /// A bar for one task, labelled `label` (e.g. "Downloading image.tar.xz").
+    pub fn task(&self, label: &str) -> Progress {
+        let bar = if self.enabled {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_message(label.to_string());
+            Some(bar)
+        } else {
+            None
+        };
+        Progress { bar }
+    }
+}
+
+/// One task's bar; every method does nothing when bars are off. Clones share the bar.
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn hidden() -> Self {
+        Progress { bar: None }
+    }
+
+    /// Switches to a byte counter with a known or unknown total, starting at `position`.
+    pub fn start_bytes(&self, total: Option<u64>, position: u64) {
+        if let Some(bar) = &self.bar {
+            let style = match total {
+                Some(t) => {
+                    bar.set_length(t);
+                    ProgressStyle::with_template(
+                        "{msg:30!} {wide_bar} {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
+                    )
+                }
+                None => ProgressStyle::with_template(
+                    "{msg:30!} {spinner} {binary_bytes:>10} {binary_bytes_per_sec:>12}",
+                ),
+            };
+            if let Ok(style) = style {
+                bar.set_style(style);
+            }
+            bar.set_position(position);
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A reader that advances a progress bar by the bytes read through it.
+pub struct ProgressReader<R> {
+    pub inner: R,
+    pub progress: Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}

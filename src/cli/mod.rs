@@ -1,1 +1,135 @@
-//! (to be written)
+//! Command-line interface: clap definitions in one place, one file per command. Settings are
+//! resolved before dispatch; stdout carries data (`--json`), stderr carries people's messages.
+
+mod cache;
+mod images;
+mod keys;
+mod pending;
+mod pull;
+mod settings;
+mod trust;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use settings::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "Verified root filesystems for systemd-nspawn sandboxes",
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Take every host path under DIR (as `systemctl --root` does).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Where sandboxes keep their cache, keys and state [default: $SANDBOXES_DIR, the ZFS
+    /// property jip-hop:sandboxes_dir of boot-pool, or ROOT/var/lib/sandboxes].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub sandboxes_dir: Option<PathBuf>,
+    /// Where machines live [default: ROOT/var/lib/machines].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub machines_dir: Option<PathBuf>,
+    /// Print one JSON result on stdout; no progress bars.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-vv for debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pull an image, verify it, cache it, and materialise it into the machines dir.
+    Pull(pull::PullArgs),
+    /// Build a sandbox from a template.
+    Build(pending::PendingArgs),
+    /// List cached images, or with --remote what an image server offers.
+    Images(images::ImagesArgs),
+    /// Inspect and prune the cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// Manage the keys trusted for signatures (<sandboxes_dir>/keys).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Check a detached OpenPGP signature against the trust store.
+    Verify(verify::VerifyArgs),
+    /// List sandboxes.
+    Ls(pending::PendingArgs),
+    /// Remove a sandbox.
+    Rm(pending::PendingArgs),
+}
+
+/// How the program was started: `sandbox`, or one of the command-named entry points.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry {
+    Sandbox,
+    /// `sandbox-pull`: the same as `sandbox pull`.
+    Pull,
+    /// `sandbox-build`: the same as `sandbox build`.
+    Build,
+}
+
+/// Parses the arguments, runs the command, prints the error chain, returns the exit code.
+pub fn main(entry: Entry) -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let sub = match entry {
+        Entry::Sandbox => None,
+        Entry::Pull => Some("pull"),
+        Entry::Build => Some("build"),
+    };
+    if let Some(sub) = sub {
+        args.insert(1.min(args.len()), sub.into());
+        if let Some(first) = args.first_mut() {
+            *first = "sandbox".into();
+        }
+    }
+    let cli = Cli::parse_from(args);
+    settings::init_logging(&cli.global);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(&cli.global)?;
+    match cli.command {
+        Command::Pull(args) => pull::run(&settings, args),
+        Command::Cache(cmd) => cache::run(&settings, cmd),
+        Command::Keys(cmd) => keys::run(&settings, cmd),
+        Command::Verify(args) => verify::run(&settings, args),
+        Command::Build(_) => pending::run(
+            "build",
+            "sandbox build (templates, cloud-init seeds, nspawn settings)",
+        ),
+        Command::Images(args) => images::run(&settings, args),
+        Command::Ls(_) => pending::run("ls", "sandbox ls"),
+        Command::Rm(_) => pending::run("rm", "sandbox rm"),
+    }
+}
+
+/// Prints `value` as JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

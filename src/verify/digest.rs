@@ -122,7 +122,10 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Hasher::new() }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
     /// The digest and length of what was read so far.
     pub fn finish(self) -> (Digest, u64) {
@@ -147,7 +150,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::new() }
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
     pub fn finish(self) -> (W, Digest, u64) {
         let len = self.hasher.len();
@@ -190,7 +196,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        assert!(matches!("sha512:00".parse::<Digest>(), Err(DigestParseError::Algorithm(_))));
+        assert!(matches!(
+            "sha512:00".parse::<Digest>(),
+            Err(DigestParseError::Algorithm(_))
+        ));
         assert!("sha256:xyz".parse::<Digest>().is_err());
         assert!("e3b0".parse::<Digest>().is_err());
         assert!(Digest::from_hex(&"g".repeat(64)).is_err());

@@ -1,0 +1,277 @@
+//! Materialising a verified image into the machines dir: unpack into a private staging
+//! directory next to the target, then publish with one rename.
+//!
+//! The staging directory is `.#NAME<random>` with mode 0700 (machined hides `.#` entries, and
+//! nobody else can look into a half-written tree). On any failure it is removed, so the machines
+//! dir never holds half an image. Publishing is `renameat2(RENAME_NOREPLACE)`; `--force` swaps
+//! the old tree out with `RENAME_EXCHANGE` and removes it afterwards.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rustix::fs::{CWD, IFlags, RenameFlags, ioctl_getflags, ioctl_setflags, renameat_with};
+
+use crate::cache::store::write_atomic;
+use crate::progress::{Progress, ProgressReader};
+use crate::unpack::decompress::{self, ThreadedReader};
+use crate::unpack::{Root, UnpackOptions, unpack_tar};
+
+#[derive(Debug, Clone, Default)]
+pub struct MaterialiseOptions {
+    /// Replace an existing machine of the same name.
+    pub force: bool,
+    /// Mark the result immutable (`chattr +i` on the top directory).
+    pub read_only: bool,
+}
+
+/// A staging directory that removes itself unless published.
+pub struct Staging {
+    path: PathBuf,
+    published: bool,
+}
+
+impl Staging {
+    /// Creates `.#NAME<random>` (mode 0700) in `machines_dir`.
+    pub fn create(machines_dir: &Path, name: &str) -> Result<Staging> {
+        let path = machines_dir.join(format!(".#{name}{:08x}", rand::random::<u32>()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("creating staging directory {}", path.display()))?;
+        Ok(Staging {
+            path,
+            published: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adopts another directory as the staging tree (used when flattening).
+    fn replace_with(&mut self, other: PathBuf) -> Result<()> {
+        remove_tree(&self.path)?;
+        self.path = other;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published
+            && let Err(e) = remove_tree(&self.path)
+        {
+            tracing::warn!(
+                "could not remove staging directory {}: {e:#}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Creates the machines dir (0700, as systemd does) if it is missing.
+pub fn ensure_machines_dir(machines_dir: &Path) -> Result<()> {
+    if !machines_dir.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(machines_dir)
+            .with_context(|| format!("creating machines directory {}", machines_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether SELinux is enabled on this host (then `security.selinux` labels are kept).
+pub fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// Unpacks the (compressed) tarball at `blob` into a new staging directory and returns it.
+pub fn unpack_into_staging(
+    blob: &Path,
+    machines_dir: &Path,
+    name: &str,
+    progress: &Progress,
+) -> Result<Staging> {
+    let mut staging = Staging::create(machines_dir, name)?;
+    let file = File::open(blob).with_context(|| format!("opening {}", blob.display()))?;
+    let size = file.metadata().map(|m| m.len()).ok();
+    progress.start_bytes(size, 0);
+    let counted = ProgressReader {
+        inner: file,
+        progress: progress.clone(),
+    };
+    let (compression, reader) =
+        decompress::decoder(counted).with_context(|| format!("reading {}", blob.display()))?;
+    tracing::debug!(
+        "unpacking {} ({} compression)",
+        blob.display(),
+        compression.name()
+    );
+    let reader = ThreadedReader::new(reader).context("starting the decompression thread")?;
+    let root = Root::open(staging.path())?;
+    let opts = UnpackOptions {
+        preserve_owner: rustix::process::geteuid().is_root(),
+        keep_selinux: selinux_enabled(),
+    };
+    let summary = unpack_tar(reader, &root, &opts)
+        .with_context(|| format!("unpacking the {} tarball", compression.name()))?;
+    drop(root);
+    progress.finish();
+    if !summary.root_entry_seen {
+        // No `./` entry to take the mode from: a rootfs top directory is 0755.
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting the mode of {}", staging.path().display()))?;
+    }
+    flatten(&mut staging, machines_dir, name)?;
+    Ok(staging)
+}
+
+fn has_os_release(dir: &Path) -> bool {
+    ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .any(|p| fs::symlink_metadata(dir.join(p)).is_ok())
+}
+
+/// importd's rule: a tree whose only top entry is a directory holding an OS tree is replaced
+/// by that directory.
+fn flatten(staging: &mut Staging, machines_dir: &Path, name: &str) -> Result<()> {
+    if has_os_release(staging.path()) {
+        return Ok(());
+    }
+    let mut entries = fs::read_dir(staging.path())
+        .with_context(|| format!("listing {}", staging.path().display()))?;
+    let (Some(first), None) = (entries.next(), entries.next()) else {
+        return Ok(());
+    };
+    let first = first.with_context(|| format!("listing {}", staging.path().display()))?;
+    let is_dir = first.file_type().map(|t| t.is_dir()).unwrap_or(false);
+    if !is_dir || !has_os_release(&first.path()) {
+        return Ok(());
+    }
+    let inner = machines_dir.join(format!(".#{name}{:08x}", rand::random::<u32>()));
+    fs::rename(first.path(), &inner)
+        .with_context(|| format!("moving {} up", first.path().display()))?;
+    tracing::info!(
+        "flattened the tarball's single top directory {:?}",
+        first.file_name()
+    );
+    staging.replace_with(inner)
+}
+
+/// Publishes `staging` as `machines_dir/NAME` (and `NAME.nspawn` when given).
+pub fn publish(
+    mut staging: Staging,
+    machines_dir: &Path,
+    name: &str,
+    nspawn: Option<&[u8]>,
+    opts: &MaterialiseOptions,
+) -> Result<PathBuf> {
+    let target = machines_dir.join(name);
+    let nspawn_path = machines_dir.join(format!("{name}.nspawn"));
+    let exists = fs::symlink_metadata(&target).is_ok();
+    if exists && !opts.force {
+        bail!(
+            "machine `{name}` already exists at {}; pass --force to replace it",
+            target.display()
+        );
+    }
+    if !opts.force && nspawn.is_some() && nspawn_path.exists() {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            nspawn_path.display()
+        );
+    }
+    if exists {
+        // Swap atomically, then remove the old tree, which now sits at the staging path.
+        unset_immutable(&target)?;
+        renameat_with(CWD, staging.path(), CWD, &target, RenameFlags::EXCHANGE).with_context(
+            || {
+                format!(
+                    "replacing {} with {}",
+                    target.display(),
+                    staging.path().display()
+                )
+            },
+        )?;
+        // From here the staging path holds the old tree: dropping `staging` removes it.
+    } else {
+        renameat_with(CWD, staging.path(), CWD, &target, RenameFlags::NOREPLACE).map_err(|e| {
+            if e == rustix::io::Errno::EXIST {
+                anyhow::anyhow!(
+                    "machine `{name}` appeared at {} while pulling; pass --force to replace it",
+                    target.display()
+                )
+            } else {
+                anyhow::Error::new(std::io::Error::from(e)).context(format!(
+                    "renaming {} to {}",
+                    staging.path().display(),
+                    target.display()
+                ))
+            }
+        })?;
+        staging.published = true;
+    }
+    let finish = || -> Result<()> {
+        if let Some(bytes) = nspawn {
+            write_atomic(&nspawn_path, bytes)?;
+        }
+        if opts.read_only {
+            set_immutable(&target)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = finish() {
+        if !exists {
+            // Nothing half-done stays: take the new tree back out.
+            let _ = remove_tree(&target);
+        }
+        return Err(e);
+    }
+    drop(staging);
+    Ok(target)
+}
+
+/// `chattr +i` on the top directory.
+pub fn set_immutable(dir: &Path) -> Result<()> {
+    let fd = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let flags = ioctl_getflags(&fd)
+        .with_context(|| format!("reading the attributes of {}", dir.display()))?;
+    ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).with_context(|| {
+        format!(
+            "making {} immutable (chattr +i); the filesystem may not support it",
+            dir.display()
+        )
+    })
+}
+
+/// `chattr -i` on the top directory, if it is set.
+pub fn unset_immutable(dir: &Path) -> Result<()> {
+    let Ok(fd) = File::open(dir) else {
+        return Ok(());
+    };
+    let Ok(flags) = ioctl_getflags(&fd) else {
+        return Ok(());
+    };
+    if flags.contains(IFlags::IMMUTABLE) {
+        ioctl_setflags(&fd, flags - IFlags::IMMUTABLE)
+            .with_context(|| format!("clearing the immutable flag of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes a tree without following symlinks (std's remove_dir_all is safe against symlink
+/// races since Rust 1.58.1), clearing the immutable flag of its top directory first.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
+        Ok(m) if m.is_dir() => {
+            unset_immutable(path)?;
+            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
+    }
+}

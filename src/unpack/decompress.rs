@@ -1,0 +1,380 @@
+//! Decompression chosen by magic bytes, never by file name, run on its own thread so that
+//! decoding and writing files overlap (as `xz -d | tar -x` does with two processes).
+//!
+//! xz is decoded with liblzma's multi-threaded decoder, which decodes the independent blocks
+//! of multi-block files (`xz -T0` output) in parallel; single-block files decode at
+//! single-thread speed. Multiple concatenated streams and stream padding are handled here,
+//! because liblzma's threaded decoder cannot be told to continue past a stream's end.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use liblzma::stream::MtStreamBuilder;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Xz,
+    Zstd,
+    Bzip2,
+    None,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
+            Compression::None => "none",
+        }
+    }
+}
+
+const XZ_MAGIC: &[u8] = &[0xFD, b'7', b'z', b'X', b'Z', 0x00];
+
+/// The compression of a stream that starts with `head` (at least 6 bytes when available).
+pub fn detect(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1F, 0x8B]) {
+        Compression::Gzip
+    } else if head.starts_with(XZ_MAGIC) {
+        Compression::Xz
+    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Compression::Zstd
+    } else if head.starts_with(b"BZh") {
+        Compression::Bzip2
+    } else {
+        Compression::None
+    }
+}
+
+/// How many threads the xz decoder may use: `$SANDBOX_XZ_THREADS`, else every core.
+fn xz_threads() -> u32 {
+    std::env::var("SANDBOX_XZ_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .max(1)
+}
+
+/// How much memory the threaded xz decoder may use before it falls back to fewer threads:
+/// `$SANDBOX_XZ_MEMLIMIT_MIB`, default 256 MiB. Each thread buffers one whole block.
+fn xz_memlimit() -> u64 {
+    std::env::var("SANDBOX_XZ_MEMLIMIT_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256u64)
+        << 20
+}
+
+/// Decodes every xz stream in the input, skipping stream padding; anything else after the
+/// last stream is an error.
+struct MultiStreamXz<R: BufRead> {
+    current: Option<liblzma::bufread::XzDecoder<R>>,
+    inner: Option<R>,
+}
+
+impl<R: BufRead> MultiStreamXz<R> {
+    fn new(inner: R) -> Self {
+        MultiStreamXz {
+            current: None,
+            inner: Some(inner),
+        }
+    }
+
+    fn start_stream(&mut self, inner: R) -> io::Result<()> {
+        let stream = MtStreamBuilder::new()
+            .threads(xz_threads())
+            .memlimit_threading(xz_memlimit())
+            .memlimit_stop(u64::MAX)
+            .timeout_ms(300)
+            .decoder()
+            .map_err(|e| io::Error::other(format!("starting the xz decoder: {e}")))?;
+        self.current = Some(liblzma::bufread::XzDecoder::new_stream(inner, stream));
+        Ok(())
+    }
+}
+
+impl<R: BufRead> Read for MultiStreamXz<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(dec) = &mut self.current {
+                let n = dec.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                // End of one stream: look for padding and another stream.
+                let dec = self.current.take().expect("checked above");
+                self.inner = Some(dec.into_inner());
+            }
+            let mut inner = self.inner.take().expect("one of current/inner is set");
+            // Stream padding: NUL bytes (the format requires multiples of four; be lenient).
+            loop {
+                let data = inner.fill_buf()?;
+                if data.is_empty() {
+                    return Ok(0);
+                }
+                let zeros = data.iter().take_while(|&&b| b == 0).count();
+                if zeros == 0 {
+                    break;
+                }
+                inner.consume(zeros);
+            }
+            let head = inner.fill_buf()?;
+            if !head.starts_with(&XZ_MAGIC[..head.len().min(XZ_MAGIC.len())]) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "trailing garbage after the xz stream",
+                ));
+            }
+            self.start_stream(inner)?;
+        }
+    }
+}
+
+/// A decompressing reader over `input`, detecting the compression from its first bytes.
+pub fn decoder<R: Read + Send + 'static>(
+    input: R,
+) -> io::Result<(Compression, Box<dyn Read + Send>)> {
+    let mut input = BufReader::with_capacity(256 * 1024, input);
+    let compression = detect(input.fill_buf()?);
+    let reader: Box<dyn Read + Send> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Xz => {
+            let mut xz = MultiStreamXz::new(input);
+            let inner = xz.inner.take().expect("just built");
+            xz.start_stream(inner)?;
+            Box::new(xz)
+        }
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
+        Compression::None => Box::new(input),
+    };
+    Ok((compression, reader))
+}
+
+/// Runs `source` on a thread of its own and hands its bytes over in large chunks, so that the
+/// reader's work (decompression) and the consumer's (writing files) use two cores.
+pub struct ThreadedReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight: bounds the memory between the two threads to about 2 MiB.
+const DEPTH: usize = 8;
+
+impl ThreadedReader {
+    pub fn new(mut source: Box<dyn Read + Send>) -> io::Result<Self> {
+        let (tx, rx): (SyncSender<io::Result<Vec<u8>>>, _) = sync_channel(DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("decompress".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut filled = 0;
+                    // Fill whole chunks: fewer hand-overs.
+                    let result = loop {
+                        match source.read(&mut buf[filled..]) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => {
+                                filled += n;
+                                if filled == buf.len() {
+                                    break Ok(());
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let eof = result.is_ok() && filled < buf.len();
+                    buf.truncate(filled);
+                    if !buf.is_empty() && tx.send(Ok(buf)).is_err() {
+                        return; // consumer gone
+                    }
+                    if let Err(e) = result {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    if eof {
+                        return;
+                    }
+                }
+            })?;
+        Ok(ThreadedReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            done: false,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Read for ThreadedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for ThreadedReader {
+    fn drop(&mut self) {
+        // Unblock the producer (it fails to send once the receiver is gone), then wait for it.
+        let (_tx, rx) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    fn compress_with(tool: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
+        let mut child = Command::new(tool)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        let data_owned = data.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&data_owned));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success(), "{tool} failed");
+        out.stdout
+    }
+
+    fn sample() -> Vec<u8> {
+        (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
+    }
+
+    fn decode_all(data: Vec<u8>) -> (Compression, Vec<u8>) {
+        let (c, r) = decoder(io::Cursor::new(data)).unwrap();
+        let mut out = Vec::new();
+        ThreadedReader::new(r)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        (c, out)
+    }
+
+    #[test]
+    fn every_compression_round_trips_through_real_tools() {
+        let data = sample();
+        for (tool, args, expected) in [
+            ("gzip", &["-c"][..], Compression::Gzip),
+            ("xz", &["-c", "-T0"][..], Compression::Xz),
+            // Several blocks: exercises the threaded decoder.
+            (
+                "xz",
+                &["-c", "-T2", "--block-size=1MiB"][..],
+                Compression::Xz,
+            ),
+            ("zstd", &["-c", "-q"][..], Compression::Zstd),
+            ("bzip2", &["-c"][..], Compression::Bzip2),
+            ("cat", &[][..], Compression::None),
+        ] {
+            let compressed = compress_with(tool, args, &data);
+            let (c, out) = decode_all(compressed);
+            assert_eq!(c, expected, "{tool}");
+            assert!(out == data, "{tool} {args:?}: decoded bytes differ");
+        }
+    }
+
+    #[test]
+    fn concatenated_streams_decode_whole() {
+        for (tool, args) in [
+            ("xz", &["-c"][..]),
+            ("gzip", &["-c"][..]),
+            ("zstd", &["-c", "-q"][..]),
+            ("bzip2", &["-c"][..]),
+        ] {
+            let mut both = compress_with(tool, args, b"first ");
+            both.extend(compress_with(tool, args, b"second"));
+            let (_, out) = decode_all(both);
+            assert_eq!(out, b"first second", "{tool}");
+        }
+    }
+
+    #[test]
+    fn xz_padding_is_fine_and_garbage_is_not() {
+        let mut padded = compress_with("xz", &["-c"], b"data");
+        padded.extend([0u8; 8]);
+        assert_eq!(decode_all(padded).1, b"data");
+
+        let mut garbage = compress_with("xz", &["-c"], b"data");
+        garbage.extend(b"garbage!");
+        let (_, r) = decoder(io::Cursor::new(garbage)).unwrap();
+        let err = ThreadedReader::new(r)
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("trailing garbage"), "{err}");
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        for (tool, args) in [
+            ("xz", &["-c"][..]),
+            ("gzip", &["-c"][..]),
+            ("zstd", &["-c", "-q"][..]),
+            ("bzip2", &["-c"][..]),
+        ] {
+            let mut c = compress_with(tool, args, &sample());
+            c.truncate(c.len() / 2);
+            let (_, r) = decoder(io::Cursor::new(c)).unwrap();
+            assert!(
+                ThreadedReader::new(r)
+                    .unwrap()
+                    .read_to_end(&mut Vec::new())
+                    .is_err(),
+                "{tool}"
+            );
+        }
+    }
+
+    #[test]
+    fn detects_by_magic() {
+        assert_eq!(detect(b"\x1f\x8b\x08"), Compression::Gzip);
+        assert_eq!(detect(b"\xfd7zXZ\x00"), Compression::Xz);
+        assert_eq!(detect(b"\x28\xb5\x2f\xfd"), Compression::Zstd);
+        assert_eq!(detect(b"BZh9"), Compression::Bzip2);
+        assert_eq!(detect(b"./\0\0"), Compression::None);
+        assert_eq!(detect(b""), Compression::None);
+    }
+}
