@@ -288,6 +288,14 @@ echo
 for target in $TARGETS; do
 	if ((OURS_AVAILABLE)); then
 		ratio=$(awk -v a="${median[$target/ours]}" -v b="${median[$target/gnu]}" 'BEGIN { printf "%.2f", a / b }')
+		# The two runs of one round are neighbours in time, so their ratio cancels most of the drift
+		# in the machine's load that the ratio of medians keeps; a large gap between the two numbers
+		# means the run was too noisy to trust either.
+		mapfile -t paired < <(awk -F'\t' -v t="$target" '$1 == t { e[$3, $2] = $4; r[$3] = 1 }
+			END { for (i in r) if (e[i, "gnu"] > 0) print e[i, "ours"] / e[i, "gnu"] }' "$RAW")
+		printf 'paired %s %.2f (median of per-round ours/GNU; range %.2f .. %.2f)\n' "$target" \
+			"$(bench_median "${paired[@]}")" "$(printf '%s\n' "${paired[@]}" | sort -g | head -n 1)" \
+			"$(bench_max "${paired[@]}")"
 		echo "ratio $target $ratio (goal <= $GOAL_RATIO)"
 		echo "rss $target ours ${peak[$target/ours]} MiB, gnu ${peak[$target/gnu]} MiB (goal <= $GOAL_RSS_MIB MiB)"
 	else
