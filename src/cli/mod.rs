@@ -2,6 +2,7 @@
 //! resolved before dispatch; stdout carries data (`--json`), stderr carries people's messages.
 
 mod cache;
+mod images;
 mod keys;
 mod pending;
 mod pull;
@@ -60,7 +61,7 @@ pub enum Command {
     /// Build a sandbox from a template.
     Build(pending::PendingArgs),
     /// List cached images, or with --remote what an image server offers.
-    Images(pending::PendingArgs),
+    Images(images::ImagesArgs),
     /// Inspect and prune the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -121,7 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "build",
             "sandbox build (templates, cloud-init seeds, nspawn settings)",
         ),
-        Command::Images(_) => pending::run("images", "sandbox images (LXC image listing)"),
+        Command::Images(args) => images::run(&settings, args),
         Command::Ls(_) => pending::run("ls", "sandbox ls"),
         Command::Rm(_) => pending::run("rm", "sandbox rm"),
     }

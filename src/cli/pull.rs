@@ -10,11 +10,14 @@ use serde::Serialize;
 use super::Settings;
 use super::trust::trust_store;
 use crate::cache::store::hash_file;
-use crate::cache::{Cache, Verification};
+use crate::cache::{Cache, RefBlob, Verification};
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
 use crate::source::SourceRef;
+use crate::source::arch::{host_debian_arch, normalise_arch};
 use crate::source::http::Http;
+use crate::source::images::{self, ImagesRequest};
+use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
 use crate::source::tarball::{self, TarballRequest};
 use crate::verify::Digest;
@@ -39,9 +42,19 @@ pub struct PullArgs {
     /// Use only the cache; never touch the network.
     #[arg(long)]
     pub offline: bool,
-    /// An http(s):// or file:// URL or a local path of a rootfs tarball.
+    /// images: the architecture to pull (Debian names: amd64, arm64, …) [default: the host's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// images: the simplestreams server [default: $SANDBOX_IMAGES_SERVER or https://images.linuxcontainers.org].
+    #[arg(long, value_name = "URL", env = "SANDBOX_IMAGES_SERVER")]
+    pub images_server: Option<String>,
+    /// images: accept a version older than the one pulled last time.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// An http(s):// or file:// URL or a local path of a rootfs tarball, or images:ALIAS[@VERSION].
     pub source: String,
-    /// The machine name [default: the file name minus its tar suffix]; `-` only fills the cache.
+    /// The machine name [default: the file name minus its tar suffix, or the alias with `/` → `-`];
+    /// `-` only fills the cache.
     pub name: Option<String>,
 }
 
@@ -53,27 +66,41 @@ struct PullResult {
     digest: Digest,
     verification: Verification,
     #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     nspawn: Option<PathBuf>,
+}
+
+/// What the fetch side hands to the materialise side.
+struct Fetched {
+    image: RefBlob,
+    nspawn: Option<RefBlob>,
+    verification: Verification,
+    version: Option<String>,
+    file_name: String,
 }
 
 pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
     let source = SourceRef::parse(&args.source)?;
-    match &source {
-        SourceRef::Url(_) | SourceRef::File(_) => {}
-        SourceRef::Images(_) => bail!("images: sources are not yet available in this version"),
+    let alias = match &source {
+        SourceRef::Url(_) | SourceRef::File(_) => None,
+        SourceRef::Images(a) => Some(ss::parse_alias(a)?),
         SourceRef::Oci(_) => bail!(
             "OCI sources (docker://, oci-layout:, oci-archive:) are not yet available in this version"
         ),
-    }
+    };
     let name = match args.name.as_deref() {
         Some("-") => None,
         Some(n) => Some(n.to_string()),
-        None => Some(tarball::default_name(&source).with_context(|| {
-            format!(
-                "cannot derive a machine name from {}; give one as the second argument",
-                source.display()
-            )
-        })?),
+        None => Some(match &alias {
+            Some(a) => ss::default_machine_name(a),
+            None => tarball::default_name(&source).with_context(|| {
+                format!(
+                    "cannot derive a machine name from {}; give one as the second argument",
+                    source.display()
+                )
+            })?,
+        }),
     };
     if let Some(n) = &name {
         name::validate(n)
@@ -97,11 +124,6 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             source.display()
         );
     }
-    let trust = if mode == VerifyMode::Signature && args.checksum.is_none() {
-        Some(trust_store(settings, &args.keyring, false)?)
-    } else {
-        None
-    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,16 +131,71 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let http = Http::new()?;
-    let req = TarballRequest {
-        source: &source,
-        mode,
-        pinned: args.checksum,
-        trust: trust.as_ref(),
-        offline: args.offline,
+    let fetched = match alias {
+        None => {
+            let trust = if mode == VerifyMode::Signature {
+                Some(trust_store(settings, &args.keyring, false)?)
+            } else {
+                None
+            };
+            let req = TarballRequest {
+                source: &source,
+                mode,
+                pinned: args.checksum,
+                trust: trust.as_ref(),
+                offline: args.offline,
+            };
+            let t = runtime
+                .block_on(tarball::fetch(&req, &cache, &http, settings.progress))
+                .with_context(|| format!("pulling {}", source.display()))?;
+            Fetched {
+                image: t.image,
+                nspawn: t.nspawn,
+                verification: t.verification,
+                version: None,
+                file_name: t.file_name,
+            }
+        }
+        Some(alias) => {
+            if args.checksum.is_some() {
+                bail!(
+                    "--checksum pins tarball URLs; images: sources are checked against their signed SHA256SUMS"
+                );
+            }
+            let server = images::server_url(args.images_server.as_deref())?;
+            // The built-in LXC key vouches for the default server only.
+            let builtin = images::is_default_server(&server);
+            let trust = if mode == VerifyMode::Signature {
+                Some(trust_store(settings, &args.keyring, builtin)?)
+            } else {
+                None
+            };
+            let arch = args
+                .arch
+                .as_deref()
+                .map(normalise_arch)
+                .unwrap_or_else(|| host_debian_arch().to_string());
+            let req = ImagesRequest {
+                alias,
+                arch,
+                server,
+                mode,
+                trust: trust.as_ref(),
+                offline: args.offline,
+                allow_downgrade: args.allow_downgrade,
+            };
+            let i = runtime
+                .block_on(images::fetch(&req, &cache, &http, settings.progress))
+                .with_context(|| format!("pulling {}", source.display()))?;
+            Fetched {
+                image: i.image,
+                nspawn: None,
+                verification: i.verification,
+                version: Some(i.version),
+                file_name: i.file_name,
+            }
+        }
     };
-    let fetched = runtime
-        .block_on(tarball::fetch(&req, &cache, &http, settings.progress))
-        .with_context(|| format!("pulling {}", source.display()))?;
     let blob = cache
         .blob(&fetched.image.digest)
         .context("internal: the image left the cache")?;
@@ -129,6 +206,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         source: source.display(),
         digest: fetched.image.digest,
         verification: fetched.verification.clone(),
+        version: fetched.version.clone(),
         nspawn: None,
     };
     if let Some(n) = &name {

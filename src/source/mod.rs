@@ -2,8 +2,10 @@
 //! fetches into the cache and never touches the machines dir.
 
 pub mod arch;
+pub mod documents;
 pub mod fetch;
 pub mod http;
+pub mod images;
 pub mod simplestreams;
 pub mod site;
 pub mod sums;
@@ -81,7 +83,7 @@ impl SourceRef {
                 .path_segments()
                 .and_then(|mut s| s.next_back())
                 .filter(|s| !s.is_empty())
-                .map(|s| percent_decode(s)),
+                .map(percent_decode),
             SourceRef::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
             _ => None,
         }

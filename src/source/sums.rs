@@ -68,7 +68,8 @@ pub fn record_signature(v: &mut Verification, check: &SignatureCheck) {
     }
 }
 
-/// Fetches, stores and verifies the checksum file for `file_name` on `site`.
+/// Fetches, stores and verifies the checksum file for `file_name` on `site`: the first of
+/// `<file>.sha256` and `SHA256SUMS` that exists (and, in signature mode, has a signature).
 pub async fn fetch_and_verify(
     site: &Site,
     file_name: &str,
@@ -76,67 +77,18 @@ pub async fn fetch_and_verify(
     trust: Option<&TrustStore>,
     cache: &Cache,
 ) -> Result<VerifiedSums> {
-    let candidates = [format!("{file_name}.sha256"), "SHA256SUMS".to_string()];
     let mut tried = Vec::new();
-    for sums_name in &candidates {
-        let Some(sums) = site.get_small(sums_name, CHECKSUM_LIMIT).await? else {
-            tried.push(site.location(sums_name));
-            continue;
-        };
-        let sums_loc = site.location(sums_name);
-        let mut verification = Verification {
-            mode: mode.as_str().to_string(),
-            checksum_source: Some(sums_loc.clone()),
-            ..Default::default()
-        };
-        let sums_digest = cache.put_bytes(&sums.bytes)?;
-        let mut blobs = vec![RefBlob {
-            role: "checksums".into(),
-            digest: sums_digest,
-            size: sums.bytes.len() as u64,
-            url: Some(sums_loc.clone()),
-            etag: None,
-            last_modified: None,
-        }];
-        if mode == VerifyMode::Signature {
-            let trust = trust.context("internal: signature mode without a trust store")?;
-            let mut found = None;
-            for ext in ["gpg", "asc"] {
-                let sig_name = format!("{sums_name}.{ext}");
-                match site.get_small(&sig_name, SIGNATURE_LIMIT).await? {
-                    Some(sig) => {
-                        found = Some((sig_name, sig));
-                        break;
-                    }
-                    None => tried.push(site.location(&sig_name)),
-                }
-            }
-            let Some((sig_name, sig)) = found else {
-                continue;
-            };
-            let sig_loc = site.location(&sig_name);
-            let check = verify_detached(trust, &sums.bytes[..], &sig.bytes)
-                .with_context(|| format!("verifying {sums_loc} with the signature {sig_loc}"))?;
-            record_signature(&mut verification, &check);
-            verification.signature_source = Some(sig_loc.clone());
-            let sig_digest = cache.put_bytes(&sig.bytes)?;
-            blobs.push(RefBlob {
-                role: "signature".into(),
-                digest: sig_digest,
-                size: sig.bytes.len() as u64,
-                url: Some(sig_loc),
-                etag: None,
-                last_modified: None,
-            });
+    for sums_name in [format!("{file_name}.sha256"), "SHA256SUMS".to_string()] {
+        match site.get_small(&sums_name, CHECKSUM_LIMIT).await? {
+            None => tried.push(site.location(&sums_name)),
+            Some(sums) => match check_named(site, &sums_name, sums.bytes, mode, trust, cache)
+                .await?
+            {
+                Some(verified) => return Ok(verified),
+                None => tried
+                    .extend(["gpg", "asc"].map(|ext| site.location(&format!("{sums_name}.{ext}")))),
+            },
         }
-        let text =
-            std::str::from_utf8(&sums.bytes).with_context(|| format!("{sums_loc} is not text"))?;
-        let entries = checksums::parse(text).with_context(|| format!("parsing {sums_loc}"))?;
-        return Ok(VerifiedSums {
-            entries,
-            verification,
-            blobs,
-        });
     }
     match mode {
         VerifyMode::Signature => bail!(
@@ -150,6 +102,70 @@ pub async fn fetch_and_verify(
             tried.join(", ")
         ),
     }
+}
+
+/// Checks the checksum file `sums_name` (already fetched): in signature mode, with its detached
+/// signature `<sums_name>.gpg` (binary) or `.asc` (armored); `Ok(None)` when it has neither.
+/// A signature that is there but bad is an error, never a fallback.
+pub async fn check_named(
+    site: &Site,
+    sums_name: &str,
+    sums: Vec<u8>,
+    mode: VerifyMode,
+    trust: Option<&TrustStore>,
+    cache: &Cache,
+) -> Result<Option<VerifiedSums>> {
+    let sums_loc = site.location(sums_name);
+    let mut verification = Verification {
+        mode: mode.as_str().to_string(),
+        checksum_source: Some(sums_loc.clone()),
+        ..Default::default()
+    };
+    let mut blobs = Vec::new();
+    if mode == VerifyMode::Signature {
+        let trust = trust.context("internal: signature mode without a trust store")?;
+        let mut found = None;
+        for ext in ["gpg", "asc"] {
+            let sig_name = format!("{sums_name}.{ext}");
+            if let Some(sig) = site.get_small(&sig_name, SIGNATURE_LIMIT).await? {
+                found = Some((site.location(&sig_name), sig.bytes));
+                break;
+            }
+        }
+        let Some((sig_loc, sig)) = found else {
+            return Ok(None);
+        };
+        let check = verify_detached(trust, &sums[..], &sig)
+            .with_context(|| format!("verifying {sums_loc} with the signature {sig_loc}"))?;
+        record_signature(&mut verification, &check);
+        verification.signature_source = Some(sig_loc.clone());
+        blobs.push(RefBlob {
+            role: "signature".into(),
+            digest: cache.put_bytes(&sig)?,
+            size: sig.len() as u64,
+            url: Some(sig_loc),
+            etag: None,
+            last_modified: None,
+        });
+    }
+    let text = std::str::from_utf8(&sums).with_context(|| format!("{sums_loc} is not text"))?;
+    let entries = checksums::parse(text).with_context(|| format!("parsing {sums_loc}"))?;
+    blobs.insert(
+        0,
+        RefBlob {
+            role: "checksums".into(),
+            digest: cache.put_bytes(&sums)?,
+            size: sums.len() as u64,
+            url: Some(sums_loc),
+            etag: None,
+            last_modified: None,
+        },
+    );
+    Ok(Some(VerifiedSums {
+        entries,
+        verification,
+        blobs,
+    }))
 }
 
 /// Verifies again, from the cache alone, what a ref recorded (for `--offline`).

@@ -1,25 +1,97 @@
+//! Safe, streaming extraction of tar archives into a root filesystem. This is the security
+//! boundary of the project: archives come from the network, and even a verified one must not
+//! be able to touch anything outside the directory it is extracted into.
+//!
+//! # What "safe" means here
+//!
+//! - **One handle type.** Every path of an archive is opened through [`Root`]
+//!   (`root.rs`), which holds an `O_PATH` fd of the target directory; nothing in the crate
+//!   resolves archive paths as strings against the host.
+//! - **Lexical normalisation first.** A leading `/` is relative to the root (as GNU tar does),
+//!   `.` and empty components are dropped, and a `..` that would climb above the root aborts at
+//!   once with [`Violation::DotDot`] (`path.rs`).
+//! - **Parents are walked, not trusted.** Each directory on the way is opened relative to the
+//!   previous fd with `O_NOFOLLOW` (or one `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`). A
+//!   parent that is a symlink is followed only if its target stays inside the root when
+//!   resolved component by component (relative targets such as `bin -> usr/bin`); an absolute
+//!   target or a `..` above the root aborts with [`Violation::SymlinkParent`], naming the entry
+//!   and the symlink.
+//! - **The last component is never followed.** Whatever exists at the destination is unlinked
+//!   (a directory is kept for a directory entry) and the object is created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `symlinkat`, `mknodat` or `linkat`; metadata of
+//!   symlinks and special files is set without following them. A symlink planted by the archive
+//!   can therefore never be written through.
+//! - **Hardlinks stay inside.** The target is normalised and resolved like any entry, its last
+//!   component not followed (`linkat` without `AT_SYMLINK_FOLLOW`); a target outside the root
+//!   aborts with [`Violation::HardlinkOutside`] or [`Violation::HardlinkViaSymlink`]. Targets may
+//!   be earlier entries or files already in the root (lower OCI layers).
+//! - **Symlinks may point anywhere.** They are data: they resolve inside the sandbox at run
+//!   time. What matters is that extraction never follows one out.
+//! - **Bounded memory.** Data is copied through one 256 KiB buffer; extended headers are capped
+//!   (16 MiB per entry); sparse maps are capped. What grows with the archive is one small record
+//!   per directory (their times are set at the end, deepest first), like GNU tar.
+//! - **Damage is reported, not guessed around.** Truncation, corrupt headers and trailing
+//!   garbage after the end-of-archive marker are errors with the entry or byte offset;
+//!   concatenated archives and zero padding are accepted.
+//!
+//! What is kept: numeric owners (when [`UnpackOptions::preserve_owner`]), modes including
+//! setuid/setgid/sticky (chown comes before chmod, which it would otherwise clear), mtimes,
+//! xattrs (`security.selinux` only with [`UnpackOptions::keep_selinux`]), POSIX ACLs, hardlinks,
+//! symlinks, device nodes, fifos and sparse files (holes stay holes).
+//!
+//! Modules: `root` (the handle, all syscalls), `tar` (the entry loop), `path` (normalisation),
+//! `pax` (PAX records), `acl` (ACL text to xattr), `sparse` (copying data, sparse maps),
+//! `stream` (byte positions, truncation and header capture), `error`.
+
+mod acl;
 pub mod decompress;
-// TEMP STUB (not committed): replaced by the unpack branch.
-use std::path::Path;
-pub struct Root;
-impl Root {
-    pub fn open(_d: &Path) -> anyhow::Result<Root> {
-        Ok(Root)
-    }
-}
+mod error;
+mod path;
+mod pax;
+pub mod root;
+mod sparse;
+mod stream;
+pub mod tar;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use error::{UnpackError, Violation, show_bytes};
+pub use root::Root;
+pub use tar::unpack_tar;
+
+/// How to treat ownership and security labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnpackOptions {
+    /// chown to the archive's numeric uid/gid (true when running as root; names are ignored).
     pub preserve_owner: bool,
+    /// keep `security.selinux` xattrs (only when SELinux is enabled on the host); other xattrs
+    /// always kept.
     pub keep_selinux: bool,
 }
-pub struct UnpackSummary {
-    pub entries: u64,
-    pub bytes: u64,
-    pub root_entry_seen: bool,
+
+impl UnpackOptions {
+    /// The right options for this process: owners kept when running as root, SELinux labels
+    /// kept when the host has SELinux enabled (selinuxfs mounted).
+    pub fn for_this_host() -> UnpackOptions {
+        UnpackOptions {
+            preserve_owner: rustix::process::geteuid().is_root(),
+            keep_selinux: std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+        }
+    }
 }
-pub fn unpack_tar<R: std::io::Read>(
-    _r: R,
-    _root: &Root,
-    _o: &UnpackOptions,
-) -> anyhow::Result<UnpackSummary> {
-    unimplemented!()
+
+/// What an extraction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackSummary {
+    /// Archive members processed (PAX global headers not counted).
+    pub entries: u64,
+    /// Bytes of regular file content written (apparent sizes, holes included).
+    pub bytes: u64,
+    /// The archive had an entry for its root (`./`, `/` or empty), whose mode, owner and times
+    /// were applied to the root directory itself.
+    pub root_entry_seen: bool,
+    /// Things skipped or not restored, each logged with `tracing::warn!` (device nodes without
+    /// the privilege, xattrs the filesystem refused, unknown entry types).
+    pub warnings: u64,
 }

@@ -5,7 +5,7 @@ use crate::source::arch::normalise_arch;
 use super::legacy::{LegacyEntry, newest_builds};
 use super::products::Products;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct RemoteImage {
     /// The name to pull it by: the shortest published alias, or `os/release/variant`.
     pub alias: String,

@@ -1,0 +1,824 @@
+//! `Root`: a directory handle that never resolves a path outside itself, and the only code in
+//! the crate that opens, creates or removes paths inside a rootfs. Every syscall of the unpacker
+//! lives here (through rustix; there is no `unsafe`).
+//!
+//! Resolution of a normalised path (`path.rs` has already removed `.`, `..` and leading `/`):
+//!
+//! - Parents are opened one component at a time relative to the previous directory fd with
+//!   `O_NOFOLLOW`, or in one `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` call when no
+//!   symlink is on the way (the fast path; any failure falls back to the walk, which is the
+//!   authority). A parent that is a symlink is followed only by this code, component by
+//!   component, tracking the real path below the root: an absolute target, or a `..` that would
+//!   climb above the root, is a [`Violation::SymlinkParent`]. Relative targets that stay inside
+//!   (Debian's `bin -> usr/bin`) are followed. Missing parents named by the archive are created
+//!   (mode 0755); missing directories reached through a symlink are not.
+//! - The final component is never followed: files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`
+//!   after unlinking whatever was there (a symlink planted by an earlier entry is replaced, not
+//!   written through), hardlinks use `linkat` without `AT_SYMLINK_FOLLOW`, and metadata of
+//!   symlinks and device nodes is set with `AT_SYMLINK_NOFOLLOW` or through
+//!   `/proc/self/fd/<parent fd>/<name>` with the non-following `lsetxattr`.
+//! - Resolved parent directories are cached as a chain of ancestors of the last one used
+//!   (archives list entries in directory order), so most entries cost one `openat` at most. The
+//!   chain is dropped whenever a directory or symlink is removed or replaced, as a cached fd
+//!   could then stand for a path that no longer leads there.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::fs::{
+    self as rfs, AtFlags, CWD, Dev, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+    XattrFlags,
+};
+use rustix::io::Errno;
+
+use super::error::{UnpackError, Violation, show_bytes};
+use super::path::{EntryPath, is_component_prefix};
+
+/// Linux's own limit on symlinks followed in one lookup.
+const MAX_SYMLINKS: usize = 40;
+/// Deeper parents are still resolved, just not cached (bounds the fds held open).
+const MAX_CACHED_DIRS: usize = 64;
+
+/// A directory handle that never resolves a path outside itself. Holds an
+/// `O_PATH|O_DIRECTORY` fd opened with `O_NOFOLLOW`; see the module documentation for the rules.
+pub struct Root {
+    fd: Arc<OwnedFd>,
+    path: PathBuf,
+    dev: u64,
+    chain: Mutex<Vec<CachedDir>>,
+    openat2_works: AtomicBool,
+}
+
+/// A directory reached inside the root: its fd and its real path below the root (symlinks
+/// resolved), which is what `..` in a symlink target is measured against.
+#[derive(Clone)]
+struct Resolved {
+    fd: Arc<OwnedFd>,
+    real: Vec<u8>,
+}
+
+struct CachedDir {
+    /// The archive's (lexical, normalised) path of the directory.
+    rel: Vec<u8>,
+    dir: Resolved,
+}
+
+/// Something just created inside the root that takes metadata. Regular files and directories
+/// are held open; symlinks and special files are named relative to their parent's fd.
+pub enum Node {
+    Open(Arc<OwnedFd>),
+    At { dir: Arc<OwnedFd>, name: Vec<u8> },
+}
+
+/// The kinds `mknodat` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Char,
+    Block,
+    Fifo,
+}
+
+/// Why a parent could not be resolved; turned into an [`UnpackError`] by the caller, who knows
+/// which entry (and which role: the entry itself or a hardlink target) it was for.
+enum ResolveError {
+    Escape {
+        link: Vec<u8>,
+        target: Vec<u8>,
+    },
+    Missing {
+        path: Vec<u8>,
+        link: Option<Rc<(Vec<u8>, Vec<u8>)>>,
+    },
+    NotDir {
+        path: Vec<u8>,
+    },
+    Loop {
+        path: Vec<u8>,
+    },
+    Io {
+        action: &'static str,
+        path: Vec<u8>,
+        err: Errno,
+    },
+}
+
+impl ResolveError {
+    fn for_entry(self, entry: &EntryPath) -> UnpackError {
+        let e = &entry.show();
+        match self {
+            ResolveError::Escape { link, target } => UnpackError::Unsafe {
+                entry: entry.show(),
+                violation: Violation::SymlinkParent {
+                    link: show_bytes(&link),
+                    target: show_bytes(&target),
+                },
+            },
+            ResolveError::Missing { path, link: None } => {
+                UnpackError::invalid(e, format!("parent `{}` does not exist", show_bytes(&path)))
+            }
+            ResolveError::Missing {
+                link: Some(link), ..
+            } => UnpackError::invalid(
+                e,
+                format!(
+                    "parent `{}` is a symlink to `{}`, which does not exist",
+                    show_bytes(&link.0),
+                    show_bytes(&link.1)
+                ),
+            ),
+            ResolveError::NotDir { path } => UnpackError::invalid(
+                e,
+                format!("parent `{}` is not a directory", show_bytes(&path)),
+            ),
+            ResolveError::Loop { path } => UnpackError::invalid(
+                e,
+                format!(
+                    "too many levels of symbolic links at `{}`",
+                    show_bytes(&path)
+                ),
+            ),
+            ResolveError::Io { action, path, err } => {
+                UnpackError::io(e, format!("{action} `{}`", show_bytes(&path)), err)
+            }
+        }
+    }
+
+    fn for_hardlink(self, entry: &EntryPath, target: &EntryPath) -> UnpackError {
+        match self {
+            ResolveError::Escape {
+                link,
+                target: link_target,
+            } => UnpackError::Unsafe {
+                entry: entry.show(),
+                violation: Violation::HardlinkViaSymlink {
+                    target: target.show(),
+                    link: show_bytes(&link),
+                    link_target: show_bytes(&link_target),
+                },
+            },
+            ResolveError::Missing { .. } | ResolveError::NotDir { .. } => UnpackError::invalid(
+                &entry.show(),
+                format!("hardlink target `{}` does not exist", target.show()),
+            ),
+            other => other.for_entry(entry),
+        }
+    }
+}
+
+fn errno_io(
+    entry: &EntryPath,
+    action: &str,
+    name: &[u8],
+    err: impl Into<io::Error>,
+) -> UnpackError {
+    UnpackError::io(
+        &entry.show(),
+        format!("{action} `{}`", show_bytes(name)),
+        err,
+    )
+}
+
+fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(base.len() + 1 + name.len());
+    out.extend_from_slice(base);
+    if !base.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+fn open_dir_path(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rfs::openat(dir, name, flags, Mode::empty())
+}
+
+fn open_dir_read(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rfs::openat(dir, name, flags, Mode::empty())
+}
+
+impl Root {
+    /// Opens `dir` (which must exist and not be a symlink) as the root of an extraction.
+    pub fn open(dir: &Path) -> Result<Root, UnpackError> {
+        let err = |e: Errno| UnpackError::OpenRoot {
+            path: dir.to_owned(),
+            source: e.into(),
+        };
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::open(dir, flags, Mode::empty()).map_err(err)?;
+        let stat = rfs::fstat(&fd).map_err(err)?;
+        Ok(Root {
+            fd: Arc::new(fd),
+            path: dir.to_owned(),
+            dev: stat.st_dev,
+            chain: Mutex::new(Vec::new()),
+            openat2_works: AtomicBool::new(true),
+        })
+    }
+
+    /// The host path the root was opened at (for messages only; never used to open anything).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes `rel` (a file, a symlink — not what it points to — or a whole tree) inside the
+    /// root. A path that does not exist is not an error; a parent symlink that leads out is.
+    pub fn remove_all(&self, rel: &Path) -> Result<(), UnpackError> {
+        let entry = EntryPath::parse(rel.as_os_str().as_bytes())?;
+        let Some((parent, name)) = entry.split_last() else {
+            return Err(UnpackError::Unsafe {
+                entry: entry.show(),
+                violation: Violation::RemoveRoot,
+            });
+        };
+        let dir = match self.dir_of(parent, false) {
+            Ok(dir) => dir,
+            Err(ResolveError::Missing { .. } | ResolveError::NotDir { .. }) => return Ok(()),
+            Err(e) => return Err(e.for_entry(&entry)),
+        };
+        self.remove_existing(&entry, &dir, name)
+    }
+
+    /// Empties the directory `rel` inside the root and keeps it (an OCI opaque whiteout). A
+    /// missing directory is not an error; a symlink in its place is not followed (an error).
+    pub fn clear_dir(&self, rel: &Path) -> Result<(), UnpackError> {
+        let entry = EntryPath::parse(rel.as_os_str().as_bytes())?;
+        let target = match entry.split_last() {
+            None => open_dir_read(self.fd.as_fd(), b"."),
+            Some((parent, name)) => {
+                let dir = match self.dir_of(parent, false) {
+                    Ok(dir) => dir,
+                    Err(ResolveError::Missing { .. } | ResolveError::NotDir { .. }) => {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.for_entry(&entry)),
+                };
+                match open_dir_read(dir.fd.as_fd(), name) {
+                    Err(Errno::NOENT) => return Ok(()),
+                    Err(Errno::NOTDIR | Errno::LOOP) => {
+                        return Err(UnpackError::invalid(&entry.show(), "not a directory"));
+                    }
+                    other => other,
+                }
+            }
+        };
+        let target = target.map_err(|e| errno_io(&entry, "opening", entry.normalized(), e))?;
+        self.invalidate();
+        self.clear_contents(target)
+            .map_err(|e| errno_io(&entry, "emptying directory", entry.normalized(), e))
+    }
+
+    /// Creates an empty regular file at `entry` (mode 0600 until the caller sets the archive's),
+    /// replacing whatever was there.
+    pub(crate) fn create_file(&self, entry: &EntryPath) -> Result<File, UnpackError> {
+        let (dir, name) = self.parent_of(entry)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = self.create_at(entry, &dir, name, "creating file", |d| {
+            rfs::openat(d, name, flags, Mode::from_raw_mode(0o600))
+        })?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates the directory `entry` (mode 0700 until the caller sets the archive's) or keeps an
+    /// existing one; anything else there is replaced. The root entry yields the root itself.
+    pub(crate) fn create_dir(&self, entry: &EntryPath) -> Result<Node, UnpackError> {
+        let Some((parent, name)) = entry.split_last() else {
+            let fd = open_dir_read(self.fd.as_fd(), b".")
+                .map_err(|e| errno_io(entry, "opening", b".", e))?;
+            return Ok(Node::Open(Arc::new(fd)));
+        };
+        let dir = self.dir_of(parent, true).map_err(|e| e.for_entry(entry))?;
+        let mkdir = |d: BorrowedFd<'_>| rfs::mkdirat(d, name, Mode::from_raw_mode(0o700));
+        match mkdir(dir.fd.as_fd()) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let is_dir = rfs::statat(dir.fd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+                    .map_err(|e| errno_io(entry, "inspecting", name, e))?;
+                if !is_dir {
+                    self.remove_existing(entry, &dir, name)?;
+                    mkdir(dir.fd.as_fd())
+                        .map_err(|e| errno_io(entry, "creating directory", name, e))?;
+                }
+            }
+            Err(e) => return Err(errno_io(entry, "creating directory", name, e)),
+        }
+        let fd = open_dir_read(dir.fd.as_fd(), name)
+            .map_err(|e| errno_io(entry, "opening directory", name, e))?;
+        let fd = Arc::new(fd);
+        // The next entries are most likely inside this directory: cache it.
+        let mut chain = self.lock_chain();
+        let parent_cached = match chain.last() {
+            Some(last) => last.rel == parent,
+            None => parent.is_empty(),
+        };
+        if parent_cached && chain.len() < MAX_CACHED_DIRS {
+            chain.push(CachedDir {
+                rel: entry.normalized().to_vec(),
+                dir: Resolved {
+                    fd: fd.clone(),
+                    real: join(&dir.real, name),
+                },
+            });
+        }
+        Ok(Node::Open(fd))
+    }
+
+    /// Creates a symlink at `entry` pointing to `target` (anything: it is only ever resolved
+    /// inside the sandbox at run time, or by this module, which checks it).
+    pub(crate) fn create_symlink(
+        &self,
+        entry: &EntryPath,
+        target: &[u8],
+    ) -> Result<Node, UnpackError> {
+        let (dir, name) = self.parent_of(entry)?;
+        self.create_at(entry, &dir, name, "creating symlink", |d| {
+            rfs::symlinkat(target, d, name)
+        })?;
+        Ok(Node::At {
+            dir: dir.fd,
+            name: name.to_vec(),
+        })
+    }
+
+    /// Creates `entry` as a hardlink to `target`, both inside the root; the target's parents
+    /// follow the same rules as any entry's and its last component is not followed.
+    pub(crate) fn create_hardlink(
+        &self,
+        entry: &EntryPath,
+        target: &EntryPath,
+    ) -> Result<(), UnpackError> {
+        if target.normalized() == entry.normalized() {
+            // GNU tar writes this for a file listed twice; linking it to itself is a no-op.
+            return Ok(());
+        }
+        let Some((tparent, tname)) = target.split_last() else {
+            return Err(UnpackError::invalid(
+                &entry.show(),
+                "hardlink to the root directory",
+            ));
+        };
+        let tdir = self
+            .dir_of(tparent, false)
+            .map_err(|e| e.for_hardlink(entry, target))?;
+        let (dir, name) = self.parent_of(entry)?;
+        let result = self.create_at(entry, &dir, name, "creating hardlink", |d| {
+            rfs::linkat(tdir.fd.as_fd(), tname, d, name, AtFlags::empty())
+        });
+        match result {
+            Err(UnpackError::Io { source, .. })
+                if source.raw_os_error() == Some(Errno::NOENT.raw_os_error()) =>
+            {
+                Err(UnpackError::invalid(
+                    &entry.show(),
+                    format!("hardlink target `{}` does not exist", target.show()),
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// Creates a device node or fifo (mode 0600 until the caller sets the archive's). `None` when
+    /// the kernel refuses device nodes to this process (no `CAP_MKNOD`), which callers warn about.
+    pub(crate) fn create_special(
+        &self,
+        entry: &EntryPath,
+        kind: Special,
+        dev: Dev,
+    ) -> Result<Option<Node>, UnpackError> {
+        let (dir, name) = self.parent_of(entry)?;
+        let file_type = match kind {
+            Special::Char => FileType::CharacterDevice,
+            Special::Block => FileType::BlockDevice,
+            Special::Fifo => FileType::Fifo,
+        };
+        let result = self.create_at(entry, &dir, name, "creating device node", |d| {
+            rfs::mknodat(d, name, file_type, Mode::from_raw_mode(0o600), dev)
+        });
+        match result {
+            Ok(()) => Ok(Some(Node::At {
+                dir: dir.fd,
+                name: name.to_vec(),
+            })),
+            Err(UnpackError::Io { source, .. })
+                if kind != Special::Fifo
+                    && source.raw_os_error() == Some(Errno::PERM.raw_os_error()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reopens a directory created earlier, to apply what was deferred (times, restrictive
+    /// modes). `None` when it is gone or no longer a directory, or its parents no longer resolve
+    /// inside the root: then there is nothing to update and nothing is followed.
+    pub(crate) fn reopen_dir(&self, entry: &EntryPath) -> Result<Option<Node>, UnpackError> {
+        let opened = match entry.split_last() {
+            None => open_dir_read(self.fd.as_fd(), b"."),
+            Some((parent, name)) => match self.dir_of(parent, false) {
+                Ok(dir) => open_dir_read(dir.fd.as_fd(), name),
+                Err(_) => return Ok(None),
+            },
+        };
+        match opened {
+            Ok(fd) => Ok(Some(Node::Open(Arc::new(fd)))),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
+            Err(e) => Err(errno_io(
+                entry,
+                "reopening directory",
+                entry.normalized(),
+                e,
+            )),
+        }
+    }
+
+    fn parent_of<'e>(&self, entry: &'e EntryPath) -> Result<(Resolved, &'e [u8]), UnpackError> {
+        let (parent, name) = entry.split_last().ok_or_else(|| {
+            UnpackError::invalid(
+                &entry.show(),
+                "only a directory can stand for the root itself",
+            )
+        })?;
+        let dir = self.dir_of(parent, true).map_err(|e| e.for_entry(entry))?;
+        Ok((dir, name))
+    }
+
+    /// Runs `op` (a create relative to `dir`); if something exists at `name`, removes it without
+    /// following it and runs `op` once more.
+    fn create_at<T>(
+        &self,
+        entry: &EntryPath,
+        dir: &Resolved,
+        name: &[u8],
+        action: &str,
+        op: impl Fn(BorrowedFd<'_>) -> rustix::io::Result<T>,
+    ) -> Result<T, UnpackError> {
+        match op(dir.fd.as_fd()) {
+            Ok(v) => return Ok(v),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(errno_io(entry, action, name, e)),
+        }
+        self.remove_existing(entry, dir, name)?;
+        op(dir.fd.as_fd()).map_err(|e| errno_io(entry, action, name, e))
+    }
+
+    fn remove_existing(
+        &self,
+        entry: &EntryPath,
+        dir: &Resolved,
+        name: &[u8],
+    ) -> Result<(), UnpackError> {
+        let stat = match rfs::statat(dir.fd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(errno_io(entry, "inspecting", name, e)),
+        };
+        let result = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => {
+                self.invalidate();
+                self.remove_tree(dir.fd.as_fd(), name)
+            }
+            FileType::Symlink => {
+                self.invalidate();
+                rfs::unlinkat(dir.fd.as_fd(), name, AtFlags::empty()).map_err(io::Error::from)
+            }
+            _ => rfs::unlinkat(dir.fd.as_fd(), name, AtFlags::empty()).map_err(io::Error::from),
+        };
+        result.map_err(|e| errno_io(entry, "removing existing", &join(&dir.real, name), e))
+    }
+
+    /// Resolves the directory at the normalised path `rel` (see the module documentation).
+    fn dir_of(&self, rel: &[u8], create: bool) -> Result<Resolved, ResolveError> {
+        let mut chain = self.lock_chain();
+        let keep = chain
+            .iter()
+            .take_while(|c| is_component_prefix(&c.rel, rel))
+            .count();
+        chain.truncate(keep);
+        let (base_len, base) = match chain.last() {
+            Some(c) => (c.rel.len(), c.dir.clone()),
+            None => (0, self.root_resolved()),
+        };
+        if base_len == rel.len() {
+            return Ok(base);
+        }
+        let rest = if base_len == 0 {
+            rel
+        } else {
+            &rel[base_len + 1..]
+        };
+        let resolved = match self.open_beneath(&base, rest) {
+            Some(dir) => dir,
+            None => self.walk(&base, rest, create)?,
+        };
+        if chain.len() < MAX_CACHED_DIRS {
+            chain.push(CachedDir {
+                rel: rel.to_vec(),
+                dir: resolved.clone(),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// The fast path: one `openat2` that refuses every symlink and never leaves `base`.
+    fn open_beneath(&self, base: &Resolved, rest: &[u8]) -> Option<Resolved> {
+        if !self.openat2_works.load(Ordering::Relaxed) {
+            return None;
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rfs::openat2(base.fd.as_fd(), rest, flags, Mode::empty(), resolve) {
+            Ok(fd) => Some(Resolved {
+                fd: Arc::new(fd),
+                real: join(&base.real, rest),
+            }),
+            Err(Errno::NOSYS) => {
+                self.openat2_works.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The authoritative walk, one component at a time from `base`, following symlinks only
+    /// while they stay inside the root.
+    fn walk(&self, base: &Resolved, rest: &[u8], create: bool) -> Result<Resolved, ResolveError> {
+        // Each pending component remembers the symlink whose target it came from (for messages
+        // and to refuse creating directories at a symlink's target).
+        type Link = Rc<(Vec<u8>, Vec<u8>)>;
+        let mut queue: VecDeque<(Vec<u8>, Option<Link>)> = rest
+            .split(|&b| b == b'/')
+            .map(|c| (c.to_vec(), None))
+            .collect();
+        let mut fd = base.fd.clone();
+        let mut real = base.real.clone();
+        let mut budget = MAX_SYMLINKS;
+        while let Some((comp, link)) = queue.pop_front() {
+            match comp.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if real.is_empty() {
+                        let (link, target) = match &link {
+                            Some(l) => (l.0.clone(), l.1.clone()),
+                            None => (b"..".to_vec(), b"..".to_vec()),
+                        };
+                        return Err(ResolveError::Escape { link, target });
+                    }
+                    let up = open_dir_path(fd.as_fd(), b"..").map_err(|err| ResolveError::Io {
+                        action: "opening the parent of",
+                        path: real.clone(),
+                        err,
+                    })?;
+                    fd = Arc::new(up);
+                    let cut = real.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                    real.truncate(cut);
+                    continue;
+                }
+                _ => {}
+            }
+            let child = join(&real, &comp);
+            match open_dir_path(fd.as_fd(), &comp) {
+                Ok(next) => fd = Arc::new(next),
+                Err(Errno::NOENT) if create && link.is_none() => {
+                    let made =
+                        make_implicit_dir(fd.as_fd(), &comp).map_err(|err| ResolveError::Io {
+                            action: "creating directory",
+                            path: child.clone(),
+                            err,
+                        })?;
+                    fd = Arc::new(made);
+                }
+                Err(Errno::NOENT) => return Err(ResolveError::Missing { path: child, link }),
+                Err(Errno::NOTDIR) => {
+                    let target = match rfs::readlinkat(fd.as_fd(), comp.as_slice(), Vec::new()) {
+                        Ok(target) => target.into_bytes(),
+                        Err(Errno::INVAL) => return Err(ResolveError::NotDir { path: child }),
+                        Err(err) => {
+                            return Err(ResolveError::Io {
+                                action: "reading symlink",
+                                path: child,
+                                err,
+                            });
+                        }
+                    };
+                    if budget == 0 {
+                        return Err(ResolveError::Loop { path: child });
+                    }
+                    budget -= 1;
+                    if target.first() == Some(&b'/') {
+                        return Err(ResolveError::Escape {
+                            link: child,
+                            target,
+                        });
+                    }
+                    let info: Link = Rc::new((child, target));
+                    if info.1.is_empty() {
+                        return Err(ResolveError::Missing {
+                            path: info.0.clone(),
+                            link: Some(info),
+                        });
+                    }
+                    for comp in info.1.split(|&b| b == b'/').rev() {
+                        queue.push_front((comp.to_vec(), Some(info.clone())));
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    return Err(ResolveError::Io {
+                        action: "opening directory",
+                        path: child,
+                        err,
+                    });
+                }
+            }
+            real = child;
+        }
+        Ok(Resolved { fd, real })
+    }
+
+    fn root_resolved(&self) -> Resolved {
+        Resolved {
+            fd: self.fd.clone(),
+            real: Vec::new(),
+        }
+    }
+
+    fn lock_chain(&self) -> MutexGuard<'_, Vec<CachedDir>> {
+        // A panic while holding the lock cannot leave the chain inconsistent in a harmful way:
+        // every element is a valid directory fd, so a poisoned lock is still usable.
+        self.chain
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn invalidate(&self) {
+        self.lock_chain().clear();
+    }
+
+    /// Removes the directory `name` in `parent` with everything below it, without following
+    /// symlinks and without recursion (trees can be deeper than the stack or the fd limit).
+    fn remove_tree(&self, parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+        match rfs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+            Ok(()) => return Ok(()),
+            Err(Errno::NOTEMPTY | Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = open_dir_read(parent, name)?;
+        self.clear_contents(fd)?;
+        Ok(rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)?)
+    }
+
+    /// Empties the directory open at `top`. Holds one directory fd at a time: it descends into a
+    /// non-empty subdirectory, and climbs back with `..` once it is empty (safe here because the
+    /// walk only ever descended through real directories, never symlinks).
+    fn clear_contents(&self, top: OwnedFd) -> io::Result<()> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut cur = top;
+        'dirs: loop {
+            let mut entries = rfs::Dir::read_from(&cur)?;
+            while let Some(entry) = entries.read() {
+                let entry = entry?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let is_dir = match entry.file_type() {
+                    FileType::Directory => true,
+                    FileType::Unknown => {
+                        let st = rfs::statat(&cur, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                        FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                    }
+                    _ => false,
+                };
+                if !is_dir {
+                    rfs::unlinkat(&cur, name, AtFlags::empty())?;
+                    continue;
+                }
+                match rfs::unlinkat(&cur, name, AtFlags::REMOVEDIR) {
+                    Ok(()) => continue,
+                    Err(Errno::NOTEMPTY | Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let child = open_dir_read(cur.as_fd(), name)?;
+                if rfs::fstat(&child)?.st_dev != self.dev {
+                    return Err(io::Error::other(format!(
+                        "refusing to remove `{}`: it is another filesystem mounted inside the root",
+                        show_bytes(name)
+                    )));
+                }
+                names.push(name.to_vec());
+                cur = child;
+                continue 'dirs;
+            }
+            let Some(name) = names.pop() else {
+                return Ok(());
+            };
+            let parent = open_dir_read(cur.as_fd(), b"..")?;
+            rfs::unlinkat(&parent, name.as_slice(), AtFlags::REMOVEDIR)?;
+            cur = parent;
+        }
+    }
+}
+
+/// Creates a directory the archive implies but does not list, with GNU tar's usual 0755 (set
+/// explicitly so the process umask does not matter).
+fn make_implicit_dir(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let created = match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) => true,
+        Err(Errno::EXIST) => false,
+        Err(e) => return Err(e),
+    };
+    let fd = open_dir_read(parent, name)?;
+    if created {
+        rfs::fchmod(&fd, Mode::from_raw_mode(0o755))?;
+    }
+    Ok(fd)
+}
+
+/// `/proc/self/fd/<fd>[/<name>]`: the kernel resolves the fd part to exactly that open file, so
+/// the path cannot be redirected; `name` (one component) is then looked up in that directory.
+fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> Vec<u8> {
+    let mut path = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+    if let Some(name) = name {
+        path.push(b'/');
+        path.extend_from_slice(name);
+    }
+    path
+}
+
+impl Node {
+    pub fn from_file(file: File) -> Node {
+        Node::Open(Arc::new(OwnedFd::from(file)))
+    }
+
+    /// Changes the owner; never follows a symlink.
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        let (uid, gid) = (Some(rfs::Uid::from_raw(uid)), Some(rfs::Gid::from_raw(gid)));
+        match self {
+            Node::Open(fd) => rfs::fchown(fd, uid, gid)?,
+            Node::At { dir, name } => {
+                rfs::chownat(dir, name.as_slice(), uid, gid, AtFlags::SYMLINK_NOFOLLOW)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the permission bits; a no-op on symlinks (Linux has no symlink modes).
+    pub fn chmod(&self, mode: u32) -> io::Result<()> {
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        match self {
+            Node::Open(fd) => rfs::fchmod(fd, mode)?,
+            Node::At { dir, name } => {
+                // fchmodat cannot refuse to follow before Linux 6.6: hold the object itself with
+                // O_PATH|O_NOFOLLOW and change it through its /proc/self/fd magic link.
+                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rfs::openat(dir, name.as_slice(), flags, Mode::empty())?;
+                if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) == FileType::Symlink {
+                    return Ok(());
+                }
+                rfs::chmodat(CWD, proc_path(fd.as_fd(), None), mode, AtFlags::empty())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one extended attribute; never follows a symlink.
+    pub fn set_xattr(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
+        match self {
+            Node::Open(fd) => rfs::fsetxattr(fd, name, value, XattrFlags::empty())?,
+            Node::At { dir, name: file } => rfs::lsetxattr(
+                proc_path(dir.as_fd(), Some(file)),
+                name,
+                value,
+                XattrFlags::empty(),
+            )?,
+        }
+        Ok(())
+    }
+
+    /// Sets access and modification times; never follows a symlink.
+    pub fn set_times(&self, atime: Timespec, mtime: Timespec) -> io::Result<()> {
+        let times = Timestamps {
+            last_access: atime,
+            last_modification: mtime,
+        };
+        match self {
+            Node::Open(fd) => rfs::futimens(fd, &times)?,
+            Node::At { dir, name } => {
+                rfs::utimensat(dir, name.as_slice(), &times, AtFlags::SYMLINK_NOFOLLOW)?
+            }
+        }
+        Ok(())
+    }
+}
