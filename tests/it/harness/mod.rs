@@ -10,6 +10,8 @@
 //! - `rawtar`: hand-built tar headers for hostile archives GNU tar refuses to produce.
 //! - `site`: a docroot served by nginx with helpers to publish images, checksums and signatures.
 //! - `fixture`: an image with the tree it must become, and keyring files.
+//! - `simplestreams`: an LXC image server (simplestreams or legacy index) with generated builds,
+//!   signed by a GnuPG key whose self-signature is SHA-1, like the real LXC image key.
 //!
 //! Every external tool is looked up before use; a missing one fails with a message naming the
 //! Debian package to install, never with an obscure spawn error deep inside a test.
@@ -20,6 +22,7 @@ pub mod gpg;
 pub mod nginx;
 pub mod rawtar;
 pub mod rootfs;
+pub mod simplestreams;
 pub mod site;
 
 use std::path::{Path, PathBuf};
