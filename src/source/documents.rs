@@ -29,7 +29,9 @@ pub enum Freshness {
     Offline,
 }
 
-/// The document at `url`: `Ok(None)` when the server says it does not exist (404).
+/// The document at `url`: `Ok(None)` when the server says it does not exist (404). A 404 is
+/// cached like a document (a ref without blobs), so a legacy server without simplestreams
+/// works stale and offline too.
 pub async fn get(
     cache: &Cache,
     http: &Http,
@@ -38,6 +40,7 @@ pub async fn get(
 ) -> Result<Option<(Vec<u8>, Freshness)>> {
     let key = redact_url(url);
     let cached = cache.read_ref(RefKind::Index, &key)?;
+    let absent = |r: &Ref| r.details.get("absent").and_then(|v| v.as_bool()) == Some(true);
     let cached_bytes = |r: &Ref| -> Option<Vec<u8>> {
         r.blob("index")
             .and_then(|b| cache.read_blob(&b.digest).ok())
@@ -52,6 +55,9 @@ pub async fn get(
         let r = cached.as_ref().with_context(|| {
             format!("--offline: {key} is not in the cache; run once without --offline")
         })?;
+        if absent(r) {
+            return Ok(None);
+        }
         let bytes = cached_bytes(r).with_context(|| {
             format!("--offline: the cached copy of {key} is gone; run once without --offline")
         })?;
@@ -59,9 +65,13 @@ pub async fn get(
     }
     if let Some(r) = &cached
         && age(r) < FRESH_FOR
-        && let Some(bytes) = cached_bytes(r)
     {
-        return Ok(Some((bytes, Freshness::Fresh)));
+        if absent(r) {
+            return Ok(None);
+        }
+        if let Some(bytes) = cached_bytes(r) {
+            return Ok(Some((bytes, Freshness::Fresh)));
+        }
     }
     match http.get_small(url, LIMIT).await {
         Ok(Some(fetched)) => {
@@ -88,7 +98,27 @@ pub async fn get(
             cache.write_ref(RefKind::Index, &key, &record)?;
             Ok(Some((fetched.bytes, Freshness::Fetched)))
         }
-        Ok(None) => Ok(None),
+        Ok(None) => {
+            let mut details = serde_json::Map::new();
+            details.insert("absent".into(), true.into());
+            let record = Ref {
+                source: key.clone(),
+                blobs: Vec::new(),
+                verification: Verification {
+                    mode: "no".into(),
+                    ..Default::default()
+                },
+                version: None,
+                details,
+                fetched_at: now_rfc3339(),
+            };
+            cache.write_ref(RefKind::Index, &key, &record)?;
+            Ok(None)
+        }
+        Err(e) if cached.as_ref().is_some_and(absent) => {
+            tracing::warn!("{key} could not be fetched ({e:#}); it was absent (404) last time");
+            Ok(None)
+        }
         Err(e) => match cached
             .as_ref()
             .and_then(|r| cached_bytes(r).map(|b| (b, age(r))))

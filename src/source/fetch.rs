@@ -1,11 +1,11 @@
 //! Bringing one file of a site into the cache, transferring as little as possible.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 
 use anyhow::{Context, Result, bail};
 
-use super::http::{Download, Validators};
+use super::http::{Download, PartCheck, Validators};
 use super::site::Site;
 use crate::cache::lock::LockGuard;
 use crate::cache::{Cache, RefBlob};
@@ -17,19 +17,25 @@ use crate::verify::Digest;
 /// - otherwise a download under the per-URL lock (a concurrent pull of the same URL waits, then
 ///   finds the blob), conditional on the validators of `previous` (the blob the ref recorded
 ///   last time, read again under the lock), resuming a partial download;
-/// - with `expected`, bytes that do not match are discarded before they reach `blobs/`.
+/// - with `expected`, bytes that do not match are discarded before they reach `blobs/`, and so
+///   are new bytes that `check` refuses (it does not run on bytes already cached: callers check
+///   those themselves when `fresh` is false).
 ///
 /// The per-URL lock comes back in `FetchedFile::lock`: the caller holds it until it has written
 /// the ref that records the blob's validators, so a pull waiting on the lock sees them.
 pub async fn fetch_file(
     site: &Site,
-    file_name: &str,
-    role: &str,
     cache: &Cache,
-    previous: &dyn Fn(&Cache) -> Option<RefBlob>,
-    expected: Option<&Digest>,
+    wanted: Wanted<'_>,
     progress: ProgressMode,
 ) -> Result<FetchedFile> {
+    let Wanted {
+        file_name,
+        role,
+        previous,
+        expected,
+        check,
+    } = wanted;
     let location = site.location(file_name);
     let blob_of = |digest: Digest, size: u64, v: Validators| RefBlob {
         role: role.to_string(),
@@ -93,7 +99,7 @@ pub async fn fetch_file(
                 lock: None,
             };
             let mut got = match http
-                .download(cache, &url, validators.as_ref(), expected, &bar)
+                .download(cache, &url, validators.as_ref(), expected, check, &bar)
                 .await?
             {
                 Download::Fetched {
@@ -117,7 +123,10 @@ pub async fn fetch_file(
                     } else {
                         // The server claims no change, but the verified checksum names other
                         // bytes: fetch unconditionally and let the digest decide.
-                        match http.download(cache, &url, None, expected, &bar).await? {
+                        match http
+                            .download(cache, &url, None, expected, check, &bar)
+                            .await?
+                        {
                             Download::Fetched {
                                 digest,
                                 size,
@@ -147,6 +156,10 @@ pub async fn fetch_file(
             io::copy(&mut reader, &mut temp)
                 .with_context(|| format!("copying {} into the cache", path.display()))?;
             bar.finish();
+            if let Some(check) = check {
+                temp.flush().context("writing to the cache")?;
+                check(temp.path())?;
+            }
             let digest = cache.publish(temp, expected).with_context(|| {
                 format!("{}: checksum mismatch; nothing was stored", path.display())
             })?;
@@ -157,6 +170,19 @@ pub async fn fetch_file(
             })
         }
     }
+}
+
+/// What `fetch_file` is asked for.
+pub struct Wanted<'a> {
+    pub file_name: &'a str,
+    /// The blob's role in the ref (`image`, `metadata`, …).
+    pub role: &'a str,
+    /// The blob the ref recorded last time (read again under the download lock).
+    pub previous: &'a dyn Fn(&Cache) -> Option<RefBlob>,
+    /// The digest a verified source names for the file.
+    pub expected: Option<&'a Digest>,
+    /// A check of new bytes before they are published.
+    pub check: Option<&'a PartCheck<'a>>,
 }
 
 /// A file brought into the cache by `fetch_file`.

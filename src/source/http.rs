@@ -26,6 +26,9 @@ use crate::progress::Progress;
 use crate::verify::Digest;
 use crate::verify::digest::Hasher;
 
+/// A check of a complete download before it is published (e.g. a detached signature over it).
+pub type PartCheck<'a> = dyn Fn(&Path) -> Result<()> + Sync + 'a;
+
 /// The HTTP validators of a response, used for conditional requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validators {
@@ -130,13 +133,15 @@ impl Http {
     /// Downloads `url` into the cache. With `cached`, sends a conditional request and returns
     /// `NotModified` on 304. With `expected`, a digest mismatch discards the bytes. Resumes a
     /// partial download left by an interrupted pull of the same URL. The caller holds the
-    /// per-URL lock.
+    /// per-URL lock. `check` runs on the complete file before it is published (a signature over
+    /// the file itself); its error discards the bytes.
     pub async fn download(
         &self,
         cache: &Cache,
         url: &Url,
         cached: Option<&Validators>,
         expected: Option<&Digest>,
+        check: Option<&PartCheck<'_>>,
         progress: &Progress,
     ) -> Result<Download> {
         let shown = redact_url(url);
@@ -277,6 +282,12 @@ impl Http {
             bail!(
                 "{shown}: checksum mismatch: expected {expected}, downloaded bytes have {digest}; nothing was stored"
             );
+        }
+        if let Some(check) = check
+            && let Err(e) = check(&part_path)
+        {
+            let _ = fs::remove_file(&part_path);
+            return Err(e.context(format!("{shown}: nothing was stored")));
         }
         cache.publish_file(&part_path, &digest)?;
         Ok(Download::Fetched {

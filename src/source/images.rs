@@ -7,12 +7,17 @@
 //! built-in LXC key is trusted for the default server only. A version older than the one last
 //! pulled for the same alias, server and arch is refused (rollback protection).
 
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Mutex;
+
 use anyhow::{Context, Result, bail};
 use url::Url;
 
 use super::documents::{self, Freshness};
-use super::fetch::fetch_file;
-use super::http::Http;
+use super::fetch::{Wanted, fetch_file};
+use super::http::{Http, PartCheck};
 use super::redact_url;
 use super::simplestreams::{self as ss, Alias};
 use super::site::Site;
@@ -21,7 +26,8 @@ use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::progress::ProgressMode;
 use crate::verify::Digest;
-use crate::verify::openpgp::{TrustStore, verify_detached};
+use crate::verify::checksums::{self, ChecksumEntry};
+use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
 
 pub const DEFAULT_SERVER: &str = "https://images.linuxcontainers.org";
 
@@ -115,8 +121,37 @@ pub async fn fetch(
             .context("joining the build path")?,
         http: http.clone(),
     };
-    let (expected, mut verification, mut blobs, per_file_sig) =
-        verify_build(req, &build, &site, cache).await?;
+    let BuildCheck {
+        expected,
+        mut verification,
+        mut blobs,
+        entries,
+        per_file_sig,
+    } = verify_build(req, &build, &site, cache).await?;
+
+    // A per-file signature is checked over the downloaded bytes before they are published.
+    let signed_by: Mutex<Option<SignatureCheck>> = Mutex::new(None);
+    let check_signature = |path: &Path| -> Result<()> {
+        let Some((sig_loc, sig)) = &per_file_sig else {
+            return Ok(());
+        };
+        let trust = req
+            .trust
+            .context("internal: signature mode without a trust store")?;
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let check = verify_detached(trust, BufReader::with_capacity(256 * 1024, file), sig)
+            .with_context(|| {
+                format!(
+                    "verifying {} with {sig_loc}",
+                    site.location(&build.rootfs_name)
+                )
+            })?;
+        *signed_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
+        Ok(())
+    };
+    let check: Option<&PartCheck<'_>> = per_file_sig
+        .as_ref()
+        .map(|_| &check_signature as &PartCheck<'_>);
 
     let prev_blob = |c: &Cache| {
         c.read_ref(RefKind::Images, &key)
@@ -126,15 +161,24 @@ pub async fn fetch(
     };
     let fetched = fetch_file(
         &site,
-        &build.rootfs_name,
-        "image",
         cache,
-        &prev_blob,
-        expected.as_ref(),
+        Wanted {
+            file_name: &build.rootfs_name,
+            role: "image",
+            previous: &prev_blob,
+            expected: expected.as_ref(),
+            check,
+        },
         progress,
     )
     .await?;
     let (image, image_fresh, _download_lock) = (fetched.blob, fetched.fresh, fetched.lock);
+    if per_file_sig.is_some() && !image_fresh {
+        let path = cache
+            .blob(&image.digest)
+            .context("internal: the image left the cache")?;
+        check_signature(&path)?;
+    }
     if let Some(size) = build.rootfs_size
         && size != image.size
     {
@@ -144,55 +188,53 @@ pub async fn fetch(
             image.size
         );
     }
-    if let Some(sig) = per_file_sig {
-        // Signature over the tarball itself: check the cached bytes.
-        let path = cache
-            .blob(&image.digest)
-            .context("internal: the image left the cache")?;
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let trust = req
-            .trust
-            .context("internal: signature mode without a trust store")?;
-        let check = verify_detached(
-            trust,
-            std::io::BufReader::with_capacity(256 * 1024, file),
-            &sig.1,
-        )
-        .with_context(|| {
-            format!(
-                "verifying {} with {}",
-                site.location(&build.rootfs_name),
-                sig.0
-            )
-        })?;
+    if let (Some(check), Some((sig_loc, sig))) = (
+        signed_by.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        &per_file_sig,
+    ) {
         sums::record_signature(&mut verification, &check);
-        verification.signature_source = Some(sig.0.clone());
+        verification.signature_source = Some(sig_loc.clone());
         blobs.push(RefBlob {
-            role: "signature".into(),
-            digest: cache.put_bytes(&sig.1)?,
-            size: sig.1.len() as u64,
-            url: Some(sig.0),
+            role: IMAGE_SIGNATURE.into(),
+            digest: cache.put_bytes(sig)?,
+            size: sig.len() as u64,
+            url: Some(sig_loc.clone()),
             etag: None,
             last_modified: None,
         });
     }
-    if let Some((meta_name, meta_digest)) = &build.metadata {
-        let no_prev = |_: &Cache| None;
-        match fetch_file(
-            &site,
-            meta_name,
-            "metadata",
-            cache,
-            &no_prev,
-            meta_digest.as_ref(),
-            ProgressMode::hidden(),
-        )
-        .await
-        {
-            Ok(f) => blobs.push(f.blob),
-            // nspawn does not need the LXC metadata; a missing one is not worth failing for.
-            Err(e) => tracing::warn!("could not fetch the image metadata {meta_name}: {e:#}"),
+    if let Some((meta_name, listed)) = &build.metadata {
+        // The metadata tarball is fetched only when something verified vouches for its digest.
+        let vouched = listed.or_else(|| {
+            entries
+                .as_ref()
+                .and_then(|e| checksums::lookup(e, meta_name).ok())
+        });
+        match vouched {
+            None => tracing::debug!("skipping {meta_name}: nothing verified names its digest"),
+            Some(digest) => {
+                let no_prev = |_: &Cache| None;
+                match fetch_file(
+                    &site,
+                    cache,
+                    Wanted {
+                        file_name: meta_name,
+                        role: "metadata",
+                        previous: &no_prev,
+                        expected: Some(&digest),
+                        check: None,
+                    },
+                    ProgressMode::hidden(),
+                )
+                .await
+                {
+                    Ok(f) => blobs.push(f.blob),
+                    // nspawn does not need the LXC metadata; a missing one is not worth failing for.
+                    Err(e) => {
+                        tracing::warn!("could not fetch the image metadata {meta_name}: {e:#}")
+                    }
+                }
+            }
         }
     }
     let mut details = build.details.clone();
@@ -332,20 +374,31 @@ pub async fn list_remote(
 
 type SignatureFile = (String, Vec<u8>);
 
-/// Checks the build's `SHA256SUMS` as the mode asks. Returns the expected rootfs digest, the
-/// verification so far, the blobs it stored, and a per-file signature still to check against
-/// the downloaded tarball.
+/// The ref role of a detached signature over the rootfs tarball itself.
+const IMAGE_SIGNATURE: &str = "image-signature";
+
+/// What checking a build established before its rootfs is fetched.
+struct BuildCheck {
+    /// The digest the rootfs must have; `None` only for a legacy build vouched for by a
+    /// per-file signature alone (then `per_file_sig` decides before anything is published).
+    expected: Option<Digest>,
+    verification: Verification,
+    /// The checksum file and its signature, recorded in the ref.
+    blobs: Vec<RefBlob>,
+    /// The verified checksum entries, which also vouch for the metadata tarball.
+    entries: Option<Vec<ChecksumEntry>>,
+    /// A signature over the rootfs tarball itself, still to check against its bytes.
+    per_file_sig: Option<SignatureFile>,
+}
+
+/// Checks the build as the mode asks. A build the cache already holds (same version) is
+/// verified again from the cached checksum file and signature, without the network.
 async fn verify_build(
     req: &ImagesRequest<'_>,
     build: &Build,
     site: &Site,
     cache: &Cache,
-) -> Result<(
-    Option<Digest>,
-    Verification,
-    Vec<RefBlob>,
-    Option<SignatureFile>,
-)> {
+) -> Result<BuildCheck> {
     let listed = build.rootfs_digest;
     let from_products = || Verification {
         mode: req.mode.as_str().into(),
@@ -356,110 +409,155 @@ async fn verify_build(
             .map(str::to_string),
         ..Default::default()
     };
+    let unverified = || Verification {
+        mode: "no".into(),
+        ..Default::default()
+    };
+    let key = ref_key(&req.server, &req.alias.alias, &req.arch);
+    let cached = cache.read_ref(RefKind::Images, &key)?.filter(|r| {
+        r.version.as_deref() == Some(build.version.as_str())
+            && r.blob("image")
+                .is_some_and(|b| cache.blob(&b.digest).is_some())
+    });
+    if let Some(r) = &cached
+        && let Some(check) = verify_from_cache(req, build, r, cache)?
+    {
+        return Ok(check);
+    }
     if req.offline {
-        // Verify again from what the ref stored.
-        let key = ref_key(&req.server, &req.alias.alias, &req.arch);
-        let r = cache.read_ref(RefKind::Images, &key)?.with_context(|| {
-            format!("--offline: images:{} is not in the cache", req.alias.alias)
-        })?;
-        let image = r.blob("image").context("the cache ref has no image")?;
-        if r.version.as_deref() != Some(build.version.as_str()) {
+        bail!(
+            "--offline: the cache does not hold images:{} {} verified as --verify={} asks; run once without --offline",
+            req.alias.alias,
+            build.version,
+            req.mode.as_str()
+        );
+    }
+    let check = |expected, verification, blobs, entries, per_file_sig| BuildCheck {
+        expected,
+        verification,
+        blobs,
+        entries,
+        per_file_sig,
+    };
+    match req.mode {
+        VerifyMode::No => Ok(check(listed, unverified(), vec![], None, None)),
+        VerifyMode::Checksum if listed.is_some() => {
+            Ok(check(listed, from_products(), vec![], None, None))
+        }
+        mode => match sums_only(site, mode, req.trust, cache).await? {
+            Some(s) => {
+                let signed = s.digest_of(&build.rootfs_name)?;
+                if let Some(listed) = listed
+                    && listed != signed
+                {
+                    bail!(
+                        "{}: the products file says {listed} for {}, the signed checksum file says {signed}; refusing both",
+                        site.location("SHA256SUMS"),
+                        build.rootfs_name
+                    );
+                }
+                Ok(check(
+                    Some(signed),
+                    s.verification,
+                    s.blobs,
+                    Some(s.entries),
+                    None,
+                ))
+            }
+            None if mode == VerifyMode::Signature => {
+                // The fallback: a signature over the tarball itself.
+                let sig_name = format!("{}.asc", build.rootfs_name);
+                let Some(sig) = site.get_small(&sig_name, sums::SIGNATURE_LIMIT).await? else {
+                    bail!(
+                        "no signature for images:{} {}: neither {} nor {} exists. Pass --verify=checksum to rely on \
+                         the products file's digest over HTTPS alone",
+                        req.alias.alias,
+                        build.version,
+                        site.location("SHA256SUMS.asc"),
+                        site.location(&sig_name)
+                    );
+                };
+                let sig = (site.location(&sig_name), sig.bytes);
+                Ok(check(listed, from_products(), vec![], None, Some(sig)))
+            }
+            None => bail!(
+                "no checksum for {}: the legacy index has no digests and there is no SHA256SUMS",
+                site.location(&build.rootfs_name)
+            ),
+        },
+    }
+}
+
+/// Verifies a cached build again from what its ref stored; `None` when the cache does not hold
+/// what `req.mode` needs (e.g. it was pulled with a weaker mode).
+fn verify_from_cache(
+    req: &ImagesRequest<'_>,
+    build: &Build,
+    r: &Ref,
+    cache: &Cache,
+) -> Result<Option<BuildCheck>> {
+    let image = r.blob("image").context("the cache ref has no image")?;
+    let has = |role: &str| r.blob(role).is_some();
+    let with_sums = |mode| -> Result<Option<BuildCheck>> {
+        let s = sums::reverify_cached(cache, &r.blobs, &r.verification, mode, req.trust)?;
+        let digest = s.digest_of(&build.rootfs_name)?;
+        if digest != image.digest {
             bail!(
-                "--offline: the cache holds {} of images:{}, the cached index names {}",
-                r.version.as_deref().unwrap_or("?"),
-                req.alias.alias,
-                build.version
+                "the cached checksum file says {digest} for {}, the cached image is {}",
+                build.rootfs_name,
+                image.digest
             );
         }
-        if req.mode == VerifyMode::No {
-            return Ok((
-                Some(image.digest),
-                Verification {
-                    mode: "no".into(),
-                    ..Default::default()
-                },
-                vec![],
-                None,
-            ));
-        }
-        if r.blob("checksums").is_none() {
-            // Verified with a per-file signature, or by the products file alone.
-            if req.mode == VerifyMode::Signature {
-                let sig = r
-                    .blob("signature")
-                    .context("the cache holds no signature for this image")?;
-                let sig_bytes = cache.read_blob(&sig.digest)?;
-                return Ok((
-                    Some(image.digest),
-                    from_products(),
-                    vec![],
-                    Some((sig.url.clone().unwrap_or_default(), sig_bytes)),
-                ));
-            }
-            return Ok((listed.or(Some(image.digest)), from_products(), vec![], None));
-        }
-        let s = sums::reverify_cached(cache, &r.blobs, &r.verification, req.mode, req.trust)?;
-        let digest = s.digest_of(&build.rootfs_name)?;
-        return Ok((Some(digest), s.verification, s.blobs, None));
-    }
+        Ok(Some(BuildCheck {
+            expected: Some(digest),
+            verification: s.verification,
+            blobs: s.blobs,
+            entries: Some(s.entries),
+            per_file_sig: None,
+        }))
+    };
     match req.mode {
-        VerifyMode::No => Ok((
-            listed,
-            Verification {
+        VerifyMode::No => Ok(Some(BuildCheck {
+            expected: Some(image.digest),
+            verification: Verification {
                 mode: "no".into(),
                 ..Default::default()
             },
-            vec![],
-            None,
-        )),
-        VerifyMode::Checksum if listed.is_some() => Ok((listed, from_products(), vec![], None)),
-        mode => {
-            match sums_only(site, mode, req.trust, cache).await? {
-                Some(s) => {
-                    let signed = s.digest_of(&build.rootfs_name)?;
-                    if let Some(listed) = listed
-                        && listed != signed
-                    {
-                        bail!(
-                            "{}: the products file says {listed} for {}, the signed checksum file says {signed}; refusing both",
-                            site.location("SHA256SUMS"),
-                            build.rootfs_name
-                        );
-                    }
-                    Ok((Some(signed), s.verification, s.blobs, None))
-                }
-                None if mode == VerifyMode::Signature => {
-                    // Per-file signature over the tarball itself.
-                    let sig_name = format!("{}.asc", build.rootfs_name);
-                    let Some(sig) = site.get_small(&sig_name, sums::SIGNATURE_LIMIT).await? else {
-                        bail!(
-                            "no signature for images:{} {}: neither {} nor {} exists. Pass --verify=checksum to rely on \
-                             the products file's digest over HTTPS alone",
-                            req.alias.alias,
-                            build.version,
-                            site.location("SHA256SUMS.asc"),
-                            site.location(&sig_name)
-                        );
-                    };
-                    if listed.is_none() {
-                        bail!(
-                            "{}: a legacy server without SHA256SUMS gives no digest to check before downloading",
-                            site.location(&build.rootfs_name)
-                        );
-                    }
-                    Ok((
-                        listed,
-                        from_products(),
-                        vec![],
-                        Some((site.location(&sig_name), sig.bytes)),
-                    ))
-                }
-                None => bail!(
-                    "no checksum for {}: the legacy index has no digests and there is no SHA256SUMS",
-                    site.location(&build.rootfs_name)
-                ),
-            }
+            blobs: vec![],
+            entries: None,
+            per_file_sig: None,
+        })),
+        VerifyMode::Signature if has("checksums") && has("signature") => {
+            with_sums(VerifyMode::Signature)
         }
+        VerifyMode::Signature if has(IMAGE_SIGNATURE) => {
+            let sig = r.blob(IMAGE_SIGNATURE).context("checked above")?;
+            let bytes = cache.read_blob(&sig.digest)?;
+            Ok(Some(BuildCheck {
+                expected: Some(image.digest),
+                verification: Verification {
+                    mode: req.mode.as_str().into(),
+                    checksum_source: r.verification.checksum_source.clone(),
+                    ..Default::default()
+                },
+                blobs: vec![],
+                entries: None,
+                per_file_sig: Some((sig.url.clone().unwrap_or_default(), bytes)),
+            }))
+        }
+        VerifyMode::Checksum if has("checksums") => with_sums(VerifyMode::Checksum),
+        VerifyMode::Checksum if build.rootfs_digest == Some(image.digest) => Ok(Some(BuildCheck {
+            expected: Some(image.digest),
+            verification: Verification {
+                mode: "checksum".into(),
+                checksum_source: r.verification.checksum_source.clone(),
+                ..Default::default()
+            },
+            blobs: vec![],
+            entries: None,
+            per_file_sig: None,
+        })),
+        _ => Ok(None),
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::fetch::fetch_file;
+use super::fetch::{Wanted, fetch_file};
 use super::http::Http;
 use super::site::Site;
 use super::sums::{self, VerifiedSums, VerifyMode};
@@ -120,11 +120,14 @@ pub async fn fetch(
     };
     let fetched = fetch_file(
         &site,
-        &file_name,
-        "image",
         cache,
-        &prev_blob,
-        expected.as_ref(),
+        Wanted {
+            file_name: &file_name,
+            role: "image",
+            previous: &prev_blob,
+            expected: expected.as_ref(),
+            check: None,
+        },
         progress,
     )
     .await?;

@@ -257,17 +257,6 @@ impl Outcome {
 impl TestEnv {
     /// Like `sandbox`, with extra environment variables (e.g. `SANDBOX_IMAGES_SERVER`).
     pub fn sandbox_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Outcome {
-        let (mut cmd, full, out_path, err_path) = self.command(args);
-        cmd.envs(vars.iter().copied());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_sandbox")));
-        Running {
-            child,
-            args: full,
-            out_path,
-            err_path,
-        }
-        .wait()
+        self.run_with(env!("CARGO_BIN_EXE_sandbox"), vars, args)
     }
 }
