@@ -402,8 +402,10 @@ fn emit_literal(s: &str, indent: usize, out: &mut String) {
     }
 }
 
+/// Characters that only a double-quoted scalar can carry (tab and newline are handled apart).
 fn is_special(c: char) -> bool {
-    (c.is_control() && c != '\t') || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{85}')
+    (c.is_control() && c != '\t' && c != '\n')
+        || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{85}')
 }
 
 /// Whether `s` reads back as the same plain scalar in block context.
@@ -424,7 +426,7 @@ fn plain_ok(s: &str) -> bool {
         && !s.contains("\t#")
         && !s.starts_with("---")
         && !s.starts_with("...")
-        && !s.chars().any(|c| is_special(c) || c == '\t')
+        && !s.chars().any(|c| is_special(c) || c == '\t' || c == '\n')
 }
 
 /// Whether `s` can be written as a literal block and read back unchanged.
