@@ -130,10 +130,13 @@ pub fn validate(assignments: &[Assignment], file: &str) -> Result<()> {
     Ok(())
 }
 
+/// A section's keys in first-seen order, each with its values (one for a scalar key).
+type Keys = Vec<(String, Vec<String>)>;
+
 /// The merged settings: sections in first-seen order, each with keys in first-seen order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
-    sections: Vec<(String, Vec<(String, Vec<String>)>)>,
+    sections: Vec<(String, Keys)>,
 }
 
 impl Settings {

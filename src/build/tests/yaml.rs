@@ -147,7 +147,7 @@ fn aliases_expand_within_a_budget() {
         let prev = format!("*a{}", i - 1);
         bomb.push_str(&format!(
             "a{i}: &a{i} [{}]\n",
-            vec![prev.as_str(); 10].join(", ")
+            [prev.as_str(); 10].join(", ")
         ));
     }
     let e = yaml::parse(&bomb, "bomb/user-data")
