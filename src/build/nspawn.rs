@@ -3,9 +3,10 @@
 //! The merged file means what systemd-nspawn would make of all fragments read one after the
 //! other: settings it accumulates (the `config_parse_*` functions that append, per systemd's
 //! `nspawn-gperf.gperf` and systemd.nspawn(5)) keep every value in order; every other setting
-//! keeps the last value, at the place it first appeared. One addition: an empty assignment
+//! keeps the last value, at the place it first appeared. Two additions: an empty assignment
 //! (`Bind=`) of an accumulating key drops the values before it, so a later template can take
-//! back what an earlier one bound. Sections come out in the order they first appear.
+//! back what an earlier one bound; and a value the key already has is not added twice (except
+//! for `Parameters=`, a command line). Sections come out in the order they first appear.
 //!
 //! Only the three sections and the keys systemd.nspawn(5) defines are accepted: a misspelt key
 //! is an error here, where systemd would log a warning nobody reads. `Property=` and
@@ -164,6 +165,9 @@ impl Settings {
             };
             match kind {
                 KeyKind::List if value.is_empty() => values.clear(),
+                // `docker` and `podman` together would otherwise bind /sys/module twice.
+                // Parameters= is a command line, where a repeated word can matter.
+                KeyKind::List if key != "Parameters" && values.iter().any(|v| v == value) => {}
                 KeyKind::List => values.push(value.to_string()),
                 KeyKind::Scalar => *values = vec![value.to_string()],
             }
@@ -253,6 +257,18 @@ mod tests {
                     "[Exec]\nEnvironment=B=2\nEnvironment=A=3\n",
                 ],
                 "[Exec]\nEnvironment=A=1\nEnvironment=B=2\nEnvironment=A=3\n",
+            ),
+            // The same value twice is kept once, except in a command line.
+            (
+                &[
+                    "[Files]\nBindReadOnly=/sys/module\n",
+                    "[Files]\nBindReadOnly=/sys/module\nBindReadOnly=/mnt\n",
+                ],
+                "[Files]\nBindReadOnly=/sys/module\nBindReadOnly=/mnt\n",
+            ),
+            (
+                &["[Exec]\nParameters=-v\n", "[Exec]\nParameters=-v\n"],
+                "[Exec]\nParameters=-v\nParameters=-v\n",
             ),
             // An empty assignment takes back what came before.
             (
