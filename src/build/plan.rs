@@ -18,6 +18,8 @@ use crate::verify::Digest;
 
 /// Where cloud-init's NoCloud data source looks for its seed, relative to the rootfs.
 pub const SEED_DIR: &str = "var/lib/cloud/seed/nocloud";
+/// Present in some images to keep cloud-init from running; the seed would then be ignored.
+pub const CLOUD_INIT_DISABLED: &str = "etc/cloud/cloud-init.disabled";
 
 /// A keyring to verify the source with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +97,8 @@ pub struct BuildPlan {
     pub machine: String,
     pub spec: TemplateSpec,
     pub files: Vec<PlannedFile>,
+    /// Rootfs-relative paths to remove if present, before the files are written.
+    pub remove: Vec<String>,
 }
 
 impl BuildPlan {
@@ -122,6 +126,9 @@ impl BuildPlan {
             self.spec.source.raw,
             self.spec.enable
         );
+        for path in &self.remove {
+            out.push_str(&format!("\n== remove rootfs:/{path}\n"));
+        }
         for f in &self.files {
             let base = match f.base {
                 Base::Host => "host",
@@ -320,6 +327,7 @@ impl Composition {
             machine: machine.to_string(),
             spec: self.spec.clone(),
             files,
+            remove: vec![CLOUD_INIT_DISABLED.to_string()],
         })
     }
 }

@@ -34,6 +34,7 @@ fn a_plan_holds_every_file_with_its_mode() {
         plan.text(Base::Rootfs, &format!("{SEED}/user-data")),
         Some("#cloud-config\n")
     );
+    assert_eq!(plan.remove, ["etc/cloud/cloud-init.disabled"]);
     assert_eq!(
         plan.text(Base::Rootfs, &format!("{SEED}/meta-data")),
         Some("instance-id: \"iid-1\"\nlocal-hostname: \"web\"\n")
