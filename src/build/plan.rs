@@ -244,6 +244,19 @@ impl Composition {
             }
         }
 
+        // systemd-nspawn refuses the two together at every start; say so at build time.
+        if let ([bridge, ..], [zone, ..]) = (
+            settings.get("Network", "Bridge"),
+            settings.get("Network", "Zone"),
+        ) && !bridge.is_empty()
+            && !zone.is_empty()
+        {
+            bail!(
+                "the templates {} set both Bridge={bridge} and Zone={zone}; systemd-nspawn takes one (drop `bridge` or `zone`)",
+                self.spec.templates.join(", ")
+            );
+        }
+
         let mut files = Vec::new();
         let host = |path: String, text: String| PlannedFile {
             base: Base::Host,

@@ -86,7 +86,7 @@ fn variables_defaults_overrides_and_errors() {
         ))
         .with(tpl(
             "uses",
-            &[("x.nspawn", "[Network]\n\nZone={{ zone }}\n")],
+            &[("x.nspawn", "[Exec]\n\nHostname={{ zone }}\n")],
         ))
         .with(tpl(
             "broken",
@@ -110,7 +110,7 @@ fn variables_defaults_overrides_and_errors() {
     assert!(bridge(&["base", "later"], &[]).contains("Bridge=br7\n"));
     assert!(bridge(&["base", "later"], &[("bridge", "br9")]).contains("Bridge=br9\n"));
     // Variables are shared: a snippet may use one its base declares.
-    assert!(bridge(&["base", "uses"], &[("zone", "lab")]).contains("Zone=lab\n"));
+    assert!(bridge(&["base", "uses"], &[("zone", "lab")]).contains("Hostname=lab\n"));
     let spec = set
         .compose(&["base", "later"], &[("zone", "q")])
         .unwrap()

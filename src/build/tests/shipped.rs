@@ -170,6 +170,12 @@ fn a_full_stack_renders() {
 }
 
 #[test]
+fn bridge_and_zone_exclude_each_other() {
+    let e = chain(render(&shipped(), &["debian", "bridge", "zone"], &[]).unwrap_err());
+    assert!(e.contains("set both Bridge=br0 and Zone=sandboxes"), "{e}");
+}
+
+#[test]
 fn shipped_bridge_takes_extra_bridges() {
     let plan = render(
         &shipped(),
