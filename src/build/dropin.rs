@@ -30,7 +30,8 @@ pub fn dropin_dir(machine: &str) -> String {
 }
 
 pub fn render_default(header: &str) -> String {
-    format!("{header}[Service]\nExecStart=\nExecStart={NSPAWN_COMMAND}\n")
+    let gap = if header.is_empty() { "" } else { "\n" };
+    format!("{header}{gap}[Service]\nExecStart=\nExecStart={NSPAWN_COMMAND}\n")
 }
 
 /// Checks a drop-in fragment: systemd syntax, and a section header before any assignment.

@@ -149,7 +149,7 @@ fn a_full_stack_renders() {
         )
         .unwrap();
     assert!(
-        dropins.contains("ExecStartPre=-modprobe -a br_netfilter overlay\n"),
+        dropins.contains("ExecStartPre=-/sbin/modprobe -abq br_netfilter overlay\n"),
         "{dropins}"
     );
     assert!(
