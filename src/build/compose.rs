@@ -79,7 +79,7 @@ fn visit(
 
 /// What one template contributes, parsed and with variables substituted.
 #[derive(Debug, Clone, Default)]
-pub struct Parts {
+pub(super) struct Parts {
     pub name: String,
     pub user_data: Option<Node>,
     pub network_config: Option<Node>,
