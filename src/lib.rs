@@ -5,6 +5,7 @@
 //! into a directory handle) → `machine` (staging, atomic publish, host hand-off).
 //! `cli` parses arguments and calls into these; nothing below `cli` prints to stdout.
 
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod machine;
