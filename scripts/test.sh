@@ -16,7 +16,7 @@ for tool in "${!need[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${need[$tool]}")
 done
 # PyYAML reads YAML as cloud-init does (1.1): a test checks composed cloud-configs with it.
-python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing test dependencies: ${missing[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -89,7 +89,8 @@ fn pyyaml_reads_the_emitted_text_as_it_read_the_input() {
                   \x20       print(a, x, '!=', y)\n\
                   print('compared', (len(sys.argv) - 1) // 2)\n\
                   sys.exit(1 if bad else 0)\n";
-    let out = Command::new("python3")
+    // Debian's interpreter, which python3-yaml serves (a pyenv python on PATH may lack PyYAML).
+    let out = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)
         .args(&args)
