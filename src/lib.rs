@@ -11,6 +11,7 @@ pub mod cli;
 pub mod machine;
 pub mod paths;
 pub mod progress;
+pub mod pull;
 pub mod source;
 pub mod unpack;
 pub mod verify;

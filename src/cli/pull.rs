@@ -8,21 +8,15 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Settings;
-use super::trust::trust_store;
-use crate::cache::store::hash_file;
-use crate::cache::{Cache, RefBlob, Verification};
+use crate::cache::{Cache, Verification};
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
+use crate::pull::{PullSpec, fetch_verified};
 use crate::source::SourceRef;
-use crate::source::arch::{host_debian_arch, normalise_arch};
-use crate::source::http::Http;
-use crate::source::images::{self, ImagesRequest};
-use crate::source::simplestreams::{self as ss, Alias};
+use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
-use crate::source::tarball::{self, TarballRequest};
+use crate::source::tarball;
 use crate::verify::Digest;
-use crate::verify::openpgp::TrustStore;
-use url::Url;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -73,31 +67,14 @@ struct PullResult {
     nspawn: Option<PathBuf>,
 }
 
-/// What to fetch: the trust store is built once, the fetch may run twice.
-enum Request {
-    Tarball(Option<TrustStore>),
-    Images(Box<(Alias, String, Url)>, Option<TrustStore>),
-}
-
-/// What the fetch side hands to the materialise side.
-struct Fetched {
-    image: RefBlob,
-    /// The image's bytes were hashed in this run (else they are re-hashed before use).
-    image_fresh: bool,
-    nspawn: Option<RefBlob>,
-    verification: Verification,
-    version: Option<String>,
-    file_name: String,
-}
-
 pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
     let source = SourceRef::parse(&args.source)?;
     let alias = match &source {
-        SourceRef::Url(_) | SourceRef::File(_) => None,
         SourceRef::Images(a) => Some(ss::parse_alias(a)?),
         SourceRef::Oci(_) => bail!(
             "OCI sources (docker://, oci-layout:, oci-archive:) are not yet available in this version"
         ),
+        SourceRef::Url(_) | SourceRef::File(_) => None,
     };
     let name = match args.name.as_deref() {
         Some("-") => None,
@@ -123,120 +100,20 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             );
         }
     }
-    let mode = if args.checksum.is_some() && args.verify == VerifyMode::Signature {
-        VerifyMode::Checksum
-    } else {
-        args.verify
+    let spec = PullSpec {
+        source: source.clone(),
+        verify: args.verify,
+        checksum: args.checksum,
+        keyrings: args.keyring.clone(),
+        extra_keys: Vec::new(),
+        offline: args.offline,
+        arch: args.arch.clone(),
+        images_server: args.images_server.clone(),
+        allow_downgrade: args.allow_downgrade,
     };
-    if mode == VerifyMode::No {
-        tracing::warn!(
-            "--verify=no: {} will NOT be verified; anyone on the path to the server can change it",
-            source.display()
-        );
-    }
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let cache = Cache::open(&settings.paths.cache_dir())?;
-    let http = Http::new()?;
-    // What to fetch, decided once; fetched again below if the cached image turns out corrupt.
-    let request = match alias {
-        None => {
-            let trust = if mode == VerifyMode::Signature {
-                Some(trust_store(settings, &args.keyring, false)?)
-            } else {
-                None
-            };
-            Request::Tarball(trust)
-        }
-        Some(alias) => {
-            if args.checksum.is_some() {
-                bail!(
-                    "--checksum pins tarball URLs; images: sources are checked against their signed SHA256SUMS"
-                );
-            }
-            let server = images::server_url(args.images_server.as_deref())?;
-            // The built-in LXC key vouches for the default server only.
-            let builtin = images::is_default_server(&server);
-            let trust = if mode == VerifyMode::Signature {
-                Some(trust_store(settings, &args.keyring, builtin)?)
-            } else {
-                None
-            };
-            let arch = args
-                .arch
-                .as_deref()
-                .map(normalise_arch)
-                .unwrap_or_else(|| host_debian_arch().to_string());
-            Request::Images(Box::new((alias, arch, server)), trust)
-        }
-    };
-    let fetch_once = || -> Result<Fetched> {
-        match &request {
-            Request::Tarball(trust) => {
-                let req = TarballRequest {
-                    source: &source,
-                    mode,
-                    pinned: args.checksum,
-                    trust: trust.as_ref(),
-                    offline: args.offline,
-                };
-                let t = runtime.block_on(tarball::fetch(&req, &cache, &http, settings.progress))?;
-                Ok(Fetched {
-                    image: t.image,
-                    image_fresh: t.image_fresh,
-                    nspawn: t.nspawn,
-                    verification: t.verification,
-                    version: None,
-                    file_name: t.file_name,
-                })
-            }
-            Request::Images(what, trust) => {
-                let (alias, arch, server) = what.as_ref();
-                let req = ImagesRequest {
-                    alias: alias.clone(),
-                    arch: arch.clone(),
-                    server: server.clone(),
-                    mode,
-                    trust: trust.as_ref(),
-                    offline: args.offline,
-                    allow_downgrade: args.allow_downgrade,
-                };
-                let i = runtime.block_on(images::fetch(&req, &cache, &http, settings.progress))?;
-                Ok(Fetched {
-                    image: i.image,
-                    image_fresh: i.image_fresh,
-                    nspawn: None,
-                    verification: i.verification,
-                    version: Some(i.version),
-                    file_name: i.file_name,
-                })
-            }
-        }
-    };
-    let mut fetched = fetch_once().with_context(|| format!("pulling {}", source.display()))?;
-    let mut blob = cache
-        .blob(&fetched.image.digest)
-        .context("internal: the image left the cache")?;
-    if !fetched.image_fresh {
-        // A blob that rotted in the cache since it was verified is a miss: drop it, fetch again.
-        let (actual, _) = hash_file(&blob)?;
-        if actual != fetched.image.digest {
-            tracing::warn!(
-                "the cached image {} is corrupt (its bytes now hash to {actual}); fetching it again",
-                fetched.image.digest
-            );
-            std::fs::remove_file(&blob)
-                .with_context(|| format!("removing corrupt blob {}", blob.display()))?;
-            fetched =
-                fetch_once().with_context(|| format!("pulling {} again", source.display()))?;
-            blob = cache
-                .blob(&fetched.image.digest)
-                .context("internal: the image left the cache")?;
-        }
-    }
+    let fetched = fetch_verified(&settings.paths, settings.progress, &cache, &spec)?;
+    let blob = fetched.blob.clone();
 
     let mut result = PullResult {
         name: name.clone(),

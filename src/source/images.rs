@@ -31,6 +31,7 @@ use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
 
 pub const DEFAULT_SERVER: &str = "https://images.linuxcontainers.org";
 
+#[derive(Clone)]
 pub struct ImagesRequest<'a> {
     pub alias: Alias,
     pub arch: String,
