@@ -41,11 +41,13 @@
 //!
 //! Modules: `root` (the handle, all syscalls), `tar` (the entry loop), `path` (normalisation),
 //! `pax` (PAX records), `acl` (ACL text to xattr), `sparse` (copying data, sparse maps),
-//! `stream` (byte positions, truncation and header capture), `error`.
+//! `stream` (byte positions, truncation and header capture), `error`, `layers` (OCI layer
+//! rules: whiteouts, opaque directories, absolute symlinks resolved inside the root).
 
 mod acl;
 pub mod decompress;
 mod error;
+pub mod layers;
 mod path;
 mod pax;
 pub mod root;

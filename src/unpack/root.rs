@@ -29,7 +29,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::{self as rfs, AtFlags, Dev, FileType, Mode, OFlags};
@@ -38,6 +38,8 @@ use rustix::io::Errno;
 use super::error::{UnpackError, Violation, show_bytes};
 use super::path::EntryPath;
 
+mod list;
+mod lookup;
 mod node;
 mod remove;
 mod resolve;
@@ -58,6 +60,8 @@ pub struct Root {
     dev: u64,
     chain: Mutex<Vec<CachedDir>>,
     openat2_works: AtomicBool,
+    /// See [`Root::set_absolute_symlinks_in_root`].
+    absolute_in_root: AtomicBool,
 }
 
 /// A directory reached inside the root: its fd and its real path below the root (symlinks
@@ -131,7 +135,26 @@ impl Root {
             dev: stat.st_dev,
             chain: Mutex::new(Vec::new()),
             openat2_works: AtomicBool::new(true),
+            absolute_in_root: AtomicBool::new(false),
         })
+    }
+
+    /// Whether a parent symlink with an absolute target (`var/run -> /run`) is followed as if
+    /// the root were `/` (`on`), as Docker (which unpacks in a chroot), containerd and umoci
+    /// do for image layers, or refused as a [`Violation::SymlinkParent`] (the default, right
+    /// for a tarball that is meant to be a whole filesystem). Either way resolution never
+    /// leaves the root: an absolute target restarts at the root's own fd, and `..` above the
+    /// root is still refused. Changing the setting forgets the cached parents, which were
+    /// resolved under the old rule.
+    pub fn set_absolute_symlinks_in_root(&self, on: bool) {
+        if self.absolute_in_root.swap(on, Ordering::Relaxed) != on {
+            self.invalidate();
+        }
+    }
+
+    /// The current [`Root::set_absolute_symlinks_in_root`] setting.
+    pub fn absolute_symlinks_in_root(&self) -> bool {
+        self.absolute_in_root.load(Ordering::Relaxed)
     }
 
     /// The host path the root was opened at (for messages only; never used to open anything).

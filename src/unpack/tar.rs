@@ -32,11 +32,46 @@ pub fn unpack_tar<R: Read>(
     root: &Root,
     opts: &UnpackOptions,
 ) -> Result<UnpackSummary, UnpackError> {
+    unpack_tar_with(reader, root, opts, &mut UnpackAll)
+}
+
+/// What an [`EntryHook`] decides for one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryAction {
+    /// Materialise it as usual.
+    Unpack,
+    /// Do not create anything for it (its data is skipped).
+    Skip,
+}
+
+/// Sees each member's normalised path before it is materialised: OCI layers turn whiteouts
+/// into removals here (`layers.rs`). The hook is given exactly the path the unpacker would use
+/// (after PAX records, GNU long names and sparse names), so the two never disagree on a name.
+pub(crate) trait EntryHook {
+    fn entry(&mut self, path: &EntryPath) -> Result<EntryAction, UnpackError>;
+}
+
+struct UnpackAll;
+
+impl EntryHook for UnpackAll {
+    fn entry(&mut self, _: &EntryPath) -> Result<EntryAction, UnpackError> {
+        Ok(EntryAction::Unpack)
+    }
+}
+
+/// [`unpack_tar`] with a hook deciding, member by member, what is materialised.
+pub(crate) fn unpack_tar_with<R: Read>(
+    reader: R,
+    root: &Root,
+    opts: &UnpackOptions,
+    hook: &mut dyn EntryHook,
+) -> Result<UnpackSummary, UnpackError> {
     let tracker = Tracker::default();
     let mut stream = Stream::new(reader, &tracker);
     let mut ex = Extractor {
         root,
         opts,
+        hook,
         tracker: &tracker,
         buf: vec![0; BUF_SIZE],
         deferred: Vec::new(),
@@ -62,6 +97,7 @@ pub fn unpack_tar<R: Read>(
 struct Extractor<'a> {
     root: &'a Root,
     opts: &'a UnpackOptions,
+    hook: &'a mut dyn EntryHook,
     tracker: &'a Tracker,
     buf: Vec<u8>,
     deferred: Vec<Deferred>,
@@ -304,6 +340,9 @@ impl<'a> Extractor<'a> {
             return Ok(());
         };
         let path = EntryPath::parse(&raw_path)?;
+        if self.hook.entry(&path)? == EntryAction::Skip {
+            return Ok(());
+        }
         let meta = Meta::new(entry.header(), &pax, &shown)?;
         let link = pax
             .linkpath
