@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod cli;
 pub mod machine;
+pub mod oci;
 pub mod paths;
 pub mod progress;
 pub mod source;
