@@ -1,1 +1,6 @@
-//! placeholder
+//! Tests of whole images: layouts and archives built in code (`util`), by umoci and skopeo
+//! (`real_tools`), and hostile ones (`hostile`).
+
+mod apply;
+mod hostile;
+pub(crate) mod util;
