@@ -16,6 +16,9 @@ use crate::unpack::tests::util::{Sandbox, Tar};
 use crate::unpack::{Root, UnpackError};
 use crate::verify::Digest;
 
+/// An archive member: name and content.
+type Member = (String, Vec<u8>);
+
 fn amd64() -> PlatformSpec {
     PlatformSpec::parse("linux/amd64").unwrap()
 }
@@ -307,7 +310,7 @@ fn hostile_archives_are_refused() {
     let m = b.image("linux/amd64", &[b.layer(&simple_layer(), Comp::Gzip)]);
     let blob = fs::read(b.blob_path(&m.digest)).unwrap();
     let member = |name: &str, data: &[u8]| (name.to_string(), data.to_vec());
-    let good = |extra: Vec<(String, Vec<u8>)>| {
+    let good = |extra: Vec<Member>| {
         let mut members = vec![
             member("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
             member("index.json", br#"{"schemaVersion":2,"manifests":[]}"#),
@@ -315,7 +318,7 @@ fn hostile_archives_are_refused() {
         members.extend(extra);
         members
     };
-    let cases: Vec<(Vec<(String, Vec<u8>)>, String)> = vec![
+    let cases: Vec<(Vec<Member>, String)> = vec![
         (
             good(vec![member("blobs/../../x", b"")]),
             "contains `..`".into(),
