@@ -34,6 +34,10 @@
 //!   resolve `var/run -> /run` that way; tools that write layers from file lists (ko, Bazel,
 //!   apko) do write through such links. Resolution still never leaves the root.
 //! - Hardlinks may name files of lower layers; they resolve like any entry.
+//! - A layer may end right after its last entry's data, without padding or end-of-archive
+//!   marker: umoci writes layers that way and Go's archive/tar (Docker, containerd) reads
+//!   them. Its exact bytes are held to the image's `diff_id`, so this cannot hide damage;
+//!   a stream that ends inside an entry's data is still truncated.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -184,6 +188,10 @@ impl EntryHook for Whiteouts<'_> {
             }
         }
         Ok(EntryAction::Skip)
+    }
+
+    fn accepts_unpadded_end(&self) -> bool {
+        true
     }
 }
 

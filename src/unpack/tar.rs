@@ -49,6 +49,15 @@ pub(crate) enum EntryAction {
 /// (after PAX records, GNU long names and sparse names), so the two never disagree on a name.
 pub(crate) trait EntryHook {
     fn entry(&mut self, path: &EntryPath) -> Result<EntryAction, UnpackError>;
+
+    /// Whether a stream that ends right after its last entry's data, without the zero
+    /// padding to the block boundary (and without an end-of-archive marker), is complete.
+    /// Tarballs: no, that is truncation. OCI layers: yes, because their exact bytes are
+    /// checked against the image's `diff_id`, and umoci writes layers that way (Go's
+    /// archive/tar, which Docker and containerd use, accepts them).
+    fn accepts_unpadded_end(&self) -> bool {
+        false
+    }
 }
 
 struct UnpackAll;
@@ -182,6 +191,10 @@ impl<'a> Extractor<'a> {
             let (start, captured) = self.tracker.end_capture();
             let mut entry = match next {
                 None => return Ok(()),
+                Some(Err(_)) if self.hook.accepts_unpadded_end() && self.ended_in_padding() => {
+                    debug!(after = %self.after(), "the stream ends without the padding of its last entry");
+                    return Ok(());
+                }
                 Some(Err(e)) => return Err(self.stream_error(e)),
                 Some(Ok(entry)) => entry,
             };
@@ -206,6 +219,18 @@ impl<'a> Extractor<'a> {
             Some(last) => format!("after entry `{last}`"),
             None => "at the start of the archive".into(),
         }
+    }
+
+    /// The input ended cleanly inside the zero padding that follows the last entry's data:
+    /// that data is complete, only the padding (and the end-of-archive marker) are missing.
+    fn ended_in_padding(&self) -> bool {
+        let t = self.tracker;
+        t.hit_eof()
+            && !t.input_failed()
+            && !t.overflowed()
+            && self.last.is_some()
+            && t.pos() >= self.data_end
+            && t.pos() < self.data_end.next_multiple_of(512)
     }
 
     fn stream_error(&self, e: std::io::Error) -> UnpackError {

@@ -365,3 +365,33 @@ fn lookup_in_root_follows_symlinks_as_a_chroot_would() {
     assert!(found("file/x").is_none());
     assert!(found("usr/sbin").unwrap().is_dir());
 }
+
+#[test]
+fn a_layer_may_end_right_after_its_last_data_but_not_inside_it() {
+    let full = Tar::new().dir("d/").file("d/f", b"abc").unterminated();
+    let unpadded = &full[..1024 + 3];
+    let sb = Sandbox::new();
+    let root = Root::open(&sb.root).unwrap();
+    unpack_layer(unpadded, &root, &Sandbox::opts()).unwrap();
+    assert_eq!(fs::read(sb.path("d/f")).unwrap(), b"abc");
+    // Partial padding too.
+    unpack_layer(&full[..1024 + 100], &root, &Sandbox::opts()).unwrap();
+    // A tarball is held to the format.
+    let err = unpack_tar(unpadded, &root, &Sandbox::opts()).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Truncated { entry } if entry == "d/f"),
+        "{err:?}"
+    );
+    // Cut inside the data: truncated, layer or not.
+    let err = unpack_layer(&full[..1024 + 2], &root, &Sandbox::opts()).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Truncated { entry } if entry == "d/f"),
+        "{err:?}"
+    );
+    // Cut inside a header: truncated.
+    let err = unpack_layer(&full[..700], &root, &Sandbox::opts()).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TruncatedHeader { .. }),
+        "{err:?}"
+    );
+}
