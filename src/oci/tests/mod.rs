@@ -3,4 +3,5 @@
 
 mod apply;
 mod hostile;
+mod real_tools;
 pub(crate) mod util;
