@@ -49,8 +49,9 @@ use std::path::Path;
 use tracing::debug;
 
 use super::error::{UnpackError, Violation, show_bytes};
+use super::hook::{EntryAction, EntryHook};
 use super::path::EntryPath;
-use super::tar::{EntryAction, EntryHook, unpack_tar_with};
+use super::tar::unpack_tar_with;
 use super::{Root, UnpackOptions, UnpackSummary};
 
 /// Names starting with this hide the rest of the name in lower layers.

@@ -2,7 +2,8 @@
 //! the crate that opens, creates or removes paths inside a rootfs. Every syscall of the unpacker
 //! lives in this module (through rustix; there is no `unsafe`): here the public operations,
 //! in `root/resolve.rs` the resolution of parents, in `root/node.rs` metadata, in
-//! `root/remove.rs` the removal of trees.
+//! `root/remove.rs` the removal of trees, in `root/list.rs` directory listings (opaque
+//! whiteouts) and in `root/lookup.rs` read-only lookups as a chrooted process sees paths.
 //!
 //! Resolution of a normalised path (`path.rs` has already removed `.`, `..` and leading `/`):
 //!
@@ -12,7 +13,8 @@
 //!   authority). A parent that is a symlink is followed only by this code, component by
 //!   component, tracking the real path below the root: an absolute target, or a `..` that would
 //!   climb above the root, is a [`Violation::SymlinkParent`]. Relative targets that stay inside
-//!   (Debian's `bin -> usr/bin`) are followed. Missing parents named by the archive are created
+//!   (Debian's `bin -> usr/bin`) are followed; absolute ones too, from the root's own fd, when
+//!   [`Root::set_absolute_symlinks_in_root`] is on (image layers). Missing parents named by the archive are created
 //!   (mode 0755); missing directories reached through a symlink are not.
 //! - The final component is never followed: files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`
 //!   after unlinking whatever was there (a symlink planted by an earlier entry is replaced, not

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::acl;
 use super::error::{UnpackError, Violation, show_bytes};
+use super::hook::{EntryAction, EntryHook, UnpackAll};
 use super::path::EntryPath;
 use super::pax::{PaxMeta, PaxSparse};
 use super::root::{Node, Root, Special};
@@ -33,39 +34,6 @@ pub fn unpack_tar<R: Read>(
     opts: &UnpackOptions,
 ) -> Result<UnpackSummary, UnpackError> {
     unpack_tar_with(reader, root, opts, &mut UnpackAll)
-}
-
-/// What an [`EntryHook`] decides for one member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EntryAction {
-    /// Materialise it as usual.
-    Unpack,
-    /// Do not create anything for it (its data is skipped).
-    Skip,
-}
-
-/// Sees each member's normalised path before it is materialised: OCI layers turn whiteouts
-/// into removals here (`layers.rs`). The hook is given exactly the path the unpacker would use
-/// (after PAX records, GNU long names and sparse names), so the two never disagree on a name.
-pub(crate) trait EntryHook {
-    fn entry(&mut self, path: &EntryPath) -> Result<EntryAction, UnpackError>;
-
-    /// Whether a stream that ends right after its last entry's data, without the zero
-    /// padding to the block boundary (and without an end-of-archive marker), is complete.
-    /// Tarballs: no, that is truncation. OCI layers: yes, because their exact bytes are
-    /// checked against the image's `diff_id`, and umoci writes layers that way (Go's
-    /// archive/tar, which Docker and containerd use, accepts them).
-    fn accepts_unpadded_end(&self) -> bool {
-        false
-    }
-}
-
-struct UnpackAll;
-
-impl EntryHook for UnpackAll {
-    fn entry(&mut self, _: &EntryPath) -> Result<EntryAction, UnpackError> {
-        Ok(EntryAction::Unpack)
-    }
 }
 
 /// [`unpack_tar`] with a hook deciding, member by member, what is materialised.
