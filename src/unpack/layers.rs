@@ -85,7 +85,7 @@ pub enum WhiteoutNameError {
     Inside { component: Vec<u8> },
 }
 
-/// Classifies a normalised path (as [`EntryPath::normalized`] gives it). Pure.
+/// Classifies a normalised path (components joined by `/`, no `.`, `..` or empty ones). Pure.
 pub fn classify(norm: &[u8]) -> Result<LayerPath<'_>, WhiteoutNameError> {
     let (dir, last) = match norm.iter().rposition(|&b| b == b'/') {
         Some(i) => (&norm[..i], &norm[i + 1..]),
