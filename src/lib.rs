@@ -9,6 +9,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod machine;
+pub mod oci;
 pub mod paths;
 pub mod progress;
 pub mod pull;

@@ -103,6 +103,10 @@ pub enum Violation {
     /// A whiteout or removal would delete the root itself.
     #[error("refusing to remove the root directory itself")]
     RemoveRoot,
+    /// An OCI whiteout that names something other than an entry of its own directory
+    /// (`.wh..`, `.wh...`), or a path that goes through a whiteout as if it were a directory.
+    #[error("whiteout `{name}` does not name an entry of its own directory")]
+    WhiteoutEscape { name: String },
 }
 
 /// Renders archive bytes (paths, link targets) for messages: valid UTF-8 as is, control

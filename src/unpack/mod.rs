@@ -15,7 +15,8 @@
 //!   parent that is a symlink is followed only if its target stays inside the root when
 //!   resolved component by component (relative targets such as `bin -> usr/bin`); an absolute
 //!   target or a `..` above the root aborts with [`Violation::SymlinkParent`], naming the entry
-//!   and the symlink.
+//!   and the symlink. (Image layers follow absolute targets from the root instead, as a
+//!   container sees them: `layers.rs`.)
 //! - **The last component is never followed.** Whatever exists at the destination is unlinked
 //!   (a directory is kept for a directory entry) and the object is created with
 //!   `O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `symlinkat`, `mknodat` or `linkat`; metadata of
@@ -41,12 +42,16 @@
 //!
 //! Modules: `root` (the handle, all syscalls), `tar` (the entry loop), `path` (normalisation),
 //! `pax` (PAX records), `acl` (ACL text to xattr), `sparse` (copying data, sparse maps),
-//! `stream` (byte positions, truncation and header capture), `error`; `decompress` (compression
-//! by magic bytes) and `xz_index`/`xz_parallel` (block-parallel xz with bounded memory).
+//! `stream` (byte positions, truncation and header capture), `error`, `hook` (the per-entry
+//! extension point), `layers` (OCI layer rules: whiteouts, opaque directories, absolute
+//! symlinks resolved inside the root); `decompress` (compression by magic bytes) and
+//! `xz_index`/`xz_parallel` (block-parallel xz with bounded memory).
 
 mod acl;
 pub mod decompress;
 mod error;
+mod hook;
+pub mod layers;
 mod path;
 mod pax;
 pub mod root;

@@ -2,7 +2,8 @@
 //! the crate that opens, creates or removes paths inside a rootfs. Every syscall of the unpacker
 //! lives in this module (through rustix; there is no `unsafe`): here the public operations,
 //! in `root/resolve.rs` the resolution of parents, in `root/node.rs` metadata, in
-//! `root/remove.rs` the removal of trees.
+//! `root/remove.rs` the removal of trees, in `root/list.rs` directory listings (opaque
+//! whiteouts) and in `root/lookup.rs` read-only lookups as a chrooted process sees paths.
 //!
 //! Resolution of a normalised path (`path.rs` has already removed `.`, `..` and leading `/`):
 //!
@@ -12,7 +13,8 @@
 //!   authority). A parent that is a symlink is followed only by this code, component by
 //!   component, tracking the real path below the root: an absolute target, or a `..` that would
 //!   climb above the root, is a [`Violation::SymlinkParent`]. Relative targets that stay inside
-//!   (Debian's `bin -> usr/bin`) are followed. Missing parents named by the archive are created
+//!   (Debian's `bin -> usr/bin`) are followed; absolute ones too, from the root's own fd, when
+//!   [`Root::set_absolute_symlinks_in_root`] is on (image layers). Missing parents named by the archive are created
 //!   (mode 0755); missing directories reached through a symlink are not.
 //! - The final component is never followed: files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`
 //!   after unlinking whatever was there (a symlink planted by an earlier entry is replaced, not
@@ -29,7 +31,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::{self as rfs, AtFlags, Dev, FileType, Mode, OFlags};
@@ -38,6 +40,8 @@ use rustix::io::Errno;
 use super::error::{UnpackError, Violation, show_bytes};
 use super::path::EntryPath;
 
+mod list;
+mod lookup;
 mod node;
 mod remove;
 mod resolve;
@@ -58,6 +62,8 @@ pub struct Root {
     dev: u64,
     chain: Mutex<Vec<CachedDir>>,
     openat2_works: AtomicBool,
+    /// See [`Root::set_absolute_symlinks_in_root`].
+    absolute_in_root: AtomicBool,
 }
 
 /// A directory reached inside the root: its fd and its real path below the root (symlinks
@@ -131,7 +137,26 @@ impl Root {
             dev: stat.st_dev,
             chain: Mutex::new(Vec::new()),
             openat2_works: AtomicBool::new(true),
+            absolute_in_root: AtomicBool::new(false),
         })
+    }
+
+    /// Whether a parent symlink with an absolute target (`var/run -> /run`) is followed as if
+    /// the root were `/` (`on`), as Docker (which unpacks in a chroot), containerd and umoci
+    /// do for image layers, or refused as a [`Violation::SymlinkParent`] (the default, right
+    /// for a tarball that is meant to be a whole filesystem). Either way resolution never
+    /// leaves the root: an absolute target restarts at the root's own fd, and `..` above the
+    /// root is still refused. Changing the setting forgets the cached parents, which were
+    /// resolved under the old rule.
+    pub fn set_absolute_symlinks_in_root(&self, on: bool) {
+        if self.absolute_in_root.swap(on, Ordering::Relaxed) != on {
+            self.invalidate();
+        }
+    }
+
+    /// The current [`Root::set_absolute_symlinks_in_root`] setting.
+    pub fn absolute_symlinks_in_root(&self) -> bool {
+        self.absolute_in_root.load(Ordering::Relaxed)
     }
 
     /// The host path the root was opened at (for messages only; never used to open anything).

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::acl;
 use super::error::{UnpackError, Violation, show_bytes};
+use super::hook::{EntryAction, EntryHook, UnpackAll};
 use super::path::EntryPath;
 use super::pax::{PaxMeta, PaxSparse};
 use super::root::{Node, Root, Special};
@@ -32,11 +33,22 @@ pub fn unpack_tar<R: Read>(
     root: &Root,
     opts: &UnpackOptions,
 ) -> Result<UnpackSummary, UnpackError> {
+    unpack_tar_with(reader, root, opts, &mut UnpackAll)
+}
+
+/// [`unpack_tar`] with a hook deciding, member by member, what is materialised.
+pub(crate) fn unpack_tar_with<R: Read>(
+    reader: R,
+    root: &Root,
+    opts: &UnpackOptions,
+    hook: &mut dyn EntryHook,
+) -> Result<UnpackSummary, UnpackError> {
     let tracker = Tracker::default();
     let mut stream = Stream::new(reader, &tracker);
     let mut ex = Extractor {
         root,
         opts,
+        hook,
         tracker: &tracker,
         buf: vec![0; BUF_SIZE],
         deferred: Vec::new(),
@@ -62,6 +74,7 @@ pub fn unpack_tar<R: Read>(
 struct Extractor<'a> {
     root: &'a Root,
     opts: &'a UnpackOptions,
+    hook: &'a mut dyn EntryHook,
     tracker: &'a Tracker,
     buf: Vec<u8>,
     deferred: Vec<Deferred>,
@@ -146,6 +159,10 @@ impl<'a> Extractor<'a> {
             let (start, captured) = self.tracker.end_capture();
             let mut entry = match next {
                 None => return Ok(()),
+                Some(Err(_)) if self.hook.accepts_unpadded_end() && self.ended_in_padding() => {
+                    debug!(after = %self.after(), "the stream ends without the padding of its last entry");
+                    return Ok(());
+                }
                 Some(Err(e)) => return Err(self.stream_error(e)),
                 Some(Ok(entry)) => entry,
             };
@@ -170,6 +187,18 @@ impl<'a> Extractor<'a> {
             Some(last) => format!("after entry `{last}`"),
             None => "at the start of the archive".into(),
         }
+    }
+
+    /// The input ended cleanly inside the zero padding that follows the last entry's data:
+    /// that data is complete, only the padding (and the end-of-archive marker) are missing.
+    fn ended_in_padding(&self) -> bool {
+        let t = self.tracker;
+        t.hit_eof()
+            && !t.input_failed()
+            && !t.overflowed()
+            && self.last.is_some()
+            && t.pos() >= self.data_end
+            && t.pos() < self.data_end.next_multiple_of(512)
     }
 
     fn stream_error(&self, e: std::io::Error) -> UnpackError {
@@ -304,6 +333,9 @@ impl<'a> Extractor<'a> {
             return Ok(());
         };
         let path = EntryPath::parse(&raw_path)?;
+        if self.hook.entry(&path)? == EntryAction::Skip {
+            return Ok(());
+        }
         let meta = Meta::new(entry.header(), &pax, &shown)?;
         let link = pax
             .linkpath

@@ -224,10 +224,17 @@ impl Root {
                     }
                     budget -= 1;
                     if target.first() == Some(&b'/') {
-                        return Err(ResolveError::Escape {
-                            link: child,
-                            target,
-                        });
+                        if !self.absolute_in_root.load(Ordering::Relaxed) {
+                            return Err(ResolveError::Escape {
+                                link: child,
+                                target,
+                            });
+                        }
+                        // Image layers: `/run` means the root's `run`. Restart from the root's
+                        // own fd; the components of the target follow, `..` at the top is
+                        // still an escape.
+                        fd = self.fd.clone();
+                        real = Vec::new();
                     }
                     let info: Link = Rc::new((child, target));
                     if info.1.is_empty() {

@@ -3,6 +3,7 @@
 
 mod gnu_tar;
 mod hostile;
+mod layers;
 mod metadata;
 mod root_ops;
 mod stream;
