@@ -22,6 +22,16 @@ pub struct Gpg {
 impl Gpg {
     /// A new home with one signing key for `Test <t@example.org>`.
     pub fn new(algo: KeyAlgo) -> Gpg {
+        let algo = match algo {
+            KeyAlgo::Ed25519 => "ed25519",
+            KeyAlgo::Rsa3072 => "rsa3072",
+        };
+        Gpg::generate("Test <t@example.org>", algo, &[])
+    }
+
+    /// A new home with one signing key for `uid`, made with `--quick-gen-key uid algo` and
+    /// `extra` options before it (e.g. `--cert-digest-algo SHA1`).
+    pub fn generate(uid: &str, algo: &str, extra: &[&str]) -> Gpg {
         super::require_tool("gpg");
         super::require_tool("gpgconf");
         // Short prefix: the agent's socket path must fit in sun_path (108 bytes).
@@ -33,18 +43,10 @@ impl Gpg {
             home,
             fingerprint: String::new(),
         };
-        let algo = match algo {
-            KeyAlgo::Ed25519 => "ed25519",
-            KeyAlgo::Rsa3072 => "rsa3072",
-        };
         super::run_tool(
-            gpg.command().args([
-                "--quick-gen-key",
-                "Test <t@example.org>",
-                algo,
-                "sign",
-                "never",
-            ]),
+            gpg.command()
+                .args(extra)
+                .args(["--quick-gen-key", uid, algo, "sign", "never"]),
             None,
         );
         let listing = super::run_tool(
@@ -62,7 +64,8 @@ impl Gpg {
         gpg
     }
 
-    fn command(&self) -> Command {
+    /// `gpg` in this home, non-interactive.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new("gpg");
         cmd.env("GNUPGHOME", self.home.path()).args([
             "--batch",

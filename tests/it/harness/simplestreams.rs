@@ -19,6 +19,7 @@ use std::process::Command;
 
 use serde_json::{Map, Value, json};
 
+use super::gpg::Gpg;
 use super::nginx::Nginx;
 use super::rootfs::{Compression, pack};
 use super::site::{Site, SumStyle};
@@ -28,96 +29,45 @@ pub const MARKER_FILE: &str = "etc/lxc-test-build";
 
 /// A GnuPG home with one RSA signing key whose self-signature is SHA-1, like the LXC key.
 pub struct SigningKey {
-    home: tempfile::TempDir,
-    fingerprint: String,
+    gpg: Gpg,
 }
 
 impl SigningKey {
     /// A fresh key for `LXC test <uid>`; `uid` tells keys apart in failure messages.
     pub fn sha1_self_signed(uid: &str) -> SigningKey {
-        super::require_tool("gpg");
-        super::require_tool("gpgconf");
-        // Short prefix: the agent's socket path must fit in sun_path (108 bytes).
-        let home = tempfile::Builder::new()
-            .prefix("gpg-")
-            .tempdir()
-            .expect("creating a GNUPGHOME");
-        let mut key = SigningKey {
-            home,
-            fingerprint: String::new(),
-        };
         // rsa2048: RSA like the real key (EdDSA in gpg refuses SHA-1), small to stay fast.
-        super::run_tool(
-            key.command().args([
-                "--cert-digest-algo",
-                "SHA1",
-                "--quick-gen-key",
-                &format!("LXC test <{uid}@example.org>"),
-                "rsa2048",
-                "sign",
-                "never",
-            ]),
-            None,
+        let gpg = Gpg::generate(
+            &format!("LXC test <{uid}@example.org>"),
+            "rsa2048",
+            &["--cert-digest-algo", "SHA1"],
         );
-        let listing = super::run_tool(
-            key.command()
-                .args(["--with-colons", "--fingerprint", "--list-secret-keys"]),
-            None,
-        );
-        key.fingerprint = String::from_utf8_lossy(&listing)
-            .lines()
-            .find(|l| l.starts_with("fpr:"))
-            .and_then(|l| l.split(':').nth(9))
-            .map(str::to_string)
-            .expect("gpg listed no fingerprint for the key it just made");
-        key
+        SigningKey { gpg }
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", self.home.path()).args([
-            "--batch",
-            "--yes",
-            "--quiet",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ]);
-        cmd
+        self.gpg.command()
     }
 
     /// Upper-case hex fingerprint of the primary key.
     pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        self.gpg.fingerprint()
     }
 
     /// The 16-hex-digit key ID (what an issuer subpacket of an old signature carries).
     pub fn key_id(&self) -> &str {
-        &self.fingerprint[self.fingerprint.len() - 16..]
+        self.gpg.key_id()
     }
 
     /// Writes the armored public key to `path`.
     pub fn export_to(&self, path: &Path) -> PathBuf {
-        let key = super::run_tool(
-            self.command()
-                .args(["--armor", "--export", &self.fingerprint]),
-            None,
-        );
-        assert!(
-            !key.is_empty(),
-            "gpg exported nothing for {}",
-            self.fingerprint
-        );
-        std::fs::write(path, key).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        path.to_path_buf()
+        self.gpg.export_to(path, true)
     }
 
     /// Armored detached signature over `file` into `out`, hashed with `digest` (`SHA256`, `SHA1`).
     pub fn sign(&self, file: &Path, out: &Path, digest: &str) {
         super::run_tool(
             self.command()
-                .args(["--local-user", &self.fingerprint, "--digest-algo", digest])
+                .args(["--local-user", self.fingerprint(), "--digest-algo", digest])
                 .args(["--armor", "--output"])
                 .arg(out)
                 .arg("--detach-sign")
@@ -146,15 +96,6 @@ impl SigningKey {
             }
         }
         found
-    }
-}
-
-impl Drop for SigningKey {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .output();
     }
 }
 
