@@ -348,7 +348,11 @@ pub fn describe(e: reqwest::Error, url: &str) -> anyhow::Error {
         "DNS lookup failed"
     } else if chain.contains("connection refused") {
         "connection refused"
-    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    } else if chain.contains("certificate")
+        || chain.contains("tls")
+        || chain.contains("handshake")
+        // A TCP connection was made but the TLS layer failed (e.g. a plain-HTTP server).
+        || (url.starts_with("https:") && e.is_connect() && !chain.contains("tcp connect error"))
     {
         "TLS failed"
     } else if e.is_redirect() {

@@ -9,6 +9,7 @@ mod harness_selftest;
 mod host;
 mod hostile;
 mod http;
+mod http_errors;
 mod images;
 mod images_cache;
 mod images_listing;

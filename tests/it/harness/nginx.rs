@@ -190,6 +190,13 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
+        # A redirect that resolves, and one that never ends (bounded redirects).
+        location /redirect/ {{
+            rewrite ^/redirect/(.*)$ /$1 redirect;
+        }}
+        location = /redirect-loop.tar {{
+            return 302 /redirect-loop.tar;
+        }}
         location /slow/ {{
             limit_rate {rate};
             if ($http_range != "") {{

@@ -47,6 +47,10 @@ impl Site {
         self.docroot.join(rel)
     }
 
+    pub fn nginx(&self) -> &Nginx {
+        &self.nginx
+    }
+
     pub fn url(&self, rel: &str) -> String {
         self.nginx.url(rel)
     }
