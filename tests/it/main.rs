@@ -14,6 +14,7 @@ mod images_cache;
 mod images_listing;
 mod images_trust;
 mod keys;
+mod oci;
 mod pull_tarball;
 mod settings;
 mod verify;
