@@ -33,6 +33,7 @@ use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use crate::cache::refs::now_rfc3339;
+use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::machine::materialise::{self, MaterialiseOptions, Staging};
 use crate::oci::auth::{Credentials, find_credentials};
@@ -99,8 +100,17 @@ struct CacheFirst<'a> {
 
 impl BlobSource for CacheFirst<'_> {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        if self.cache.blob(digest).is_some() {
-            return CacheBlobs(self.cache).open_blob(digest);
+        if let Some(path) = self.cache.blob(digest) {
+            // Only documents come through here (manifests, indexes, configs: small), so the
+            // cached copy is re-hashed; one that rotted is dropped and fetched again.
+            match self.cache.read_blob(digest) {
+                Ok(bytes) => return Ok(Box::new(Cursor::new(bytes))),
+                Err(e) => {
+                    tracing::warn!("{e:#}; fetching it again");
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing corrupt blob {}", path.display()))?;
+                }
+            }
         }
         self.upstream.open_blob(digest)
     }
@@ -243,7 +253,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     )?;
     store_document(cache, &resolved.image.config, &resolved.config_bytes)?;
 
-    let missing = missing_layers(cache, &resolved.layers);
+    let missing = missing_layers(cache, &resolved.layers)?;
     let layer_bytes_fetched = match &registry {
         Some(reg) => runtime.block_on(fetch_layers_registry(reg, cache, &missing))?,
         None => fetch_layers_local(upstream, cache, &missing)?,
@@ -286,7 +296,7 @@ fn fetch_offline(
     let top = Descriptor::new(media_type, manifest.digest, manifest.size);
     let resolved = resolve_image(&CacheBlobs(cache), &top, &req.platform)
         .with_context(|| format!("resolving {} from the cache", req.source))?;
-    let missing = missing_layers(cache, &resolved.layers);
+    let missing = missing_layers(cache, &resolved.layers)?;
     if let Some(l) = missing.first() {
         bail!(
             "--offline: layer {} of {} is no longer in the cache",
@@ -329,19 +339,32 @@ fn store_document(cache: &Cache, desc: &Descriptor, bytes: &[u8]) -> Result<()> 
     Ok(())
 }
 
-/// The layers not in the cache, each digest once.
-fn missing_layers(cache: &Cache, layers: &[Layer]) -> Vec<Layer> {
+/// The layers not in the cache, each digest once. Cached layers are re-hashed first, as a
+/// cached tarball is: one that rotted since it was verified is removed and counts as missing
+/// (otherwise it would fail every materialisation until `cache fsck`).
+fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<Vec<Layer>> {
     let mut out: Vec<Layer> = Vec::new();
+    let mut checked: Vec<Digest> = Vec::new();
     for l in layers {
-        if cache.blob(&l.descriptor.digest).is_none()
-            && !out
-                .iter()
-                .any(|o| o.descriptor.digest == l.descriptor.digest)
-        {
-            out.push(l.clone());
+        let d = &l.descriptor.digest;
+        if checked.contains(d) || out.iter().any(|o| o.descriptor.digest == *d) {
+            continue;
         }
+        if let Some(path) = cache.blob(d) {
+            let (actual, _) = hash_file(&path)?;
+            if actual == *d {
+                checked.push(*d);
+                continue;
+            }
+            tracing::warn!(
+                "the cached layer {d} is corrupt (its bytes hash to {actual}); fetching it again"
+            );
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing corrupt blob {}", path.display()))?;
+        }
+        out.push(l.clone());
     }
-    out
+    Ok(out)
 }
 
 /// Copies layers from a local source into the cache, each checked against its descriptor.

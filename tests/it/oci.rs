@@ -221,7 +221,51 @@ fn a_registry_image_by_tag_then_by_digest_reuses_every_layer() {
     assert_eq!(j["manifest_digest"], digest);
     assert_eq!(j["layer_bytes_fetched"], 0);
     assert_rich_tree(&env.machine("app2"), host_arch());
-    env.assert_machines(&["app", "app.nspawn", "app2", "app2.nspawn"]);
+
+    // A layer that rotted in the cache is noticed and fetched again.
+    let first = &layers[0];
+    let cached = env.blobs_dir().join(
+        first["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&cached, bytes).unwrap();
+    let reference = registry.reference("team/app:1");
+    let j = run(
+        &env,
+        &["--json", "pull", "--tls-verify=false", &reference, "app3"],
+        &[],
+    )
+    .success()
+    .stderr_mentions(&["corrupt"])
+    .json();
+    assert_eq!(j["layer_bytes_fetched"], first["size"]);
+    assert_rich_tree(&env.machine("app3"), host_arch());
+
+    // Offline, with the registry gone: the ref and the cached blobs are enough.
+    drop(registry);
+    let j = run(
+        &env,
+        &["--json", "pull", "--offline", &reference, "app4"],
+        &[],
+    )
+    .success()
+    .json();
+    assert_eq!(j["manifest_digest"], digest);
+    assert_rich_tree(&env.machine("app4"), host_arch());
+    env.assert_machines(&[
+        "app",
+        "app.nspawn",
+        "app2",
+        "app2.nspawn",
+        "app3",
+        "app3.nspawn",
+        "app4",
+        "app4.nspawn",
+    ]);
 }
 
 #[test]
