@@ -11,7 +11,7 @@ use super::Settings;
 use crate::cache::{Cache, Verification};
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
-use crate::oci::auth::Credentials;
+use crate::oci::auth::{Credentials, CredsParser};
 use crate::oci::{OciSource, PlatformSpec};
 use crate::pull::{PullSpec, fetch_verified};
 use crate::source::SourceRef;
@@ -55,7 +55,7 @@ pub struct PullArgs {
     pub platform: Option<String>,
     /// docker://: registry credentials (visible to other local users in the process list:
     /// prefer an auth file, $REGISTRY_AUTH_FILE or ~/.docker/config.json).
-    #[arg(long, value_name = "USER:PASSWORD", value_parser = Credentials::parse_flag)]
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = CredsParser)]
     pub creds: Option<Credentials>,
     /// docker://: require HTTPS with a valid certificate; `false` also allows plain http
     /// (a registry on localhost).

@@ -52,6 +52,30 @@ impl Credentials {
     }
 }
 
+/// The clap parser of `--creds`: unlike a plain function parser, its errors never echo the
+/// value (which holds a password).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CredsParser;
+
+impl clap::builder::TypedValueParser for CredsParser {
+    type Value = Credentials;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Credentials, clap::Error> {
+        let fail = |msg: String| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")).with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("--creds is not valid UTF-8".to_string()))?;
+        Credentials::parse_flag(s).map_err(|e| fail(e.to_string()))
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -140,7 +140,7 @@ impl Policy {
         for r in reqs {
             let reason = match r {
                 Requirement::InsecureAcceptAnything => continue,
-                Requirement::Reject => "the policy rejects it".to_string(),
+                Requirement::Reject => "its scope says reject".to_string(),
                 Requirement::SignedBy | Requirement::SigstoreSigned => {
                     "it requires a signature, and signature verification for docker:// \
                      (cosign/simple signing) is not yet available"

@@ -215,7 +215,7 @@ impl Registry {
         let resp = self
             .get("manifests", reference, Some(MANIFEST_ACCEPT))
             .await?;
-        let url = resp.url().to_string();
+        let url = shown_url(&resp);
         let status = resp.status();
         if !status.is_success() {
             bail!("GET {url}: {}", status_message(status, "manifest"));
@@ -247,10 +247,22 @@ impl Registry {
         }
         let status = resp.status();
         if !status.is_success() {
-            bail!("GET {}: {}", resp.url(), status_message(status, "blob"));
+            bail!(
+                "GET {}: {}",
+                shown_url(&resp),
+                status_message(status, "blob")
+            );
         }
         Ok(resp)
     }
+}
+
+/// A response's URL for messages: without its query, which on a CDN redirect carries a
+/// short-lived signature.
+pub fn shown_url(resp: &reqwest::Response) -> String {
+    let mut u = resp.url().clone();
+    u.set_query(None);
+    crate::source::redact_url(&u)
 }
 
 fn status_message(status: StatusCode, what: &str) -> String {

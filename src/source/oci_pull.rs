@@ -42,7 +42,7 @@ use crate::oci::config::MAX_CONFIG_SIZE;
 use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::policy::{Decision, Policy};
-use crate::oci::registry::{Registry, read_limited, top_media_type};
+use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
 use crate::oci::{
     Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
     extract_oci_archive, has_init, render_exec_section, resolve_image,
@@ -127,7 +127,7 @@ impl BlobSource for RegistryDocs<'_> {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let bytes = self.runtime.block_on(async {
             let resp = self.registry.blob(digest).await?;
-            let url = resp.url().to_string();
+            let url = shown_url(&resp);
             // One byte over the largest document allowed, so VerifiedReader sees the excess.
             read_limited(resp, MAX_CONFIG_SIZE.max(MAX_MANIFEST_SIZE) + 1, &url).await
         })?;
@@ -178,12 +178,19 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
                         "accepted without a signature by {} (scope {scope})",
                         req.policy_file.display()
                     )),
-                    Decision::Reject { scope, reason } => bail!(
-                        "refusing {shown}: {reason} ({}, scope {scope}); allow the repository \
-                         in that file with {{\"type\": \"insecureAcceptAnything\"}} or pass \
-                         --verify=no",
-                        req.policy_file.display()
-                    ),
+                    Decision::Reject { scope, reason } => {
+                        let file = req.policy_file.display();
+                        let whose = if req.policy_file.exists() {
+                            format!("{file}, scope {scope}")
+                        } else {
+                            format!("{file} does not exist, so every registry image is rejected")
+                        };
+                        bail!(
+                            "the signature policy refuses this image: {reason} ({whose}); to \
+                             take it unsigned, allow the repository in {file} with \
+                             {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
+                        )
+                    }
                 },
             }
             if req.offline {
@@ -400,7 +407,7 @@ async fn fetch_layers_registry(reg: &Registry, cache: &Cache, layers: &[Layer]) 
 
 async fn download_layer(reg: &Registry, cache: &Cache, d: &Descriptor) -> Result<u64> {
     let resp = reg.blob(&d.digest).await?;
-    let url = resp.url().to_string();
+    let url = shown_url(&resp);
     let what = || format!("layer {} from {url}", d.digest);
     if let Some(len) = resp.content_length()
         && len != d.size

@@ -339,7 +339,7 @@ fn unsigned_registry_images_need_a_policy_or_verify_no() {
         &[],
     )
     .failure()
-    .stderr_mentions(&["refusing", "policy.json"]);
+    .stderr_mentions(&["policy refuses", "policy.json does not exist"]);
     env.assert_machines(&[]);
     assert!(env.blobs().is_empty(), "a refused pull fetches nothing");
 
@@ -403,6 +403,14 @@ fn registry_credentials_from_flag_and_auth_file_and_a_clear_401() {
     run(&env, &["pull", "--tls-verify=false", &reference, "a"], &[])
         .failure()
         .stderr_mentions(&["401", "--creds"]);
+    // A malformed flag is refused without echoing it (it may be a bare password).
+    let out = run(
+        &env,
+        &["pull", "--creds", "bare-s3cret", &reference, "a"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(!out.stderr.contains("bare-s3cret"), "{}", out.stderr);
     let wrong = "wr0ng-guess-value";
     let out = run(
         &env,
