@@ -466,7 +466,40 @@ fn registry_credentials_from_flag_and_auth_file_and_a_clear_401() {
         &[("REGISTRY_AUTH_FILE", arg(&auth_file))],
     )
     .success();
-    env.assert_machines(&["a", "b"]);
+
+    // ~/.docker/config.json naming a credential helper, which gets the host on stdin.
+    let bin = env.scratch("bin");
+    let helper = bin.join("docker-credential-sbtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || exit 1\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"alice\",\"Secret\":\"{secret}\"}}' \"$host\"\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let docker_dir = env.scratch("home").join(".docker");
+    std::fs::create_dir_all(&docker_dir).unwrap();
+    std::fs::write(
+        docker_dir.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"sbtest"}}}}"#, registry.host()),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(
+        &env,
+        &["pull", "--tls-verify=false", &reference, "c"],
+        &[("PATH", &path)],
+    )
+    .success();
+    assert!(!out.stderr.contains(secret));
+    env.assert_machines(&["a", "b", "c"]);
 }
 
 #[test]
