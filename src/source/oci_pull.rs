@@ -44,7 +44,7 @@ use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::policy::{Decision, Policy};
 use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
 use crate::oci::{
-    Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
+    Descriptor, ImageReference, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
     extract_oci_archive, has_init, render_exec_section, resolve_image,
 };
 use crate::source::sums::VerifyMode;
@@ -96,10 +96,18 @@ impl BlobSource for CacheBlobs<'_> {
 struct CacheFirst<'a> {
     cache: &'a Cache,
     upstream: &'a dyn BlobSource,
+    /// A document already fetched (a registry's top manifest), served without a request;
+    /// `resolve_image` verifies it like any other before it is stored.
+    fetched: Option<(Digest, &'a [u8])>,
 }
 
 impl BlobSource for CacheFirst<'_> {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        if let Some((d, bytes)) = self.fetched
+            && d == *digest
+        {
+            return Ok(Box::new(Cursor::new(bytes.to_vec())));
+        }
         if let Some(path) = self.cache.blob(digest) {
             // Only documents come through here (manifests, indexes, configs: small), so the
             // cached copy is re-hashed; one that rotted is dropped and fetched again.
@@ -165,34 +173,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     // Policy and credentials first: a refused image costs no network traffic.
     let registry = match req.source {
         OciSource::Registry(reference) => {
-            match req.verify {
-                VerifyMode::No => {
-                    tracing::warn!(
-                        "--verify=no: the signature policy is NOT consulted for {shown}; \
-                         whoever controls the registry decides what you run"
-                    );
-                    verification.mode = "no".to_string();
-                }
-                _ => match Policy::load(&req.policy_file)?.decide(reference) {
-                    Decision::Accept { scope } => verification.notes.push(format!(
-                        "accepted without a signature by {} (scope {scope})",
-                        req.policy_file.display()
-                    )),
-                    Decision::Reject { scope, reason } => {
-                        let file = req.policy_file.display();
-                        let whose = if req.policy_file.exists() {
-                            format!("{file}, scope {scope}")
-                        } else {
-                            format!("{file} does not exist, so every registry image is rejected")
-                        };
-                        bail!(
-                            "the signature policy refuses this image: {reason} ({whose}); to \
-                             take it unsigned, allow the repository in {file} with \
-                             {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
-                        )
-                    }
-                },
-            }
+            check_policy(req, reference, &mut verification)?;
             if req.offline {
                 return fetch_offline(req, cache, verification);
             }
@@ -207,6 +188,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     let _archive_dir;
     let layout;
     let docs;
+    let mut top_bytes = Vec::new();
     let (top, upstream): (Descriptor, &dyn BlobSource) = match (req.source, &registry) {
         (OciSource::Layout { dir, tag }, _) => {
             layout = OciLayout::open(dir)?;
@@ -238,7 +220,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
             }
             let media_type = top_media_type(&raw.bytes, raw.content_type.as_deref());
             let top = Descriptor::new(&media_type, digest, raw.bytes.len() as u64);
-            store_document(cache, &top, &raw.bytes)?;
+            top_bytes = raw.bytes;
             docs = RegistryDocs {
                 registry,
                 runtime: &runtime,
@@ -247,7 +229,11 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         }
         (OciSource::Registry(_), None) => bail!("internal: no registry client for {shown}"),
     };
-    let source = CacheFirst { cache, upstream };
+    let source = CacheFirst {
+        cache,
+        upstream,
+        fetched: (!top_bytes.is_empty()).then_some((top.digest, top_bytes.as_slice())),
+    };
     let resolved = resolve_image(&source, &top, &req.platform)
         .with_context(|| format!("resolving {shown} for {}", req.platform))?;
     for index in &resolved.indexes {
@@ -277,6 +263,45 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         platform,
         layer_bytes_fetched,
     })
+}
+
+/// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
+/// records that nothing was checked).
+fn check_policy(
+    req: &OciRequest<'_>,
+    reference: &ImageReference,
+    verification: &mut Verification,
+) -> Result<()> {
+    let shown = req.source;
+    match req.verify {
+        VerifyMode::No => {
+            tracing::warn!(
+                "--verify=no: the signature policy is NOT consulted for {shown}; \
+                 whoever controls the registry decides what you run"
+            );
+            verification.mode = "no".to_string();
+        }
+        _ => match Policy::load(&req.policy_file)?.decide(reference) {
+            Decision::Accept { scope } => verification.notes.push(format!(
+                "accepted without a signature by {} (scope {scope})",
+                req.policy_file.display()
+            )),
+            Decision::Reject { scope, reason } => {
+                let file = req.policy_file.display();
+                let whose = if req.policy_file.exists() {
+                    format!("{file}, scope {scope}")
+                } else {
+                    format!("{file} does not exist, so every registry image is rejected")
+                };
+                bail!(
+                    "the signature policy refuses this image: {reason} ({whose}); to \
+                     take it unsigned, allow the repository in {file} with \
+                     {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
+                )
+            }
+        },
+    }
+    Ok(())
 }
 
 /// `--offline` for a registry: the ref of the last pull, every blob from the cache.
