@@ -45,6 +45,7 @@ pub struct Registry {
 }
 
 /// A manifest as the registry sent it.
+#[derive(Debug)]
 pub struct RawManifest {
     pub bytes: Vec<u8>,
     /// The `Content-Type`, when the registry sent one.
@@ -341,8 +342,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     /// A registry that wants a Bearer token from its own `/token` realm: records each request
-    /// line with its `Authorization` header, and serves `BODY` to the right token only.
-    fn token_registry() -> (u16, Arc<Mutex<Vec<String>>>) {
+    /// line with its `Authorization` header, and serves `manifest` to the right token only,
+    /// with or without a `Content-Length`.
+    fn token_registry(manifest: Vec<u8>, announce: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -371,12 +373,12 @@ mod tests {
                     .to_string();
                 log.lock().unwrap().push(format!("{line} | {auth}"));
                 let (status, headers, body) = if line.contains("/token?") {
-                    ("200 OK", String::new(), r#"{"token":"tok-1"}"#.to_string())
+                    ("200 OK", String::new(), br#"{"token":"tok-1"}"#.to_vec())
                 } else if auth == "Bearer tok-1" {
                     (
                         "200 OK",
                         format!("Content-Type: {}\r\n", media::OCI_MANIFEST),
-                        "BODY".to_string(),
+                        manifest.clone(),
                     )
                 } else {
                     (
@@ -384,33 +386,38 @@ mod tests {
                         format!(
                             "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"svc\",scope=\"repository:team/app:pull\"\r\n"
                         ),
-                        String::new(),
+                        Vec::new(),
                     )
+                };
+                let length = if announce || status != "200 OK" {
+                    format!("Content-Length: {}\r\n", body.len())
+                } else {
+                    String::new()
                 };
                 let _ = write!(
                     conn,
-                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
+                    "HTTP/1.1 {status}\r\n{headers}{length}Connection: close\r\n\r\n"
                 );
+                let _ = conn.write_all(&body);
             }
         });
         (port, seen)
     }
 
-    fn pull_manifest(port: u16, creds: Option<Credentials>) -> RawManifest {
+    fn pull_manifest(port: u16, creds: Option<Credentials>) -> Result<RawManifest> {
         let reference = ImageReference::parse(&format!("127.0.0.1:{port}/team/app:1")).unwrap();
         let registry = Registry::new(&reference, creds, false).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(registry.manifest("1", 1 << 20)).unwrap()
+        rt.block_on(registry.manifest("1", 4 << 20))
     }
 
     #[test]
     fn the_bearer_flow_fetches_a_token_anonymously_or_with_credentials() {
-        let (port, seen) = token_registry();
-        let m = pull_manifest(port, None);
+        let (port, seen) = token_registry(b"BODY".to_vec(), true);
+        let m = pull_manifest(port, None).unwrap();
         assert_eq!(m.bytes, b"BODY");
         assert_eq!(m.content_type.as_deref(), Some(media::OCI_MANIFEST));
         let log = seen.lock().unwrap().clone();
@@ -423,8 +430,8 @@ mod tests {
         );
         assert!(log[2].ends_with("| Bearer tok-1"), "{log:?}");
 
-        let (port, seen) = token_registry();
-        pull_manifest(port, Some(Credentials::new("u", "p", "test")));
+        let (port, seen) = token_registry(b"BODY".to_vec(), true);
+        pull_manifest(port, Some(Credentials::new("u", "p", "test"))).unwrap();
         let log = seen.lock().unwrap().clone();
         // base64("u:p") = "dTpw"
         assert!(log[1].ends_with("| Basic dTpw"), "{log:?}");
@@ -449,5 +456,18 @@ mod tests {
             top_media_type(br#"{"layers":[]}"#, Some(media::DOCKER_MANIFEST)),
             media::DOCKER_MANIFEST
         );
+    }
+
+    #[test]
+    fn manifests_over_the_limit_are_refused_announced_or_not() {
+        for announce in [true, false] {
+            let (port, _) = token_registry(vec![b' '; (4 << 20) + 1], announce);
+            let err = pull_manifest(port, None).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("more than the 4194304 bytes allowed"),
+                "{err:#}"
+            );
+        }
     }
 }
