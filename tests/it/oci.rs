@@ -206,6 +206,22 @@ fn a_registry_image_by_tag_then_by_digest_reuses_every_layer() {
         let hex = d.trim_start_matches("sha256:").to_string();
         assert!(blobs.contains(&hex), "blob {d} is cached");
     }
+    let layer_gets = || -> Vec<usize> {
+        layers
+            .iter()
+            .map(|l| {
+                registry.gets(&format!(
+                    "/v2/team/app/blobs/{}",
+                    l["digest"].as_str().unwrap()
+                ))
+            })
+            .collect()
+    };
+    assert_eq!(
+        layer_gets(),
+        vec![1; layers.len()],
+        "each layer fetched once"
+    );
     let refs = crate::harness::dir_names(&env.cache_dir().join("v1/refs/oci"));
     assert_eq!(refs.len(), 1, "{refs:?}");
 
@@ -220,6 +236,11 @@ fn a_registry_image_by_tag_then_by_digest_reuses_every_layer() {
     .json();
     assert_eq!(j["manifest_digest"], digest);
     assert_eq!(j["layer_bytes_fetched"], 0);
+    assert_eq!(
+        layer_gets(),
+        vec![1; layers.len()],
+        "no layer fetched again"
+    );
     assert_rich_tree(&env.machine("app2"), host_arch());
 
     // A layer that rotted in the cache is noticed and fetched again.

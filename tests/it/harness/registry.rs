@@ -15,6 +15,7 @@ pub struct Registry {
     child: Child,
     port: u16,
     storage: PathBuf,
+    log: PathBuf,
     creds: Option<(String, String)>,
 }
 
@@ -45,7 +46,7 @@ impl Registry {
         for _ in 0..5 {
             let port = free_port();
             let config = format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 storage.display()
             );
             let config_path = state_dir.join("config.yml");
@@ -65,6 +66,7 @@ impl Registry {
                 child,
                 port,
                 storage: storage.clone(),
+                log: state_dir.join("registry.log"),
                 creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
             };
             match registry.wait_ready() {
@@ -149,6 +151,14 @@ impl Registry {
         let hex = digest.trim_start_matches("sha256:");
         let bytes = std::fs::read(self.blob_data(hex)).expect("reading a registry blob");
         serde_json::from_slice(&bytes).expect("a JSON document")
+    }
+
+    /// How many successful GETs of `path` (e.g. `/v2/REPO/blobs/sha256:HEX`) the registry's
+    /// access log records: what was really transferred, whatever the client says.
+    pub fn gets(&self, path: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let needle = format!("\"GET {path} HTTP/1.1\" 200 ");
+        log.lines().filter(|l| l.contains(&needle)).count()
     }
 
     /// Where the registry keeps the blob `hex`.
