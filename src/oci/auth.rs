@@ -250,6 +250,12 @@ pub fn lookup_auth_file(json: &[u8], reference: &ImageReference) -> Result<Optio
         }
     }
     if let Some(name) = doc.get("credsStore").and_then(|s| s.as_str()) {
+        // Docker stores Docker Hub's credentials under its v1 index URL.
+        let host = if host == super::reference::DOCKER_HUB {
+            "https://index.docker.io/v1/".to_string()
+        } else {
+            host
+        };
         return Ok(Some(AuthFileEntry::Helper {
             name: name.to_string(),
             host,
@@ -319,13 +325,22 @@ fn run_helper(name: &str, host: &str) -> Result<Option<Credentials>> {
         bail!("`{name}` is not a credential helper name");
     }
     let program = format!("docker-credential-{name}");
-    let mut child = Command::new(&program)
+    let spawned = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        // A config.json copied from a desktop often names a store this host lacks
+        // (`desktop`, `osxkeychain`): the registry may not need credentials at all.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!("{program} is not installed; pulling without credentials");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("running {program}")),
+    };
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(host.as_bytes())
@@ -433,6 +448,13 @@ mod tests {
             Some(AuthFileEntry::Helper {
                 name: "secretservice".into(),
                 host: "other.io".into()
+            })
+        );
+        assert_eq!(
+            lookup_auth_file(json, &reference("debian:12")).unwrap(),
+            Some(AuthFileEntry::Helper {
+                name: "secretservice".into(),
+                host: "https://index.docker.io/v1/".into()
             })
         );
     }
