@@ -95,7 +95,18 @@ impl Registry {
                 req = req.header(ACCEPT, a);
             }
             req = self.authorise(req);
-            let resp = req.send().await.map_err(|e| describe(e, &url))?;
+            let resp = req.send().await.map_err(|e| {
+                let connect = e.is_connect();
+                let err = describe(e, &url);
+                if connect && self.tls_verify {
+                    anyhow!(
+                        "{err}; if this registry speaks plain http (e.g. on localhost), pass \
+                         --tls-verify=false"
+                    )
+                } else {
+                    err
+                }
+            })?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }

@@ -299,6 +299,11 @@ fn the_platform_is_chosen_from_an_index() {
     let registry = Registry::start(&env.scratch("registry"), None);
     registry.push(&layout, "t", "multi:1");
     let reference = registry.reference("multi:1");
+    // TLS is required unless --tls-verify=false: a plain-http registry is not silently used.
+    run(&env, &["pull", &reference, "plain"], &[])
+        .failure()
+        .stderr_mentions(&["GET https://", "--tls-verify=false"]);
+    env.assert_machines(&[]);
     let j = run(
         &env,
         &[
