@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
+use crate::cache::lock::LockGuard;
 use crate::cache::refs::now_rfc3339;
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
@@ -247,6 +248,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     store_document(cache, &resolved.image.config, &resolved.config_bytes)?;
 
     let missing = missing_layers(cache, &resolved.layers)?;
+    let (_locks, missing) = lock_layers(cache, missing)?;
     let layer_bytes_fetched = match &registry {
         Some(reg) => runtime.block_on(fetch_layers_registry(reg, cache, &missing))?,
         None => fetch_layers_local(upstream, cache, &missing)?,
@@ -397,6 +399,29 @@ fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<Vec<Layer>> {
         out.push(l.clone());
     }
     Ok(out)
+}
+
+/// Locks every missing layer against concurrent pulls of the same blob, then drops those
+/// another process stored while this one waited: each layer is downloaded once. The locks
+/// are taken in digest order, so two pulls sharing layers cannot each hold one the other
+/// waits for.
+fn lock_layers(cache: &Cache, missing: Vec<Layer>) -> Result<(Vec<LockGuard>, Vec<Layer>)> {
+    let mut digests: Vec<Digest> = missing.iter().map(|l| l.descriptor.digest).collect();
+    digests.sort();
+    let locks = digests
+        .iter()
+        .map(|d| {
+            cache.lock(
+                &format!("blob-{d}"),
+                &format!("another pull downloading layer {d}"),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let still = missing
+        .into_iter()
+        .filter(|l| cache.blob(&l.descriptor.digest).is_none())
+        .collect();
+    Ok((locks, still))
 }
 
 /// Copies layers from a local source into the cache, each checked against its descriptor.

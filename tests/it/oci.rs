@@ -619,3 +619,22 @@ fn a_layout_whose_descriptor_lies_about_a_size_is_refused() {
     assert!(!env.blobs().contains(&image.layers[2].hex));
     env.assert_machines(&[]);
 }
+
+#[test]
+fn two_concurrent_pulls_of_one_image_download_each_layer_once() {
+    let env = TestEnv::new();
+    allow_all(&env);
+    let (registry, _) = registry_with(&env, &rich_image(host_arch()), "both:1", None);
+    let reference = registry.reference("both:1");
+    let a = env.spawn(&["pull", "--tls-verify=false", &reference, "one"]);
+    let b = env.spawn(&["pull", "--tls-verify=false", &reference, "two"]);
+    a.wait().success();
+    b.wait().success();
+    let (_, manifest) = registry.manifest("both", "1");
+    for l in manifest["layers"].as_array().unwrap() {
+        let path = format!("/v2/both/blobs/{}", l["digest"].as_str().unwrap());
+        assert_eq!(registry.gets(&path), 1, "{path} fetched once");
+    }
+    assert_rich_tree(&env.machine("one"), host_arch());
+    assert_rich_tree(&env.machine("two"), host_arch());
+}
