@@ -153,8 +153,10 @@ pub fn fetch_verified(
             Request::Images(Box::new(req), trust)
         }
         SourceRef::Oci(_) => {
+            // `sandbox pull` takes them through `source::oci_pull`, which caches blobs and
+            // layers rather than one tarball; nothing else can use them yet.
             bail!(
-                "OCI sources (docker://, oci-layout:, oci-archive:) are not yet available in this version"
+                "OCI sources (docker://, oci-layout:, oci-archive:) can only be pulled with `sandbox pull` in this version"
             )
         }
     };

@@ -29,16 +29,25 @@ pub enum RefKind {
     Images,
     /// A cached index or products file of an image server, with its fetch time.
     Index,
+    /// An OCI image (`docker://`, `oci-layout:`, `oci-archive:`) for one platform: its
+    /// manifest, config and layer digests, and the config.
+    Oci,
 }
 
 impl RefKind {
-    pub const ALL: [RefKind; 3] = [RefKind::Tarball, RefKind::Images, RefKind::Index];
+    pub const ALL: [RefKind; 4] = [
+        RefKind::Tarball,
+        RefKind::Images,
+        RefKind::Index,
+        RefKind::Oci,
+    ];
 
     pub fn dir_name(self) -> &'static str {
         match self {
             RefKind::Tarball => "tarball",
             RefKind::Images => "images",
             RefKind::Index => "index",
+            RefKind::Oci => "oci",
         }
     }
 }

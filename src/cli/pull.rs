@@ -11,8 +11,11 @@ use super::Settings;
 use crate::cache::{Cache, Verification};
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
+use crate::oci::auth::{Credentials, CredsParser};
+use crate::oci::{OciSource, PlatformSpec};
 use crate::pull::{PullSpec, fetch_verified};
 use crate::source::SourceRef;
+use crate::source::oci_pull::{self, OciRequest};
 use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
 use crate::source::tarball;
@@ -47,7 +50,19 @@ pub struct PullArgs {
     /// images: accept a version older than the one pulled last time.
     #[arg(long)]
     pub allow_downgrade: bool,
-    /// An http(s):// or file:// URL or a local path of a rootfs tarball, or images:ALIAS[@VERSION].
+    /// OCI: the platform to pick from a multi-platform image, os/arch[/variant] [default: the host's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// docker://: registry credentials (visible to other local users in the process list:
+    /// prefer an auth file, $REGISTRY_AUTH_FILE or ~/.docker/config.json).
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = CredsParser)]
+    pub creds: Option<Credentials>,
+    /// docker://: require HTTPS with a valid certificate; `false` also allows plain http
+    /// (a registry on localhost).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// An http(s):// or file:// URL or a local path of a rootfs tarball, images:ALIAS[@VERSION],
+    /// docker://REF, oci-layout:DIR[:TAG] or oci-archive:FILE[:TAG].
     pub source: String,
     /// The machine name [default: the file name minus its tar suffix, or the alias with `/` → `-`];
     /// `-` only fills the cache.
@@ -71,11 +86,14 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
     let source = SourceRef::parse(&args.source)?;
     let alias = match &source {
         SourceRef::Images(a) => Some(ss::parse_alias(a)?),
-        SourceRef::Oci(_) => bail!(
-            "OCI sources (docker://, oci-layout:, oci-archive:) are not yet available in this version"
-        ),
+        SourceRef::Oci(s) => return run_oci(settings, &args, s),
         SourceRef::Url(_) | SourceRef::File(_) => None,
     };
+    if args.platform.is_some() || args.creds.is_some() || !args.tls_verify {
+        bail!(
+            "--platform, --creds and --tls-verify are for OCI sources (docker://, oci-layout:, oci-archive:)"
+        );
+    }
     let name = match args.name.as_deref() {
         Some("-") => None,
         Some(n) => Some(n.to_string()),
@@ -90,15 +108,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         }),
     };
     if let Some(n) = &name {
-        name::validate(n)
-            .map_err(|e| anyhow::anyhow!("{e}; give another name as the second argument"))?;
-        let target = settings.paths.machines_dir.join(n);
-        if !args.force && std::fs::symlink_metadata(&target).is_ok() {
-            bail!(
-                "machine `{n}` already exists at {}; pass --force to replace it",
-                target.display()
-            );
-        }
+        check_name(settings, n, args.force)?;
     }
     let spec = PullSpec {
         source: source.clone(),
@@ -184,6 +194,126 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             None => settings.say(format!(
                 "Cached {} ({}, {how})",
                 result.source, result.digest
+            )),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A valid name, and free unless `--force`.
+fn check_name(settings: &Settings, n: &str, force: bool) -> Result<()> {
+    name::validate(n)
+        .map_err(|e| anyhow::anyhow!("{e}; give another name as the second argument"))?;
+    let target = settings.paths.machines_dir.join(n);
+    if !force && std::fs::symlink_metadata(&target).is_ok() {
+        bail!(
+            "machine `{n}` already exists at {}; pass --force to replace it",
+            target.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct OciPullResult {
+    name: Option<String>,
+    path: Option<PathBuf>,
+    source: String,
+    /// The manifest digest: what names this image.
+    digest: Digest,
+    manifest_digest: Digest,
+    config_digest: Digest,
+    platform: String,
+    verification: Verification,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nspawn: Option<PathBuf>,
+    layer_bytes_fetched: u64,
+}
+
+/// `sandbox pull docker://…|oci-layout:…|oci-archive:…`.
+fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCode> {
+    let oci = OciSource::parse(source)?;
+    if args.checksum.is_some() {
+        bail!("--checksum pins tarballs; pin an OCI image by its digest: docker://REPO@sha256:HEX");
+    }
+    if !args.keyring.is_empty() {
+        bail!(
+            "--keyring is for tarball and images: signatures; OCI signatures are not yet checked"
+        );
+    }
+    let platform = match &args.platform {
+        Some(p) => PlatformSpec::parse(p)?,
+        None => PlatformSpec::host(),
+    };
+    let name = match args.name.as_deref() {
+        Some("-") => None,
+        Some(n) => Some(n.to_string()),
+        None => Some(oci_pull::default_name(&oci).with_context(|| {
+            format!("cannot derive a machine name from {oci}; give one as the second argument")
+        })?),
+    };
+    if let Some(n) = &name {
+        check_name(settings, n, args.force)?;
+    }
+    let req = OciRequest {
+        source: &oci,
+        platform,
+        creds: args.creds.clone(),
+        tls_verify: args.tls_verify,
+        verify: args.verify,
+        policy_file: settings.paths.sandboxes_dir.join("policy.json"),
+        offline: args.offline,
+    };
+    let cache = Cache::open(&settings.paths.cache_dir())?;
+    let fetched = oci_pull::fetch_oci(&req, &cache).with_context(|| format!("pulling {oci}"))?;
+    let manifest_digest = fetched.resolved.manifest.descriptor.digest;
+    let mut result = OciPullResult {
+        name: name.clone(),
+        path: None,
+        source: oci.to_string(),
+        digest: manifest_digest,
+        manifest_digest,
+        config_digest: fetched.resolved.image.config.digest,
+        platform: fetched.platform.clone(),
+        verification: fetched.verification.clone(),
+        nspawn: None,
+        layer_bytes_fetched: fetched.layer_bytes_fetched,
+    };
+    if let Some(n) = &name {
+        let machines_dir = &settings.paths.machines_dir;
+        let _lock = cache.lock(
+            &format!("machine-{}", machines_dir.join(n).display()),
+            &format!("another pull into machine `{n}`"),
+        )?;
+        let opts = MaterialiseOptions {
+            force: args.force,
+            read_only: args.read_only,
+        };
+        let done =
+            oci_pull::materialise_oci(&cache, &fetched, machines_dir, n, &result.source, &opts)
+                .with_context(|| format!("materialising {oci} into {}", machines_dir.display()))?;
+        result.path = Some(done.path);
+        result.nspawn = done.nspawn;
+    }
+    if settings.json {
+        super::print_json(&result)?;
+    } else {
+        let how = if result.verification.mode == "no" {
+            "NOT verified".to_string()
+        } else {
+            "digests verified, no signature".to_string()
+        };
+        match &result.path {
+            Some(p) => settings.say(format!(
+                "Pulled {} ({}) into {} ({}, {how})",
+                result.source,
+                result.platform,
+                p.display(),
+                result.manifest_digest
+            )),
+            None => settings.say(format!(
+                "Cached {} ({}, {}, {how})",
+                result.source, result.platform, result.manifest_digest
             )),
         }
     }

@@ -6,7 +6,8 @@
 //! ```text
 //! OciSource::parse("docker://…" | "oci-layout:DIR[:TAG]" | "oci-archive:FILE[:TAG]")
 //!   oci-archive: extract_oci_archive(file, tmp dir) ──▶ an image layout
-//!   OciLayout::open(dir)?.resolve(tag)        ──▶ top Descriptor      (registry: later work)
+//!   OciLayout::open(dir)?.resolve(tag)        ──▶ top Descriptor
+//!   docker://: policy::Policy::decide, then registry::Registry::manifest ──▶ top Descriptor
 //! resolve_image(&dyn BlobSource, &top, &PlatformSpec)
 //!   index ─▶ choose_manifest(platform) ─▶ manifest ─▶ config ─▶ layers + diff_ids
 //! apply_image(&Root, source, &resolved, opts)  ──▶ staging rootfs
@@ -33,9 +34,13 @@
 //! manifests, indexes), `config` (image config), `platform` (os/arch/variant, matching),
 //! `blob` (verified reading, the `BlobSource` trait), `layout` (image layout directories),
 //! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying), `nspawn`
-//! (init detection and the `[Exec]` section for application images).
+//! (init detection and the `[Exec]` section for application images), `registry` (the
+//! distribution HTTP API: manifests, blobs, Basic and Bearer auth), `auth` (credentials from
+//! flags, auth files and helpers), `policy` (which `docker://` images may be pulled). The
+//! cache and machine side of a pull is `source::oci_pull`.
 
 pub mod archive;
+pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod image;
@@ -45,7 +50,9 @@ pub mod manifest;
 pub mod media;
 pub mod nspawn;
 pub mod platform;
+pub mod policy;
 pub mod reference;
+pub mod registry;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ pub mod documents;
 pub mod fetch;
 pub mod http;
 pub mod images;
+pub mod oci_pull;
 pub mod simplestreams;
 pub mod site;
 pub mod sums;

@@ -15,6 +15,7 @@ mod images_cache;
 mod images_listing;
 mod images_trust;
 mod keys;
+mod oci;
 mod pull_tarball;
 mod settings;
 mod verify;

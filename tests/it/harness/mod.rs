@@ -10,6 +10,8 @@
 //! - `rawtar`: hand-built tar headers for hostile archives GNU tar refuses to produce.
 //! - `site`: a docroot served by nginx with helpers to publish images, checksums and signatures.
 //! - `fixture`: an image with the tree it must become, and keyring files.
+//! - `registry`: Debian's docker-registry on a free port (optionally with htpasswd auth),
+//!   images pushed by real skopeo; `ocimage`: OCI layouts built in code.
 //! - `simplestreams`: an LXC image server (simplestreams or legacy index) with generated builds,
 //!   signed by a GnuPG key whose self-signature is SHA-1, like the real LXC image key.
 //!
@@ -20,7 +22,9 @@ pub mod env;
 pub mod fixture;
 pub mod gpg;
 pub mod nginx;
+pub mod ocimage;
 pub mod rawtar;
+pub mod registry;
 pub mod rootfs;
 pub mod simplestreams;
 pub mod site;
@@ -37,7 +41,8 @@ pub fn require_tool(tool: &str) -> PathBuf {
         "gpg" | "gpgconf" => "gnupg",
         "xz" => "xz-utils",
         "lsattr" | "chattr" => "e2fsprogs",
-        "tar" | "gzip" | "zstd" | "bzip2" => tool,
+        "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" => tool,
+        "htpasswd" => "apache2-utils",
         _ => "coreutils",
     };
     let candidates = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];

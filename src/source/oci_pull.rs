@@ -1,0 +1,598 @@
+//! Pulling an OCI image (`docker://`, `oci-layout:`, `oci-archive:`) into the cache, then
+//! into a machine.
+//!
+//! # Fetch
+//!
+//! 1. The top descriptor: a layout's tagged `index.json` entry, or the registry's manifest
+//!    for the tag or digest (at most 4 MiB, its sha256 computed here and, for `@sha256:`
+//!    references, compared with the one asked for).
+//! 2. [`resolve_image`] over [`CacheFirst`] (the cache, then the source): index → platform →
+//!    manifest → config, each document verified against its descriptor (digest and size).
+//! 3. The verified documents, then every missing layer, enter the cache: streamed into a temp
+//!    blob, counted against the descriptor's size as they arrive, hashed, and published under
+//!    their digest only when both match. Registry layers download three at a time.
+//! 4. A ref (`refs/oci/<source>#<platform>.json`) records the manifest, config and layer
+//!    digests and the config.
+//!
+//! A re-pull finds every blob in the cache and transfers only the top manifest.
+//!
+//! # Materialise
+//!
+//! A staging directory in the machines dir, [`apply_image`] from the cached blobs (each
+//! verified again as it is read, and each layer's diff_id), an `[Exec]` `.nspawn` when the
+//! image has no init, and an atomic publish.
+//!
+//! `docker://` pulls first ask the signature policy ([`crate::oci::policy`]); local sources
+//! are named by the person pulling and checked by digest, so the policy does not apply.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+
+use crate::cache::lock::LockGuard;
+use crate::cache::refs::now_rfc3339;
+use crate::cache::store::hash_file;
+use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
+use crate::machine::materialise::{self, MaterialiseOptions, Staging};
+use crate::oci::auth::{Credentials, find_credentials};
+use crate::oci::blob::BlobSource;
+use crate::oci::config::MAX_CONFIG_SIZE;
+use crate::oci::image::Layer;
+use crate::oci::manifest::MAX_MANIFEST_SIZE;
+use crate::oci::policy::{Decision, Policy};
+use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
+use crate::oci::{
+    Descriptor, ImageReference, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
+    extract_oci_archive, has_init, render_exec_section, resolve_image,
+};
+use crate::source::sums::VerifyMode;
+use crate::unpack::{Root, UnpackOptions};
+use crate::verify::Digest;
+
+/// Registry layer downloads in flight at once.
+const PARALLEL_LAYERS: usize = 3;
+
+/// What to pull and how.
+pub struct OciRequest<'a> {
+    pub source: &'a OciSource,
+    pub platform: PlatformSpec,
+    /// `--creds`; otherwise the auth files are read.
+    pub creds: Option<Credentials>,
+    pub tls_verify: bool,
+    /// `no` skips the docker:// policy (loudly); other modes ask it.
+    pub verify: VerifyMode,
+    /// `<sandboxes_dir>/policy.json`.
+    pub policy_file: PathBuf,
+    pub offline: bool,
+}
+
+/// A verified image whose every blob is in the cache.
+pub struct OciFetched {
+    pub resolved: ResolvedImage,
+    pub verification: Verification,
+    /// The image's platform (from its config).
+    pub platform: String,
+    /// Layer bytes transferred in this run (0 on a re-pull).
+    pub layer_bytes_fetched: u64,
+}
+
+/// Blobs straight from the cache.
+pub struct CacheBlobs<'a>(pub &'a Cache);
+
+impl BlobSource for CacheBlobs<'_> {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let path = self
+            .0
+            .blob(digest)
+            .with_context(|| format!("blob {digest} is not in the cache"))?;
+        let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Box::new(f))
+    }
+}
+
+/// The cache first, then `upstream`: what is cached is not fetched again.
+struct CacheFirst<'a> {
+    cache: &'a Cache,
+    upstream: &'a dyn BlobSource,
+    /// A document already fetched (a registry's top manifest), served without a request;
+    /// `resolve_image` verifies it like any other before it is stored.
+    fetched: Option<(Digest, &'a [u8])>,
+}
+
+impl BlobSource for CacheFirst<'_> {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        if let Some((d, bytes)) = self.fetched
+            && d == *digest
+        {
+            return Ok(Box::new(Cursor::new(bytes.to_vec())));
+        }
+        if let Some(path) = self.cache.blob(digest) {
+            // Only documents come through here (manifests, indexes, configs: small), so the
+            // cached copy is re-hashed; one that rotted is dropped and fetched again.
+            match self.cache.read_blob(digest) {
+                Ok(bytes) => return Ok(Box::new(Cursor::new(bytes))),
+                Err(e) => {
+                    tracing::warn!("{e:#}; fetching it again");
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing corrupt blob {}", path.display()))?;
+                }
+            }
+        }
+        self.upstream.open_blob(digest)
+    }
+}
+
+/// A registry's small documents (index entries, configs) for [`resolve_image`], fetched whole
+/// and bounded; layers take the streaming path in [`fetch_layers_registry`].
+struct RegistryDocs<'a> {
+    registry: &'a Registry,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl BlobSource for RegistryDocs<'_> {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let bytes = self.runtime.block_on(async {
+            let resp = self.registry.blob(digest).await?;
+            let url = shown_url(&resp);
+            // One byte over the largest document allowed, so VerifiedReader sees the excess.
+            read_limited(resp, MAX_CONFIG_SIZE.max(MAX_MANIFEST_SIZE) + 1, &url).await
+        })?;
+        Ok(Box::new(Cursor::new(bytes)))
+    }
+}
+
+/// A directory removed on drop (an extracted `oci-archive`).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!("could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// The ref key: the source as shown, and the platform asked for.
+pub fn ref_key(source: &OciSource, platform: &PlatformSpec) -> String {
+    format!("{source}#{platform}")
+}
+
+/// Fetches `req.source` into `cache`, verified (see the module documentation).
+pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
+    let shown = req.source.to_string();
+    let mut verification = Verification {
+        mode: "digest".to_string(),
+        ..Verification::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Policy and credentials first: a refused image costs no network traffic.
+    let registry = match req.source {
+        OciSource::Registry(reference) => {
+            check_policy(req, reference, &mut verification)?;
+            if req.offline {
+                return fetch_offline(req, cache, verification);
+            }
+            let creds = match &req.creds {
+                Some(c) => Some(c.clone()),
+                None => find_credentials(reference)?,
+            };
+            Some(Registry::new(reference, creds, req.tls_verify)?)
+        }
+        _ => None,
+    };
+    let _archive_dir;
+    let layout;
+    let docs;
+    let mut top_bytes = Vec::new();
+    let (top, upstream): (Descriptor, &dyn BlobSource) = match (req.source, &registry) {
+        (OciSource::Layout { dir, tag }, _) => {
+            layout = OciLayout::open(dir)?;
+            (layout.resolve(tag.as_deref())?, &layout)
+        }
+        (OciSource::Archive { file, tag }, _) => {
+            let dir = cache
+                .layout()
+                .tmp_dir()
+                .join(format!("oci-archive-{:016x}", rand::random::<u64>()));
+            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            _archive_dir = TempDir(dir.clone());
+            let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            extract_oci_archive(f, &dir)
+                .with_context(|| format!("reading the archive {}", file.display()))?;
+            layout = OciLayout::open(&dir)?;
+            (layout.resolve(tag.as_deref())?, &layout)
+        }
+        (OciSource::Registry(reference), Some(registry)) => {
+            let wanted = reference.manifest_reference();
+            let raw = runtime
+                .block_on(registry.manifest(&wanted, MAX_MANIFEST_SIZE))
+                .with_context(|| format!("fetching the manifest of {shown}"))?;
+            let digest = Digest::of(&raw.bytes);
+            if let Some(pinned) = &reference.digest
+                && *pinned != digest
+            {
+                bail!("the registry sent a manifest for {shown} whose sha256 is {digest}");
+            }
+            let media_type = top_media_type(&raw.bytes, raw.content_type.as_deref());
+            let top = Descriptor::new(&media_type, digest, raw.bytes.len() as u64);
+            top_bytes = raw.bytes;
+            docs = RegistryDocs {
+                registry,
+                runtime: &runtime,
+            };
+            (top, &docs)
+        }
+        (OciSource::Registry(_), None) => bail!("internal: no registry client for {shown}"),
+    };
+    let source = CacheFirst {
+        cache,
+        upstream,
+        fetched: (!top_bytes.is_empty()).then_some((top.digest, top_bytes.as_slice())),
+    };
+    let resolved = resolve_image(&source, &top, &req.platform)
+        .with_context(|| format!("resolving {shown} for {}", req.platform))?;
+    for index in &resolved.indexes {
+        store_document(cache, &index.descriptor, &index.bytes)?;
+    }
+    store_document(
+        cache,
+        &resolved.manifest.descriptor,
+        &resolved.manifest.bytes,
+    )?;
+    store_document(cache, &resolved.image.config, &resolved.config_bytes)?;
+
+    let missing = missing_layers(cache, &resolved.layers)?;
+    let (_locks, missing) = lock_layers(cache, missing)?;
+    let layer_bytes_fetched = match &registry {
+        Some(reg) => runtime.block_on(fetch_layers_registry(reg, cache, &missing))?,
+        None => fetch_layers_local(upstream, cache, &missing)?,
+    };
+    let platform = resolved
+        .config
+        .platform()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| req.platform.to_string());
+    write_ref(req, cache, &resolved, &verification)?;
+    Ok(OciFetched {
+        resolved,
+        verification,
+        platform,
+        layer_bytes_fetched,
+    })
+}
+
+/// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
+/// records that nothing was checked).
+fn check_policy(
+    req: &OciRequest<'_>,
+    reference: &ImageReference,
+    verification: &mut Verification,
+) -> Result<()> {
+    let shown = req.source;
+    match req.verify {
+        VerifyMode::No => {
+            tracing::warn!(
+                "--verify=no: the signature policy is NOT consulted for {shown}; \
+                 whoever controls the registry decides what you run"
+            );
+            verification.mode = "no".to_string();
+        }
+        _ => match Policy::load(&req.policy_file)?.decide(reference) {
+            Decision::Accept { scope } => verification.notes.push(format!(
+                "accepted without a signature by {} (scope {scope})",
+                req.policy_file.display()
+            )),
+            Decision::Reject { scope, reason } => {
+                let file = req.policy_file.display();
+                let whose = if req.policy_file.exists() {
+                    format!("{file}, scope {scope}")
+                } else {
+                    format!("{file} does not exist, so every registry image is rejected")
+                };
+                bail!(
+                    "the signature policy refuses this image: {reason} ({whose}); to \
+                     take it unsigned, allow the repository in {file} with \
+                     {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
+                )
+            }
+        },
+    }
+    Ok(())
+}
+
+/// `--offline` for a registry: the ref of the last pull, every blob from the cache.
+fn fetch_offline(
+    req: &OciRequest<'_>,
+    cache: &Cache,
+    verification: Verification,
+) -> Result<OciFetched> {
+    let key = ref_key(req.source, &req.platform);
+    let r = cache.read_ref(RefKind::Oci, &key)?.with_context(|| {
+        format!(
+            "--offline: {} was never pulled for {}",
+            req.source, req.platform
+        )
+    })?;
+    let manifest = r
+        .blob("manifest")
+        .context("the cached ref names no manifest (remove it with `sandbox cache rm`)")?;
+    let media_type = r
+        .details
+        .get("manifest_media_type")
+        .and_then(|v| v.as_str())
+        .context("the cached ref names no manifest media type")?;
+    let top = Descriptor::new(media_type, manifest.digest, manifest.size);
+    let resolved = resolve_image(&CacheBlobs(cache), &top, &req.platform)
+        .with_context(|| format!("resolving {} from the cache", req.source))?;
+    let missing = missing_layers(cache, &resolved.layers)?;
+    if let Some(l) = missing.first() {
+        bail!(
+            "--offline: layer {} of {} is no longer in the cache",
+            l.descriptor.digest,
+            req.source
+        );
+    }
+    let platform = resolved
+        .config
+        .platform()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| req.platform.to_string());
+    Ok(OciFetched {
+        resolved,
+        verification,
+        platform,
+        layer_bytes_fetched: 0,
+    })
+}
+
+/// Stores a document already verified against `desc` (its bytes came through a
+/// `VerifiedReader` or were hashed here); publishing checks the digest once more.
+fn store_document(cache: &Cache, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+    if cache.blob(&desc.digest).is_some() {
+        return Ok(());
+    }
+    if bytes.len() as u64 != desc.size {
+        bail!(
+            "blob {} is {} bytes, its descriptor says {}",
+            desc.digest,
+            bytes.len(),
+            desc.size
+        );
+    }
+    let mut temp = cache.temp_blob()?;
+    temp.write_all(bytes).context("writing to the cache")?;
+    cache
+        .publish(temp, Some(&desc.digest))
+        .with_context(|| format!("storing {}", desc.digest))?;
+    Ok(())
+}
+
+/// The layers not in the cache, each digest once. Cached layers are re-hashed first, as a
+/// cached tarball is: one that rotted since it was verified is removed and counts as missing
+/// (otherwise it would fail every materialisation until `cache fsck`).
+fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<Vec<Layer>> {
+    let mut out: Vec<Layer> = Vec::new();
+    let mut checked: Vec<Digest> = Vec::new();
+    for l in layers {
+        let d = &l.descriptor.digest;
+        if checked.contains(d) || out.iter().any(|o| o.descriptor.digest == *d) {
+            continue;
+        }
+        if let Some(path) = cache.blob(d) {
+            let (actual, _) = hash_file(&path)?;
+            if actual == *d {
+                checked.push(*d);
+                continue;
+            }
+            tracing::warn!(
+                "the cached layer {d} is corrupt (its bytes hash to {actual}); fetching it again"
+            );
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing corrupt blob {}", path.display()))?;
+        }
+        out.push(l.clone());
+    }
+    Ok(out)
+}
+
+/// Locks every missing layer against concurrent pulls of the same blob, then drops those
+/// another process stored while this one waited: each layer is downloaded once. The locks
+/// are taken in digest order, so two pulls sharing layers cannot each hold one the other
+/// waits for.
+fn lock_layers(cache: &Cache, missing: Vec<Layer>) -> Result<(Vec<LockGuard>, Vec<Layer>)> {
+    let mut digests: Vec<Digest> = missing.iter().map(|l| l.descriptor.digest).collect();
+    digests.sort();
+    let locks = digests
+        .iter()
+        .map(|d| {
+            cache.lock(
+                &format!("blob-{d}"),
+                &format!("another pull downloading layer {d}"),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let still = missing
+        .into_iter()
+        .filter(|l| cache.blob(&l.descriptor.digest).is_none())
+        .collect();
+    Ok((locks, still))
+}
+
+/// Copies layers from a local source into the cache, each checked against its descriptor.
+fn fetch_layers_local(source: &dyn BlobSource, cache: &Cache, layers: &[Layer]) -> Result<u64> {
+    let mut total = 0;
+    for layer in layers {
+        let d = &layer.descriptor;
+        let inner = source
+            .open_blob(&d.digest)
+            .with_context(|| format!("opening layer {}", d.digest))?;
+        let mut reader = crate::oci::VerifiedReader::new(inner, d);
+        let mut temp = cache.temp_blob()?;
+        // VerifiedReader fails on the read that proves a lie (too long, too short, wrong
+        // sha256), so a bad layer never reaches `publish`; the temp file is removed on drop.
+        io::copy(&mut reader, &mut temp).with_context(|| format!("reading layer {}", d.digest))?;
+        cache
+            .publish(temp, Some(&d.digest))
+            .with_context(|| format!("storing layer {}", d.digest))?;
+        total += d.size;
+    }
+    Ok(total)
+}
+
+/// Downloads layers from the registry into the cache, [`PARALLEL_LAYERS`] at once.
+async fn fetch_layers_registry(reg: &Registry, cache: &Cache, layers: &[Layer]) -> Result<u64> {
+    let sizes: Vec<u64> = futures_util::stream::iter(layers)
+        .map(|l| download_layer(reg, cache, &l.descriptor))
+        .buffer_unordered(PARALLEL_LAYERS)
+        .try_collect()
+        .await?;
+    Ok(sizes.iter().sum())
+}
+
+async fn download_layer(reg: &Registry, cache: &Cache, d: &Descriptor) -> Result<u64> {
+    let resp = reg.blob(&d.digest).await?;
+    let url = shown_url(&resp);
+    let what = || format!("layer {} from {url}", d.digest);
+    if let Some(len) = resp.content_length()
+        && len != d.size
+    {
+        bail!(
+            "{}: the registry announces {len} bytes, the descriptor says {}",
+            what(),
+            d.size
+        );
+    }
+    let mut temp = cache.temp_blob()?;
+    let mut got: u64 = 0;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| crate::source::http::describe(e, &url))?;
+        got += chunk.len() as u64;
+        if got > d.size {
+            bail!(
+                "{}: longer than the {} bytes of its descriptor",
+                what(),
+                d.size
+            );
+        }
+        // A small blocking write between network reads; the cache is local disk.
+        temp.write_all(&chunk)
+            .with_context(|| format!("writing {}", temp.path().display()))?;
+    }
+    if got != d.size {
+        bail!("{}: ended after {got} of {} bytes", what(), d.size);
+    }
+    cache.publish(temp, Some(&d.digest)).with_context(what)?;
+    Ok(got)
+}
+
+fn write_ref(
+    req: &OciRequest<'_>,
+    cache: &Cache,
+    resolved: &ResolvedImage,
+    verification: &Verification,
+) -> Result<()> {
+    let blob = |role: &str, d: &Descriptor| RefBlob {
+        role: role.to_string(),
+        digest: d.digest,
+        size: d.size,
+        url: None,
+        etag: None,
+        last_modified: None,
+    };
+    let mut blobs: Vec<RefBlob> = resolved
+        .indexes
+        .iter()
+        .map(|i| blob("index", &i.descriptor))
+        .collect();
+    blobs.push(blob("manifest", &resolved.manifest.descriptor));
+    blobs.push(blob("config", &resolved.image.config));
+    blobs.extend(resolved.layers.iter().map(|l| blob("layer", &l.descriptor)));
+    let provenance = resolved.provenance()?;
+    let mut details = serde_json::Map::new();
+    details.insert(
+        "manifest_digest".into(),
+        provenance.manifest_digest.to_string().into(),
+    );
+    details.insert(
+        "manifest_media_type".into(),
+        provenance.manifest_media_type.clone().into(),
+    );
+    details.insert(
+        "config_digest".into(),
+        provenance.config_digest.to_string().into(),
+    );
+    details.insert("platform".into(), req.platform.to_string().into());
+    details.insert("config".into(), provenance.config);
+    let r = Ref {
+        source: req.source.to_string(),
+        blobs,
+        verification: verification.clone(),
+        version: None,
+        details,
+        fetched_at: now_rfc3339(),
+    };
+    cache.write_ref(RefKind::Oci, &ref_key(req.source, &req.platform), &r)
+}
+
+/// Where a materialised image went.
+pub struct Materialised {
+    pub path: PathBuf,
+    pub nspawn: Option<PathBuf>,
+}
+
+/// Applies `fetched`'s layers from the cache into a new machine `name` (see the module
+/// documentation). `image_name` names the image in the `.nspawn` comment.
+pub fn materialise_oci(
+    cache: &Cache,
+    fetched: &OciFetched,
+    machines_dir: &Path,
+    name: &str,
+    image_name: &str,
+    opts: &MaterialiseOptions,
+) -> Result<Materialised> {
+    materialise::ensure_machines_dir(machines_dir)?;
+    let staging = Staging::create(machines_dir, name)?;
+    let nspawn = {
+        let root = Root::open(staging.path())
+            .with_context(|| format!("opening {}", staging.path().display()))?;
+        apply_image(
+            &root,
+            &CacheBlobs(cache),
+            &fetched.resolved,
+            &UnpackOptions::for_this_host(),
+        )?;
+        let init = has_init(&root).context("looking for an init system in the image")?;
+        if init {
+            None
+        } else {
+            let section = render_exec_section(fetched.resolved.config.config.as_ref(), image_name)?;
+            Some(section.into_bytes())
+        }
+    };
+    let path = materialise::publish(staging, machines_dir, name, nspawn.as_deref(), opts)?;
+    Ok(Materialised {
+        path,
+        nspawn: nspawn.map(|_| machines_dir.join(format!("{name}.nspawn"))),
+    })
+}
+
+/// A machine name for `source`: the repository's last component, or the layout directory's
+/// or archive's file name (without `.tar`).
+pub fn default_name(source: &OciSource) -> Option<String> {
+    let name = match source {
+        OciSource::Registry(r) => r.repository.rsplit('/').next()?.to_string(),
+        OciSource::Layout { dir, .. } => dir.file_name()?.to_string_lossy().into_owned(),
+        OciSource::Archive { file, .. } => {
+            let n = file.file_name()?.to_string_lossy().into_owned();
+            crate::source::strip_tar_suffix(&n).to_string()
+        }
+    };
+    (!name.is_empty()).then_some(name)
+}
