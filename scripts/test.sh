@@ -10,6 +10,7 @@ declare -A need=(
   [gpg]=gnupg [xz]=xz-utils [zstd]=zstd [bzip2]=bzip2 [nginx]=nginx-light
   [systemd-nspawn]=systemd-container [skopeo]=skopeo [umoci]=umoci
   [setfattr]=attr [getfacl]=acl [lsattr]=e2fsprogs [curl]=curl
+  [docker-registry]=docker-registry [htpasswd]=apache2-utils [debootstrap]=debootstrap
 )
 missing=()
 for tool in "${!need[@]}"; do
