@@ -21,6 +21,7 @@ pub mod fixture;
 pub mod gpg;
 pub mod nginx;
 pub mod rawtar;
+pub mod recorder;
 pub mod rootfs;
 pub mod simplestreams;
 pub mod site;
