@@ -71,6 +71,18 @@ fn execute_one(host: &dyn Host, action: &Action) -> Result<()> {
             host.run(Program::Systemctl, &args)?;
             Ok(())
         }
+        Action::StartMachines => {
+            host.run(Program::Systemctl, &[OsStr::new("daemon-reload")])?;
+            host.run(
+                Program::Systemctl,
+                &[
+                    OsStr::new("start"),
+                    OsStr::new("--no-block"),
+                    OsStr::new("machines.target"),
+                ],
+            )?;
+            Ok(())
+        }
     }
 }
 

@@ -207,6 +207,11 @@ pub enum Action {
     EnableNetworkd {
         root: Option<PathBuf>,
     },
+    /// `systemctl daemon-reload` and `systemctl start --no-block machines.target`: on the
+    /// running host only. After an upgrade systemd has read the empty `/etc` at boot, so the
+    /// drop-ins and `machines.target.wants` bound in later are unknown to it and no sandbox
+    /// would start until the next boot.
+    StartMachines,
 }
 
 impl std::fmt::Display for Action {
@@ -226,6 +231,7 @@ impl std::fmt::Display for Action {
             Action::WriteFile { path, .. } => write!(f, "write {}", path.display()),
             Action::RemoveFile { path } => write!(f, "remove {}", path.display()),
             Action::EnableNetworkd { .. } => write!(f, "enable systemd-networkd"),
+            Action::StartMachines => write!(f, "reload systemd and start machines.target"),
         }
     }
 }
@@ -339,6 +345,12 @@ pub fn plan_setup(state: &HostState) -> Vec<Action> {
             link: u.wants_link.clone(),
             target: Path::new(SYSTEM_ETC).join(UNIT_NAME),
         });
+    }
+    let bound_something = actions
+        .iter()
+        .any(|a| matches!(a, Action::BindMount { .. }));
+    if bound_something && state.root.is_none() {
+        actions.push(Action::StartMachines);
     }
     actions
 }
@@ -477,6 +489,13 @@ mod tests {
         assert!(plan.contains(&Action::EnableNetworkd {
             root: Some("/r".into())
         }));
+        // Under --root nothing is started; on the running host the machines are.
+        assert!(!plan.contains(&Action::StartMachines));
+        let live = HostState {
+            root: None,
+            ..state.clone()
+        };
+        assert_eq!(plan_setup(&live).last(), Some(&Action::StartMachines));
         // Every move comes before the bind that would hide its source.
         let first_bind = plan
             .iter()
