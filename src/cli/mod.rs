@@ -2,10 +2,13 @@
 //! resolved before dispatch; stdout carries data (`--json`), stderr carries people's messages.
 
 mod cache;
+mod host;
 mod images;
 mod keys;
+mod ls;
 mod pending;
 mod pull;
+mod rm;
 mod settings;
 mod trust;
 mod verify;
@@ -70,10 +73,13 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Check a detached OpenPGP signature against the trust store.
     Verify(verify::VerifyArgs),
-    /// List sandboxes.
-    Ls(pending::PendingArgs),
-    /// Remove a sandbox.
-    Rm(pending::PendingArgs),
+    /// List sandboxes: template, base image, verification, whether they run.
+    Ls(ls::LsArgs),
+    /// Stop, disable and remove a sandbox with its files and state record.
+    Rm(rm::RmArgs),
+    /// Keep sandboxes across TrueNAS SCALE upgrades and enable container networking.
+    #[command(subcommand)]
+    Host(host::HostCommand),
 }
 
 /// How the program was started: `sandbox`, or one of the command-named entry points.
@@ -123,8 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "sandbox build (templates, cloud-init seeds, nspawn settings)",
         ),
         Command::Images(args) => images::run(&settings, args),
-        Command::Ls(_) => pending::run("ls", "sandbox ls"),
-        Command::Rm(_) => pending::run("rm", "sandbox rm"),
+        Command::Ls(args) => ls::run(&settings, args),
+        Command::Rm(args) => rm::run(&settings, args),
+        Command::Host(cmd) => host::run(&settings, cmd),
     }
 }
 

@@ -1,10 +1,10 @@
 //! Changes to the host that cannot be made by writing files: `machinectl`, `zfs`, `mount`,
-//! `systemctl`. They all go through the small `Host` trait, so tests (where there is no systemd
+//! `systemctl` (and `mountpoint`, which only looks). They all go through the small `Host` trait, so tests (where there is no systemd
 //! as PID 1 and no ZFS module) point the programs at recording stand-ins and assert the exact
 //! commands.
 //!
 //! Programs are found on `PATH`, or named by `$SANDBOX_MACHINECTL`, `$SANDBOX_ZFS`,
-//! `$SANDBOX_MOUNT`, `$SANDBOX_SYSTEMCTL`.
+//! `$SANDBOX_MOUNT`, `$SANDBOX_UMOUNT`, `$SANDBOX_SYSTEMCTL`, `$SANDBOX_MOUNTPOINT`.
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub enum Program {
     Mount,
     Umount,
     Systemctl,
+    /// `mountpoint -q PATH`: whether a bind mount is in place (exit status only).
+    Mountpoint,
 }
 
 impl Program {
@@ -30,6 +32,7 @@ impl Program {
             Program::Mount => "mount",
             Program::Umount => "umount",
             Program::Systemctl => "systemctl",
+            Program::Mountpoint => "mountpoint",
         }
     }
 
@@ -40,6 +43,7 @@ impl Program {
             Program::Mount => "SANDBOX_MOUNT",
             Program::Umount => "SANDBOX_UMOUNT",
             Program::Systemctl => "SANDBOX_SYSTEMCTL",
+            Program::Mountpoint => "SANDBOX_MOUNTPOINT",
         }
     }
 }
@@ -118,6 +122,47 @@ pub fn run_str(host: &dyn Host, program: Program, args: &[&str]) -> Result<Comma
     host.run(program, &args)
 }
 
+/// Whether `path` is a mount point, by `mountpoint -q`. Without the program, or when it fails
+/// for any reason (not a mount point, no such path), the answer is no: callers then plan a
+/// mount, which fails loudly if the path was in fact busy.
+pub fn is_mountpoint(host: &dyn Host, path: &std::path::Path) -> bool {
+    host.available(Program::Mountpoint)
+        && host
+            .run(Program::Mountpoint, &[OsStr::new("-q"), path.as_os_str()])
+            .is_ok()
+}
+
+/// The machines `machinectl list` reports as running, or `None` when machinectl is missing or
+/// fails (no systemd as PID 1, machined not running): "unknown" is not "stopped".
+pub fn running_machines(host: &dyn Host) -> Option<std::collections::BTreeSet<String>> {
+    if !host.available(Program::Machinectl) {
+        return None;
+    }
+    match run_str(
+        host,
+        Program::Machinectl,
+        &["list", "--no-legend", "--no-pager"],
+    ) {
+        Ok(out) => Some(parse_machinectl_list(&out.stdout)),
+        Err(e) => {
+            tracing::debug!("machinectl list: {e:#}");
+            None
+        }
+    }
+}
+
+/// Names from `machinectl list --no-legend` lines: `NAME CLASS SERVICE OS VERSION ADDRESSES`.
+/// A line with fewer than three columns is no machine (older versions print `No machines.`
+/// even without the legend).
+pub fn parse_machinectl_list(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.len() >= 3).then(|| cols[0].to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +182,16 @@ mod tests {
         let out = run_str(&host, Program::Machinectl, &["list"]).unwrap();
         assert_eq!(out.stdout.trim(), "list");
         unsafe { std::env::remove_var("SANDBOX_MACHINECTL") };
+    }
+
+    #[test]
+    fn machinectl_list_lines_name_the_running_machines() {
+        let text = "debian container systemd-nspawn debian 12 10.0.0.2…\n\
+                    web.example container systemd-nspawn ubuntu 24.04 -\n\
+                    \n\
+                    No machines.\n";
+        let names: Vec<String> = parse_machinectl_list(text).into_iter().collect();
+        assert_eq!(names, ["debian", "web.example"]);
+        assert!(parse_machinectl_list("").is_empty());
     }
 }

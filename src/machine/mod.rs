@@ -1,7 +1,10 @@
-//! The machines dir side: names, staging, atomic publishing.
+//! The machines dir side: names, staging, atomic publishing, removal, and the host setup that
+//! keeps machines and their systemd files on the data pool.
 //!
 //! Nothing here fetches or verifies: it is handed verified blobs from the cache.
 
 pub mod host;
+pub mod hostsetup;
 pub mod materialise;
 pub mod name;
+pub mod remove;

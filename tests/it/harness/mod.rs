@@ -24,6 +24,7 @@ pub mod gpg;
 pub mod nginx;
 pub mod ocimage;
 pub mod rawtar;
+pub mod recorder;
 pub mod registry;
 pub mod rootfs;
 pub mod simplestreams;

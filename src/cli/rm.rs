@@ -1,0 +1,62 @@
+//! `sandbox rm [--yes] NAME`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::Settings;
+use crate::machine::host::SystemHost;
+use crate::machine::remove;
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// The sandbox to stop, disable and remove with its files and state record.
+    pub name: String,
+}
+
+pub fn run(settings: &Settings, args: RmArgs) -> Result<ExitCode> {
+    let name = &args.name;
+    // Validated and looked up before asking, so nobody confirms the removal of nothing.
+    remove::ensure_exists(&settings.paths, name)?;
+    if !args.yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            bail!(
+                "not removing sandbox `{name}` without confirmation: stdin is not a terminal; \
+                 pass --yes to remove it"
+            );
+        }
+        eprint!(
+            "Remove sandbox `{name}` (its rootfs, .nspawn files, drop-ins and state record)? [y/N] "
+        );
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        stdin
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the confirmation from stdin")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            bail!("not removing sandbox `{name}`: not confirmed");
+        }
+    }
+    let removal = remove::remove(&settings.paths, &SystemHost, name)?;
+    if settings.json {
+        super::print_json(&removal)?;
+    } else {
+        if removal.stopped {
+            settings.say(format!("stopped {name}"));
+        }
+        if let Some(ds) = &removal.zfs_dataset {
+            settings.say(format!("destroyed ZFS dataset {ds}"));
+        }
+        for p in &removal.removed {
+            settings.say(format!("removed {}", p.display()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,260 @@
+//! Removing a sandbox: stop and disable it, destroy its ZFS dataset, remove every file the
+//! tool or systemd made for it, and its provenance record.
+//!
+//! The paths come from the name alone (validated first, so nothing can point outside the
+//! machines dir), never from the state record: a record edited by hand must not make `rm`
+//! delete some other tree. The only thing taken from the record is the ZFS dataset, and only
+//! when its last component is the sandbox's name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::host::{self, Host, Program, run_str};
+use super::hostsetup;
+use super::materialise::remove_tree;
+use super::name;
+use crate::paths::HostPaths;
+
+/// `<sandboxes_dir>/state`: one `NAME.json` provenance record per built sandbox.
+pub fn state_dir(paths: &HostPaths) -> PathBuf {
+    paths.sandboxes_dir.join("state")
+}
+
+pub fn state_record_path(paths: &HostPaths, name: &str) -> PathBuf {
+    state_dir(paths).join(format!("{name}.json"))
+}
+
+/// The record of `name` as loose JSON (another module owns its schema; every field is
+/// optional here). `Ok(None)` when there is none.
+pub fn read_state_record(path: &Path) -> Result<Option<Value>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("parsing the state record {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the state record {}", path.display())),
+    }
+}
+
+/// Every path that may belong to sandbox `name`, in the order they are removed: the rootfs
+/// first (the biggest and the one that makes it a sandbox), the record last, so an interrupted
+/// `rm` can be run again and still finds the sandbox.
+///
+/// Both `.nspawn` places count (importd puts it next to the image, `build` in
+/// `/etc/systemd/nspawn`), and `machines.target.wants/systemd-nspawn@NAME.service` is listed
+/// because `machinectl remove` leaves it behind. The persisted copies under
+/// `<sandboxes_dir>/persist/` (see `hostsetup`) are listed too: when `host setup` has bound
+/// them into place they are the same files, otherwise they would come back at the next setup.
+pub fn artifacts(paths: &HostPaths, name: &str) -> Vec<PathBuf> {
+    let unit = format!("systemd-nspawn@{name}.service");
+    let nspawn = format!("{name}.nspawn");
+    let persist = hostsetup::persist_dir(paths);
+    vec![
+        paths.machines_dir.join(name),
+        persist.join(hostsetup::PERSIST_MACHINES).join(name),
+        paths.machines_dir.join(&nspawn),
+        persist.join(hostsetup::PERSIST_MACHINES).join(&nspawn),
+        paths.host("/etc/systemd/nspawn").join(&nspawn),
+        persist.join(hostsetup::PERSIST_NSPAWN).join(&nspawn),
+        paths.host("/etc/systemd/system").join(format!("{unit}.d")),
+        persist
+            .join(hostsetup::PERSIST_DROPINS)
+            .join(format!("{unit}.d")),
+        paths
+            .host("/etc/systemd/system/machines.target.wants")
+            .join(&unit),
+        persist.join(hostsetup::PERSIST_WANTS).join(&unit),
+        state_record_path(paths, name),
+    ]
+}
+
+/// The ZFS dataset a record names for `name`, when it names one. Refused unless it looks
+/// like a dataset (`pool/…`, no snapshot `@` or bookmark `#`) and ends in `/NAME`, so a
+/// tampered record cannot turn `rm NAME` into `zfs destroy -r` of something else.
+pub fn zfs_dataset(record: &Value, name: &str) -> Result<Option<String>> {
+    let Some(ds) = record.get("zfs_dataset").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let ds = ds.trim();
+    if ds.is_empty() {
+        return Ok(None);
+    }
+    let ok = !ds.starts_with('/')
+        && !ds.contains(['@', '#', ' '])
+        && ds
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && ds.rsplit_once('/').is_some_and(|(_, last)| last == name);
+    if !ok {
+        bail!(
+            "the state record of `{name}` names the ZFS dataset `{ds}`, which is not a dataset \
+             ending in `/{name}`; refusing to destroy it (remove it with `zfs destroy` yourself)"
+        );
+    }
+    Ok(Some(ds.to_string()))
+}
+
+/// What `remove` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Removal {
+    pub name: String,
+    /// `machinectl stop` was run (it was running).
+    pub stopped: bool,
+    pub zfs_dataset: Option<String>,
+    pub removed: Vec<PathBuf>,
+}
+
+/// Whether anything of sandbox `name` exists; the error names where it looked.
+pub fn ensure_exists(paths: &HostPaths, name: &str) -> Result<()> {
+    name::validate(name)?;
+    let found = artifacts(paths, name)
+        .iter()
+        .any(|p| std::fs::symlink_metadata(p).is_ok());
+    if !found {
+        bail!(
+            "there is no sandbox named `{name}` (nothing at {}, no .nspawn file and no state \
+             record in {})",
+            paths.machines_dir.join(name).display(),
+            state_dir(paths).display()
+        );
+    }
+    Ok(())
+}
+
+/// Stops, disables and removes sandbox `name`. The caller has asked for confirmation.
+pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal> {
+    ensure_exists(paths, name)?;
+    let record_path = state_record_path(paths, name);
+    // A damaged record must not keep a sandbox from being removed: it goes with the rest.
+    let record = read_state_record(&record_path).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}; removing it anyway");
+        None
+    });
+    let dataset = match &record {
+        Some(r) => zfs_dataset(r, name)?,
+        None => None,
+    };
+
+    let mut stopped = false;
+    if host::running_machines(host).is_some_and(|running| running.contains(name)) {
+        match run_str(host, Program::Machinectl, &["stop", name]) {
+            Ok(_) => stopped = true,
+            // It may have stopped between `list` and `stop`.
+            Err(e) if is_not_running(&format!("{e:#}")) => {
+                tracing::info!("{name} was not running any more: {e:#}")
+            }
+            Err(e) => return Err(e).context(format!("stopping {name} before removing it")),
+        }
+    }
+    if host.available(Program::Machinectl)
+        && let Err(e) = run_str(host, Program::Machinectl, &["disable", name])
+    {
+        // Nothing depends on it: the wants link it would remove is removed below anyway.
+        tracing::warn!("could not disable {name} (continuing): {e:#}");
+    }
+    if let Some(ds) = &dataset {
+        run_str(host, Program::Zfs, &["destroy", "-r", ds])
+            .with_context(|| format!("destroying the ZFS dataset of {name}"))?;
+    }
+
+    let mut removed = Vec::new();
+    for path in artifacts(paths, name) {
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        // A drop-in dir bound into place by `host setup` is a mount point: unmount it first,
+        // or removing it fails with EBUSY after emptying the persisted copy.
+        if path.is_dir() && host::is_mountpoint(host, &path) {
+            let arg = path.display().to_string();
+            run_str(host, Program::Umount, &[&arg])
+                .with_context(|| format!("unmounting {arg} before removing it"))?;
+        }
+        remove_tree(&path)?;
+        removed.push(path);
+    }
+    Ok(Removal {
+        name: name.to_string(),
+        stopped,
+        zfs_dataset: dataset,
+        removed,
+    })
+}
+
+/// machinectl's wording when the machine is already gone.
+fn is_not_running(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("not running") || m.contains("no machine") || m.contains("not loaded")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::PathInputs;
+    use serde_json::json;
+
+    fn paths() -> HostPaths {
+        HostPaths::resolve(&PathInputs {
+            root: Some("/r".into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn artifacts_stay_in_their_directories() {
+        let p = paths();
+        let list = artifacts(&p, "web");
+        let shown: Vec<String> = list.iter().map(|p| p.display().to_string()).collect();
+        for want in [
+            "/r/var/lib/machines/web",
+            "/r/var/lib/machines/web.nspawn",
+            "/r/etc/systemd/nspawn/web.nspawn",
+            "/r/etc/systemd/system/systemd-nspawn@web.service.d",
+            "/r/etc/systemd/system/machines.target.wants/systemd-nspawn@web.service",
+            "/r/var/lib/sandboxes/state/web.json",
+            "/r/var/lib/sandboxes/persist/machines/web",
+        ] {
+            assert!(shown.iter().any(|s| s == want), "{want} missing: {shown:?}");
+        }
+        assert!(shown.iter().all(|s| s.starts_with("/r/")), "{shown:?}");
+        assert_eq!(
+            shown.last().map(String::as_str),
+            Some("/r/var/lib/sandboxes/state/web.json")
+        );
+    }
+
+    #[test]
+    fn only_a_dataset_named_after_the_sandbox_is_destroyed() {
+        let ok = json!({"zfs_dataset": "tank/sandboxes/web"});
+        assert_eq!(
+            zfs_dataset(&ok, "web").unwrap().as_deref(),
+            Some("tank/sandboxes/web")
+        );
+        assert_eq!(zfs_dataset(&json!({}), "web").unwrap(), None);
+        assert_eq!(
+            zfs_dataset(&json!({"zfs_dataset": null}), "web").unwrap(),
+            None
+        );
+        for bad in [
+            "tank",
+            "tank/other",
+            "/tank/web",
+            "tank/web@snap",
+            "tank//web",
+            "tank/../web",
+            "tank/x web",
+        ] {
+            let err = zfs_dataset(&json!({ "zfs_dataset": bad }), "web").unwrap_err();
+            assert!(err.to_string().contains("refusing"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn not_running_wording() {
+        assert!(is_not_running("Machine web not running."));
+        assert!(is_not_running("No machine 'web' known"));
+        assert!(!is_not_running("Access denied"));
+    }
+}
