@@ -1,12 +1,14 @@
 //! Command-line interface: clap definitions in one place, one file per command. Settings are
 //! resolved before dispatch; stdout carries data (`--json`), stderr carries people's messages.
 
+mod build;
 mod cache;
 mod images;
 mod keys;
 mod pending;
 mod pull;
 mod settings;
+mod templates;
 mod trust;
 mod verify;
 
@@ -59,7 +61,9 @@ pub enum Command {
     /// Pull an image, verify it, cache it, and materialise it into the machines dir.
     Pull(pull::PullArgs),
     /// Build a sandbox from a template.
-    Build(pending::PendingArgs),
+    Build(build::BuildArgs),
+    /// List the templates a build can use.
+    Templates(templates::TemplatesArgs),
     /// List cached images, or with --remote what an image server offers.
     Images(images::ImagesArgs),
     /// Inspect and prune the cache.
@@ -118,10 +122,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache(cmd) => cache::run(&settings, cmd),
         Command::Keys(cmd) => keys::run(&settings, cmd),
         Command::Verify(args) => verify::run(&settings, args),
-        Command::Build(_) => pending::run(
-            "build",
-            "sandbox build (templates, cloud-init seeds, nspawn settings)",
-        ),
+        Command::Build(args) => build::run(&settings, args),
+        Command::Templates(args) => templates::run(&settings, args),
         Command::Images(args) => images::run(&settings, args),
         Command::Ls(_) => pending::run("ls", "sandbox ls"),
         Command::Rm(_) => pending::run("rm", "sandbox rm"),
