@@ -357,10 +357,9 @@ fn build_on_zfs(
     if req.force {
         // The old sandbox goes first: a dataset cannot be created over an existing one. Unlike
         // the rename of a plain directory this is not atomic; a failure below leaves no sandbox.
-        match previous.and_then(|s| s.zfs_dataset.as_deref()) {
-            Some(old) => zfs::destroy(host, old)
-                .with_context(|| format!("removing the old sandbox `{}`", req.name))?,
-            None => {}
+        if let Some(old) = previous.and_then(|s| s.zfs_dataset.as_deref()) {
+            zfs::destroy(host, old)
+                .with_context(|| format!("removing the old sandbox `{}`", req.name))?;
         }
         // A plain directory (a sandbox from before ZFS), or the empty mountpoint a destroyed
         // dataset may leave.
