@@ -183,6 +183,10 @@ pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Res
             zfs::create_args("<parent>/NAME", &machine).join(" ")
         ));
     }
+    out.push_str(&format!(
+        "# fix-ups where needed: /etc/machine-id emptied, /etc/hostname = {}, a dangling /etc/resolv.conf replaced, pts/0…pts/9 in /etc/securetty, systemd-networkd enabled (veth)\n",
+        req.name
+    ));
     let enable = req.enable || spec.enable;
     for cmd in handoff_commands(&req.name, enable, !req.no_start) {
         out.push_str(&format!("# run: machinectl {}\n", cmd.join(" ")));

@@ -6,6 +6,9 @@
 //! The fix-ups, in order, each only when needed (the decisions are pure, below):
 //! - `/etc/machine-id` empty: systemd then takes the id systemd-nspawn passes in (the
 //!   machine's UUID), so two sandboxes from one image never share an id;
+//! - `/etc/hostname` holds the machine name: systemd in the guest sets the hostname from it at
+//!   boot, over the one systemd-nspawn gives (`--machine=NAME`), and debootstrap copies the
+//!   build host's name into the images it makes;
 //! - `/etc/resolv.conf` not a dangling symlink: systemd-nspawn (`--resolv-conf=auto`) leaves
 //!   the file alone when the network is private, so the guest must own a writable file. A
 //!   symlink into `/run/systemd/resolve/` is kept when the image has systemd-resolved (which
@@ -35,6 +38,7 @@ const UNIT_DIRS: [&str; 2] = ["usr/lib/systemd/system", "lib/systemd/system"];
 const SECURETTY: &str = "etc/securetty";
 const RESOLV_CONF: &str = "etc/resolv.conf";
 const MACHINE_ID: &str = "etc/machine-id";
+const HOSTNAME: &str = "etc/hostname";
 const NETWORKD_WANTS: &str = "etc/systemd/system/multi-user.target.wants/systemd-networkd.service";
 const NETWORKD_SOCKET_WANTS: &str =
     "etc/systemd/system/sockets.target.wants/systemd-networkd.socket";
@@ -56,6 +60,7 @@ pub fn layer(root: &Root, plan: &BuildPlan) -> Result<FixupReport> {
     }
     let mut report = FixupReport::default();
     fix_machine_id(root, &mut report)?;
+    fix_hostname(root, &plan.machine, &mut report)?;
     fix_resolv_conf(root, &mut report)?;
     fix_securetty(root, &mut report)?;
     let nspawn = plan
@@ -89,6 +94,21 @@ fn fix_machine_id(root: &Root, report: &mut FixupReport) -> Result<()> {
     root.write_file(rel, 0o444, b"")
         .context("emptying /etc/machine-id")?;
     report.notes.push("/etc/machine-id emptied".into());
+    Ok(())
+}
+
+fn fix_hostname(root: &Root, name: &str, report: &mut FixupReport) -> Result<()> {
+    let rel = Path::new(HOSTNAME);
+    let current = root.read_file(rel, 4096)?;
+    if current
+        .as_deref()
+        .is_some_and(|b| String::from_utf8_lossy(b).trim() == name)
+    {
+        return Ok(());
+    }
+    root.write_file(rel, 0o644, format!("{name}\n").as_bytes())
+        .context("writing /etc/hostname")?;
+    report.notes.push(format!("/etc/hostname set to {name}"));
     Ok(())
 }
 

@@ -36,6 +36,7 @@ impl BaseImage {
             std::fs::write(&p, data).unwrap();
         };
         put("etc/machine-id", b"0123456789abcdef0123456789abcdef\n");
+        put("etc/hostname", b"buildhost\n");
         put("etc/securetty", b"console\ntty1\npts/0\n");
         put("etc/cloud/cloud-init.disabled", b"disabled by the image\n");
         put(
@@ -185,6 +186,7 @@ fn builds_a_template_with_a_snippet_and_hands_off() {
 
     // Fix-ups.
     assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
+    assert_eq!(read(&root.join("etc/hostname")), "web\n");
     let resolv = root.join("etc/resolv.conf").symlink_metadata().unwrap();
     assert!(
         resolv.is_file() && resolv.len() == 0,

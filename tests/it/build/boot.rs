@@ -91,7 +91,7 @@ mkdir -p /var/lib/sandbox-check
   echo "hostname=$(cat /proc/sys/kernel/hostname)"
   echo "marker=$(cat /etc/sandbox-marker)"
   head -n1 /var/lib/cloud/seed/nocloud/user-data | sed 's/^/user-data=/'
-  grep '^instance-id' /var/lib/cloud/seed/nocloud/meta-data | sed 's/^/meta-/'
+  grep '^instance-id' /var/lib/cloud/seed/nocloud/meta-data | sed 's/^instance-id: */meta-instance-id=/'
   echo "machine-id=$(cat /etc/machine-id)"
   echo "pid1=$(cat /proc/1/comm)"
 } > /var/lib/sandbox-check/result.tmp
