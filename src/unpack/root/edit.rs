@@ -124,3 +124,64 @@ impl Root {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_replace_planted_symlinks_and_never_leave_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("shadow");
+        std::fs::write(&victim, b"secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("etc/machine-id")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("out")).unwrap();
+        std::os::unix::fs::symlink("etc", d.join("conf")).unwrap();
+        let root = Root::open(d).unwrap();
+
+        assert_eq!(
+            root.inspect(Path::new("etc/machine-id")).unwrap(),
+            Existing::Symlink(victim.as_os_str().as_bytes().to_vec())
+        );
+        // Reading does not follow the planted symlink either.
+        assert_eq!(
+            root.read_file(Path::new("etc/machine-id"), 64).unwrap(),
+            None
+        );
+        root.write_file(Path::new("etc/machine-id"), 0o444, b"")
+            .unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+        let meta = d.join("etc/machine-id").symlink_metadata().unwrap();
+        assert!(meta.is_file() && meta.len() == 0);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+
+        // A parent symlink leading out is refused; one staying inside is followed.
+        assert!(root.write_file(Path::new("out/x"), 0o644, b"x").is_err());
+        assert!(!outside.path().join("x").exists());
+        root.write_file(Path::new("conf/new/file"), 0o600, b"in")
+            .unwrap();
+        assert_eq!(std::fs::read(d.join("etc/new/file")).unwrap(), b"in");
+        assert_eq!(
+            root.read_file(Path::new("conf/new/file"), 1).unwrap(),
+            Some(b"i".to_vec())
+        );
+
+        // A directory in the way is not replaced by a file or a symlink.
+        assert!(root.write_file(Path::new("etc"), 0o644, b"x").is_err());
+        assert!(root.write_symlink(Path::new("etc"), b"/tmp").is_err());
+        assert!(d.join("etc/new/file").is_file());
+        root.write_symlink(Path::new("etc/link"), b"/nowhere")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_link(d.join("etc/link")).unwrap(),
+            Path::new("/nowhere")
+        );
+        assert_eq!(
+            root.inspect(Path::new("missing/x")).unwrap(),
+            Existing::Missing
+        );
+    }
+}
