@@ -94,6 +94,7 @@ mkdir -p /var/lib/sandbox-check
   grep '^instance-id' /var/lib/cloud/seed/nocloud/meta-data | sed 's/^instance-id: */meta-instance-id=/'
   echo "machine-id=$(cat /etc/machine-id)"
   echo "pid1=$(cat /proc/1/comm)"
+  echo "networkd=$(systemctl is-enabled systemd-networkd.service)"
 } > /var/lib/sandbox-check/result.tmp
 mv /var/lib/sandbox-check/result.tmp /var/lib/sandbox-check/result
 systemctl poweroff --no-block
@@ -193,6 +194,8 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
     assert_eq!(value("marker"), marker);
     assert_eq!(value("user-data"), "#cloud-config");
     assert_eq!(value("pid1"), "systemd");
+    // The build enabled it (the default drop-in gives the sandbox a veth link).
+    assert_eq!(value("networkd"), "enabled");
     let meta = read(&root.join("var/lib/cloud/seed/nocloud/meta-data"));
     let id = super::meta_value(&meta, "instance-id");
     assert!(value("meta-instance-id").contains(&id), "{result}");
