@@ -1,6 +1,7 @@
-//! `sandbox build`, the pure part: templates are parsed, composed and rendered into a
-//! `BuildPlan`, every file a build writes as bytes. Nothing here writes to disk or runs a
-//! command; the only I/O is reading the user's template directory (`library`).
+//! `sandbox build`: templates are parsed, composed and rendered into a
+//! `BuildPlan`, every file a build writes as bytes; `execute` and the modules it names carry
+//! the plan out. Composition and rendering write nothing and run no command; their only I/O
+//! is reading the user's template directory (`library`).
 //!
 //! The pipeline:
 //! 1. `Library` finds templates by name: `<sandboxes_dir>/templates/` first, then the ones
@@ -14,6 +15,9 @@
 //!    drop-ins by concatenation (`dropin`), `files/` trees by overlay; built-in generators
 //!    (`generate`) add what depends on the host (NVIDIA files) or the machine name (extra
 //!    bridges). The result is a `BuildPlan`.
+//! 4. `execute` (I/O) pulls the image, unpacks it, layers the plan and the guest fix-ups
+//!    (`fixups`), writes the host files and the provenance record (`hostfiles`, `state`),
+//!    publishes (on ZFS into a dataset of its own, `zfs`) and hands off to machinectl.
 //!
 //! Every error about a template names the file and line it comes from. The rules are
 //! documented for template authors in `templates/README.md`.
@@ -22,14 +26,19 @@ pub mod cloudinit;
 pub mod compose;
 pub mod dropin;
 pub mod embedded;
+pub mod execute;
+pub mod fixups;
 pub mod generate;
+pub mod hostfiles;
 pub mod ini;
 pub mod library;
 pub mod manifest;
 pub mod nspawn;
 pub mod plan;
+pub mod state;
 pub mod vars;
 pub mod yaml;
+pub mod zfs;
 
 #[cfg(test)]
 mod tests;

@@ -1,15 +1,16 @@
 //! Command-line interface: clap definitions in one place, one file per command. Settings are
 //! resolved before dispatch; stdout carries data (`--json`), stderr carries people's messages.
 
+mod build;
 mod cache;
 mod host;
 mod images;
 mod keys;
 mod ls;
-mod pending;
 mod pull;
 mod rm;
 mod settings;
+mod templates;
 mod trust;
 mod verify;
 
@@ -62,7 +63,9 @@ pub enum Command {
     /// Pull an image, verify it, cache it, and materialise it into the machines dir.
     Pull(pull::PullArgs),
     /// Build a sandbox from a template.
-    Build(pending::PendingArgs),
+    Build(build::BuildArgs),
+    /// List the templates a build can use.
+    Templates(templates::TemplatesArgs),
     /// List cached images, or with --remote what an image server offers.
     Images(images::ImagesArgs),
     /// Inspect and prune the cache.
@@ -124,10 +127,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache(cmd) => cache::run(&settings, cmd),
         Command::Keys(cmd) => keys::run(&settings, cmd),
         Command::Verify(args) => verify::run(&settings, args),
-        Command::Build(_) => pending::run(
-            "build",
-            "sandbox build (templates, cloud-init seeds, nspawn settings)",
-        ),
+        Command::Build(args) => build::run(&settings, args),
+        Command::Templates(args) => templates::run(&settings, args),
         Command::Images(args) => images::run(&settings, args),
         Command::Ls(args) => ls::run(&settings, args),
         Command::Rm(args) => rm::run(&settings, args),

@@ -3,7 +3,8 @@
 //! lives in this module (through rustix; there is no `unsafe`): here the public operations,
 //! in `root/resolve.rs` the resolution of parents, in `root/node.rs` metadata, in
 //! `root/remove.rs` the removal of trees, in `root/list.rs` directory listings (opaque
-//! whiteouts) and in `root/lookup.rs` read-only lookups as a chrooted process sees paths.
+//! whiteouts) and in `root/lookup.rs` read-only lookups as a chrooted process sees paths, and in `root/edit.rs`
+//! the small edits `sandbox build` makes to a finished rootfs.
 //!
 //! Resolution of a normalised path (`path.rs` has already removed `.`, `..` and leading `/`):
 //!
@@ -40,12 +41,14 @@ use rustix::io::Errno;
 use super::error::{UnpackError, Violation, show_bytes};
 use super::path::EntryPath;
 
+mod edit;
 mod list;
 mod lookup;
 mod node;
 mod remove;
 mod resolve;
 
+pub use edit::Existing;
 pub use node::Node;
 use resolve::ResolveError;
 

@@ -3,6 +3,7 @@
 //! The suite runs as root (device nodes, foreign owners, chattr) and needs nginx-light, gnupg,
 //! GNU tar, gzip, xz-utils, zstd, bzip2 and e2fsprogs; the harness names whatever is missing.
 
+mod build;
 mod cache;
 mod harness;
 mod harness_selftest;

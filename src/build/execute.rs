@@ -1,0 +1,512 @@
+//! `sandbox build`, the I/O side: pull the base image through the cache (verified exactly as
+//! `sandbox pull` would), unpack it into a private staging directory (or a fresh ZFS dataset),
+//! layer the plan and the guest fix-ups onto it (`fixups`), write the host files and the
+//! provenance record (`hostfiles`, `state`), publish, and hand off to machinectl.
+//!
+//! Nothing half-built stays anywhere: the staging tree removes itself unless published, the
+//! host files are restored unless the build commits, and a dataset created for a failed build
+//! is destroyed. `--dry-run` (`dry_run`) reads the cache's refs without opening the cache (that
+//! would create directories) and changes nothing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::compose::Composition;
+use super::fixups::{self, FixupReport};
+use super::generate::NvidiaFiles;
+use super::hostfiles::HostFiles;
+use super::library::Content;
+use super::plan::{Base, BuildPlan, Keyring, RenderInputs, TemplateSpec};
+use super::state::{self, SandboxState};
+use super::{dropin, zfs};
+use crate::cache::layout::{CacheLayout, RefKind};
+use crate::cache::{Cache, Ref};
+use crate::machine::host::{Host, Program, run_str};
+use crate::machine::materialise::{self, MaterialiseOptions, Staging};
+use crate::paths::HostPaths;
+use crate::progress::ProgressMode;
+use crate::pull::{FetchedImage, PullSpec, fetch_verified};
+use crate::source::SourceRef;
+use crate::source::sums::VerifyMode;
+use crate::unpack::Root;
+use crate::verify::Digest;
+use crate::verify::digest::Hasher;
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub name: String,
+    /// `--enable` (a template's `enable = true` also enables).
+    pub enable: bool,
+    /// `--no-start`.
+    pub no_start: bool,
+    /// Replace an existing sandbox of the same name.
+    pub force: bool,
+    /// `nvidia-container-cli list`, parsed, when a template needs it.
+    pub nvidia: Option<NvidiaFiles>,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub state: SandboxState,
+    pub fixups: FixupReport,
+    /// The machinectl commands run, as shown to people.
+    pub handoff: Vec<String>,
+    /// Why the hand-off was skipped, when it was.
+    pub skipped_handoff: Option<String>,
+}
+
+/// How the template's source is pulled: its verification settings, its keyrings (host files
+/// as `--keyring`, template files as pinned keys for this pull).
+pub fn pull_spec(spec: &TemplateSpec) -> PullSpec {
+    let mut pull = PullSpec::new(spec.source.source.clone());
+    pull.verify = spec.source.verify.unwrap_or(VerifyMode::Signature);
+    pull.checksum = spec.source.checksum;
+    for k in &spec.source.keyrings {
+        match k {
+            Keyring::Host(path) => pull.keyrings.push(path.clone()),
+            Keyring::Template { label, bytes } => {
+                pull.extra_keys.push((label.clone(), bytes.clone()))
+            }
+        }
+    }
+    pull
+}
+
+/// cloud-init's instance id: the same templates, values, image and name give the same id
+/// (a rebuild of an unchanged sandbox does not make cloud-init run again); any change gives a
+/// new one.
+pub fn instance_id(content_hash: &Digest, image: &Digest, name: &str) -> String {
+    let mut h = Hasher::new();
+    for field in [
+        b"sandboxes-instance-v1".as_slice(),
+        content_hash.as_bytes(),
+        image.as_bytes(),
+        name.as_bytes(),
+    ] {
+        h.update(&(field.len() as u64).to_le_bytes());
+        h.update(field);
+    }
+    format!("sandbox-{}", &h.finish().hex()[..16])
+}
+
+/// The machinectl command lines the hand-off runs, in order. Pure.
+pub fn handoff_commands(name: &str, enable: bool, start: bool) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    if enable {
+        out.push(vec!["enable".to_string(), name.to_string()]);
+    }
+    if start {
+        out.push(vec!["start".to_string(), name.to_string()]);
+    }
+    out
+}
+
+/// The cache's record of `source`, read without opening (and so creating) the cache.
+fn cached_ref(paths: &HostPaths, source: &SourceRef) -> Option<Ref> {
+    let layout = CacheLayout::new(paths.cache_dir());
+    let file = match source {
+        SourceRef::Url(_) | SourceRef::File(_) => {
+            layout.ref_file(RefKind::Tarball, &source.display())
+        }
+        SourceRef::Images(a) => {
+            let server = crate::source::images::server_url(None).ok()?;
+            let alias = crate::source::simplestreams::parse_alias(a).ok()?;
+            let arch = crate::source::arch::host_debian_arch();
+            let key = crate::source::images::ref_key(&server, &alias.alias, arch);
+            layout.ref_file(RefKind::Images, &key)
+        }
+        SourceRef::Oci(_) => return None,
+    };
+    let bytes = std::fs::read(file).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn render(comp: &Composition, req: &BuildRequest, instance_id: String) -> Result<BuildPlan> {
+    comp.render(&RenderInputs {
+        machine: req.name.clone(),
+        instance_id,
+        nvidia: req.nvidia.clone(),
+    })
+}
+
+/// What `--dry-run` prints: the source and the digest it would use, every file with its
+/// content, every command. Reads the cache's refs only; writes nothing.
+pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Result<String> {
+    let spec = comp.spec();
+    let cached = cached_ref(paths, &spec.source.source);
+    let digest = cached
+        .as_ref()
+        .and_then(|r| r.blob("image").map(|b| b.digest));
+    let instance = match &digest {
+        Some(d) => instance_id(&spec.content_hash, d, &req.name),
+        // The id depends on the image's digest, known only once it is pulled.
+        None => "sandbox-(derived from the image digest after the pull)".to_string(),
+    };
+    let plan = render(comp, req, instance)?;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# dry run: nothing is pulled, written or started\n# pull: {} (verify: {})\n",
+        spec.source.source.display(),
+        pull_spec(spec).mode().as_str()
+    ));
+    match (&digest, &cached) {
+        (Some(d), Some(r)) => out.push_str(&format!(
+            "# image: {d} (cached{})\n",
+            r.version
+                .as_ref()
+                .map(|v| format!(", version {v}"))
+                .unwrap_or_default()
+        )),
+        _ => out.push_str("# image: not cached yet (the build pulls it first)\n"),
+    }
+    let machine = paths.machines_dir.join(&req.name);
+    out.push_str(&format!(
+        "# rootfs: {}{}\n",
+        machine.display(),
+        if req.force {
+            " (replaced: --force)"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "# state: {}\n",
+        state::state_path(&paths.sandboxes_dir, &req.name).display()
+    ));
+    if zfs::on_zfs(&paths.machines_dir).unwrap_or(false) {
+        out.push_str(&format!(
+            "# zfs: zfs list -H -o name {}; zfs {}\n",
+            paths.machines_dir.display(),
+            zfs::create_args("<parent>/NAME", &machine).join(" ")
+        ));
+    }
+    out.push_str(&format!(
+        "# fix-ups where needed: /etc/machine-id emptied, /etc/hostname = {}, a dangling /etc/resolv.conf replaced, pts/0…pts/9 in /etc/securetty, systemd-networkd enabled (veth)\n",
+        req.name
+    ));
+    let enable = req.enable || spec.enable;
+    for cmd in handoff_commands(&req.name, enable, !req.no_start) {
+        out.push_str(&format!("# run: machinectl {}\n", cmd.join(" ")));
+    }
+    out.push_str(&plan.dry_run_text());
+    Ok(out)
+}
+
+/// Builds the sandbox, as the module documentation describes.
+pub fn build(
+    paths: &HostPaths,
+    progress: ProgressMode,
+    host: &dyn Host,
+    comp: &Composition,
+    req: &BuildRequest,
+) -> Result<BuildReport> {
+    crate::machine::name::validate(&req.name)?;
+    let spec = comp.spec();
+    let machines_dir = &paths.machines_dir;
+    let target = machines_dir.join(&req.name);
+    let nspawn_path = paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name));
+    if !req.force {
+        for existing in [&target, &nspawn_path] {
+            if std::fs::symlink_metadata(existing).is_ok() {
+                bail!(
+                    "sandbox `{}` already exists ({}); pass --force to replace it",
+                    req.name,
+                    existing.display()
+                );
+            }
+        }
+    }
+    // Before anything is pulled: a template the host cannot serve fails now.
+    render(comp, req, "sandbox-check".into())?;
+
+    let cache = Cache::open(&paths.cache_dir())?;
+    let fetched = fetch_verified(paths, progress, &cache, &pull_spec(spec))?;
+    let plan = render(
+        comp,
+        req,
+        instance_id(&spec.content_hash, &fetched.image.digest, &req.name),
+    )?;
+    let _lock = cache.lock(
+        &format!("machine-{}", target.display()),
+        &format!("another build or pull of machine `{}`", req.name),
+    )?;
+    materialise::ensure_machines_dir(machines_dir)?;
+    let enable = req.enable || spec.enable;
+    let previous = state::read_state(&paths.sandboxes_dir, &req.name)
+        .ok()
+        .flatten();
+
+    let (fixups, state) = if zfs::on_zfs(machines_dir)? {
+        build_on_zfs(
+            paths,
+            progress,
+            host,
+            &plan,
+            &fetched,
+            req,
+            previous.as_ref(),
+            enable,
+        )?
+    } else {
+        let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
+        let staging =
+            materialise::unpack_into_staging(&fetched.blob, machines_dir, &req.name, &bar)
+                .with_context(|| format!("unpacking {}", spec.source.source.display()))?;
+        let fixups = layer_into(staging.path(), &plan)?;
+        let state = make_state(paths, spec, &fetched, req, None, enable);
+        let host_files = write_host_side(paths, &plan, &state, req.force)?;
+        let opts = MaterialiseOptions {
+            force: req.force,
+            read_only: false,
+        };
+        materialise::publish(staging, machines_dir, &req.name, None, &opts)?;
+        host_files.commit();
+        (fixups, state)
+    };
+    let (handoff, skipped_handoff) = hand_off(host, &req.name, enable, !req.no_start)?;
+    Ok(BuildReport {
+        state,
+        fixups,
+        handoff,
+        skipped_handoff,
+    })
+}
+
+fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {
+    let root = Root::open(rootfs)?;
+    fixups::layer(&root, plan).with_context(|| format!("preparing the rootfs {}", rootfs.display()))
+}
+
+fn make_state(
+    paths: &HostPaths,
+    spec: &TemplateSpec,
+    fetched: &FetchedImage,
+    req: &BuildRequest,
+    zfs_dataset: Option<String>,
+    enabled: bool,
+) -> SandboxState {
+    SandboxState {
+        name: req.name.clone(),
+        template: spec.name.clone(),
+        templates: spec.templates.clone(),
+        content_hash: spec.content_hash,
+        vars: spec.vars.clone(),
+        source: spec.source.source.display(),
+        digest: fetched.image.digest,
+        verification: fetched.verification.clone(),
+        version: fetched.version.clone(),
+        machines_dir: paths.machines_dir.clone(),
+        rootfs: paths.machines_dir.join(&req.name),
+        zfs_dataset,
+        nspawn_file: paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name)),
+        dropin_dir: paths.host(&dropin::dropin_dir(&req.name)),
+        enabled,
+        created_at: crate::cache::refs::now_rfc3339(),
+    }
+}
+
+/// Writes the plan's host files and the state record; with `force`, removes the drop-ins an
+/// earlier build wrote that this one does not. Restored on drop unless committed.
+fn write_host_side(
+    paths: &HostPaths,
+    plan: &BuildPlan,
+    state: &SandboxState,
+    force: bool,
+) -> Result<HostFiles> {
+    let mut files = HostFiles::new();
+    for f in plan.files.iter().filter(|f| f.base == Base::Host) {
+        let Content::Bytes(bytes) = &f.content else {
+            bail!("internal: host file /{} is planned as a symlink", f.path);
+        };
+        files.write(&paths.host(&f.path), bytes, f.mode)?;
+    }
+    if force {
+        let dir = dropin::dropin_dir(&plan.machine);
+        for name in [dropin::DEFAULT_DROPIN, dropin::TEMPLATES_DROPIN] {
+            let rel = format!("{dir}/{name}");
+            if plan.get(Base::Host, &rel).is_none() {
+                files.remove(&paths.host(&rel))?;
+            }
+        }
+    }
+    let mut json = serde_json::to_vec_pretty(state).context("encoding the state record")?;
+    json.push(b'\n');
+    files.write(
+        &state::state_path(&paths.sandboxes_dir, &state.name),
+        &json,
+        0o644,
+    )?;
+    Ok(files)
+}
+
+/// ZFS: a dataset of its own, mounted at the machine's path, filled in place.
+#[allow(clippy::too_many_arguments)]
+fn build_on_zfs(
+    paths: &HostPaths,
+    progress: ProgressMode,
+    host: &dyn Host,
+    plan: &BuildPlan,
+    fetched: &FetchedImage,
+    req: &BuildRequest,
+    previous: Option<&SandboxState>,
+    enable: bool,
+) -> Result<(FixupReport, SandboxState)> {
+    let machines_dir = &paths.machines_dir;
+    let target = machines_dir.join(&req.name);
+    let parent = zfs::parent_dataset(host, machines_dir)?;
+    let dataset = format!("{parent}/{}", req.name);
+    if req.force {
+        // The old sandbox goes first: a dataset cannot be created over an existing one. Unlike
+        // the rename of a plain directory this is not atomic; a failure below leaves no sandbox.
+        if let Some(old) = previous.and_then(|s| s.zfs_dataset.as_deref()) {
+            zfs::destroy(host, old)
+                .with_context(|| format!("removing the old sandbox `{}`", req.name))?;
+        }
+        // A plain directory (a sandbox from before ZFS), or the empty mountpoint a destroyed
+        // dataset may leave.
+        materialise::remove_tree(&target)?;
+    }
+    zfs::create(host, &dataset, &target)?;
+    let mut guard = DatasetGuard {
+        host,
+        dataset: &dataset,
+        mountpoint: &target,
+        keep: false,
+    };
+    // A real `zfs create` mounts the new, empty dataset there; make sure it is a directory.
+    if !target.is_dir() {
+        std::fs::create_dir(&target)
+            .with_context(|| format!("creating the mountpoint {}", target.display()))?;
+    }
+    let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
+    // Unpacked into a staging dir inside the dataset (importd's flattening applies), then
+    // moved up: renames within one filesystem.
+    let staging = materialise::unpack_into_staging(&fetched.blob, &target, &req.name, &bar)?;
+    move_contents_up(&staging, &target)?;
+    drop(staging);
+    let fixups = layer_into(&target, plan)?;
+    let state = make_state(
+        paths,
+        &plan.spec,
+        fetched,
+        req,
+        Some(dataset.clone()),
+        enable,
+    );
+    let host_files = write_host_side(paths, plan, &state, req.force)?;
+    host_files.commit();
+    guard.keep = true;
+    Ok((fixups, state))
+}
+
+/// Destroys a dataset this build created unless the build got through.
+struct DatasetGuard<'a> {
+    host: &'a dyn Host,
+    dataset: &'a str,
+    mountpoint: &'a Path,
+    keep: bool,
+}
+
+impl Drop for DatasetGuard<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = zfs::destroy(self.host, self.dataset) {
+            tracing::warn!("could not destroy dataset {}: {e:#}", self.dataset);
+        }
+        // Without a real mount (or when destroy failed) the files are still there.
+        if let Err(e) = materialise::remove_tree(self.mountpoint) {
+            tracing::warn!("could not remove {}: {e:#}", self.mountpoint.display());
+        }
+    }
+}
+
+/// Moves every entry of `staging` into `dest` (its parent) and gives `dest` the staging
+/// directory's mode and owner (the tarball's `./` entry).
+fn move_contents_up(staging: &Staging, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let src = staging.path();
+    let meta = std::fs::metadata(src).with_context(|| format!("inspecting {}", src.display()))?;
+    for entry in std::fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", src.display()))?;
+        let to: PathBuf = dest.join(entry.file_name());
+        std::fs::rename(entry.path(), &to)
+            .with_context(|| format!("moving {} to {}", entry.path().display(), to.display()))?;
+    }
+    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
+        .with_context(|| format!("chown {}", dest.display()))?;
+    std::fs::set_permissions(dest, meta.permissions())
+        .with_context(|| format!("chmod {}", dest.display()))
+}
+
+/// `machinectl enable`/`start`; skipped with a warning when there is no machinectl.
+fn hand_off(
+    host: &dyn Host,
+    name: &str,
+    enable: bool,
+    start: bool,
+) -> Result<(Vec<String>, Option<String>)> {
+    let commands = handoff_commands(name, enable, start);
+    if commands.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    if !host.available(Program::Machinectl) {
+        let why = format!(
+            "machinectl is not available (not on PATH, $SANDBOX_MACHINECTL unset); the sandbox is built but was not {}",
+            if enable && start {
+                "enabled or started"
+            } else if enable {
+                "enabled"
+            } else {
+                "started"
+            }
+        );
+        tracing::warn!("{why}");
+        return Ok((Vec::new(), Some(why)));
+    }
+    let mut done = Vec::new();
+    for cmd in commands {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        run_str(host, Program::Machinectl, &args).with_context(|| {
+            format!(
+                "the sandbox `{name}` is built, but `machinectl {}` failed",
+                cmd.join(" ")
+            )
+        })?;
+        done.push(format!("machinectl {}", cmd.join(" ")));
+    }
+    Ok((done, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_follow_every_input() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let id = instance_id(&a, &b, "web");
+        assert!(id.starts_with("sandbox-") && id.len() == 8 + 16, "{id}");
+        assert_eq!(id, instance_id(&a, &b, "web"));
+        assert_ne!(id, instance_id(&b, &b, "web"));
+        assert_ne!(id, instance_id(&a, &a, "web"));
+        assert_ne!(id, instance_id(&a, &b, "web2"));
+    }
+
+    #[test]
+    fn handoff_order_is_enable_then_start() {
+        assert_eq!(
+            handoff_commands("web", true, true),
+            vec![vec!["enable", "web"], vec!["start", "web"]]
+        );
+        assert_eq!(
+            handoff_commands("web", false, true),
+            vec![vec!["start", "web"]]
+        );
+        assert!(handoff_commands("web", false, false).is_empty());
+    }
+}

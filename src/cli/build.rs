@@ -1,0 +1,136 @@
+//! `sandbox build`: compose templates, pull the base, write the sandbox, hand off.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use super::Settings;
+use crate::build::execute::{self, BuildRequest};
+use crate::build::{Composition, Library, parse_nvidia_list, parse_set};
+use crate::machine::host::SystemHost;
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Set a template variable (repeatable): `--set bridge=br1`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Do not start the sandbox after building it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Start the sandbox at boot (`machinectl enable`).
+    #[arg(long)]
+    pub enable: bool,
+    /// Print what would be pulled, written and run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace an existing sandbox of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// The template and snippets on top of it: `debian+docker+bridge`.
+    #[arg(value_name = "TEMPLATE[+SNIPPET…]")]
+    pub templates: String,
+    /// The sandbox (machine) name.
+    pub name: String,
+}
+
+#[derive(Serialize)]
+struct BuildJson<'a> {
+    #[serde(flatten)]
+    state: &'a crate::build::state::SandboxState,
+    fixups: &'a [String],
+    handoff: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handoff_skipped: Option<&'a str>,
+}
+
+/// The host's NVIDIA driver files, from `nvidia-container-cli list`.
+fn nvidia_files() -> Result<crate::build::NvidiaFiles> {
+    let out = std::process::Command::new("nvidia-container-cli")
+        .arg("list")
+        .output()
+        .context("running `nvidia-container-cli list` (the nvidia template needs it; install the NVIDIA container toolkit)")?;
+    if !out.status.success() {
+        bail!(
+            "`nvidia-container-cli list` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_nvidia_list(&String::from_utf8_lossy(&out.stdout))
+}
+
+pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
+    let requested: Vec<String> = args.templates.split('+').map(str::to_string).collect();
+    if requested.iter().any(String::is_empty) {
+        bail!(
+            "`{}`: an empty template name (write TEMPLATE+SNIPPET, e.g. debian+docker)",
+            args.templates
+        );
+    }
+    let sets = args
+        .set
+        .iter()
+        .map(|s| parse_set(s))
+        .collect::<Result<Vec<_>>>()?;
+    crate::machine::name::validate(&args.name)
+        .map_err(|e| anyhow::anyhow!("`{}` is not a valid sandbox name: {e}", args.name))?;
+    let library = Library::standard(&settings.paths.sandboxes_dir);
+    let composition = Composition::load(&library, &requested, &sets)?;
+    let nvidia = if composition.needs_nvidia() {
+        Some(nvidia_files()?)
+    } else {
+        None
+    };
+    let req = BuildRequest {
+        name: args.name.clone(),
+        enable: args.enable,
+        no_start: args.no_start,
+        force: args.force,
+        nvidia,
+    };
+    if args.dry_run {
+        print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = execute::build(
+        &settings.paths,
+        settings.progress,
+        &SystemHost,
+        &composition,
+        &req,
+    )?;
+    if settings.json {
+        super::print_json(&BuildJson {
+            state: &report.state,
+            fixups: &report.fixups.notes,
+            handoff: &report.handoff,
+            handoff_skipped: report.skipped_handoff.as_deref(),
+        })?;
+    } else {
+        let v = &report.state.verification;
+        let how = match (&v.key_fingerprint, v.mode.as_str()) {
+            (Some(fpr), _) => format!("signature by {fpr}"),
+            (None, "checksum") => "checksum".to_string(),
+            _ => "NOT verified".to_string(),
+        };
+        settings.say(format!(
+            "Built sandbox `{}` from {} at {} ({}, {how})",
+            report.state.name,
+            report.state.templates.join(", "),
+            report.state.rootfs.display(),
+            report.state.digest
+        ));
+        for note in &report.fixups.notes {
+            settings.say(format!("  {note}"));
+        }
+        for cmd in &report.handoff {
+            settings.say(format!("Ran {cmd}"));
+        }
+        if let Some(why) = &report.skipped_handoff {
+            settings.say(format!("Warning: {why}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
