@@ -204,4 +204,53 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
         machine_id.len() == 32 && machine_id.chars().all(|c| c.is_ascii_hexdigit()),
         "systemd did not set a machine id from the empty file: {machine_id:?}"
     );
+
+    // User namespacing as the default drop-in asks for it (--private-users=pick with chown),
+    // with a plain command: booting with -U fails here for cgroup reasons.
+    let dropin = read(
+        &env.root()
+            .join("etc/systemd/system/systemd-nspawn@boottest1.service.d/10-sandbox.conf"),
+    );
+    for flag in ["--private-users=pick", "--private-users-ownership=chown"] {
+        assert!(
+            dropin.contains(flag),
+            "the default drop-in lacks {flag}:\n{dropin}"
+        );
+    }
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "systemd-nspawn",
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+        ])
+        .args(["--private-users=pick", "--private-users-ownership=chown"])
+        .arg("--machine=boottest1")
+        .arg("-D")
+        .arg(&root)
+        .args(["/bin/sh", "-c", "id -u; stat -c %u /etc/sandbox-marker"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running systemd-nspawn -U");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "systemd-nspawn --private-users=pick failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "inside the user namespace"
+    );
+    // On the host the tree now belongs to the picked range, not to root.
+    use std::os::unix::fs::MetadataExt;
+    let host_uid = std::fs::metadata(root.join("etc/sandbox-marker"))
+        .unwrap()
+        .uid();
+    assert!(
+        host_uid >= 65536,
+        "the tree was not chowned into a picked range (uid {host_uid})"
+    );
 }
