@@ -202,3 +202,35 @@ bench_median() {
 bench_max() {
 	printf '%s\n' "$@" | sort -g | tail -n 1
 }
+
+# bench_debootstrap_tree CACHE SUITE MIRROR
+# Makes sure CACHE/rootfs holds a complete `debootstrap --variant=minbase SUITE` tree (marker
+# CACHE/rootfs.complete, next to the tree so that it never ends up in an archive of it) and prints
+# its path. Shared by every benchmark that packs the same Debian tree into its own image format.
+bench_debootstrap_tree() {
+	local cache=$1 suite=$2 mirror=$3
+	local tree="$cache/rootfs"
+	mkdir -p "$cache"
+	if [[ ! -f $cache/rootfs.complete ]]; then
+		# debootstrap ignores apt's proxy setting; hand it over so that it reaches the mirror apt uses.
+		local proxy=""
+		eval "$(apt-config shell proxy Acquire::http::Proxy)"
+		if [[ -n $proxy && -z ${http_proxy:-} ]]; then
+			export http_proxy=$proxy
+		fi
+		# A half-finished tree (interrupted run) cannot be resumed reliably by debootstrap: restart.
+		# Its /proc and /sys may still be mounted if debootstrap was killed, so unmount before
+		# removing, and never cross into another filesystem while removing.
+		if [[ -d $tree ]]; then
+			findmnt -rn -o TARGET | grep -F "$tree/" | sort -r | xargs -r -d '\n' umount -l || true
+			rm -rf --one-file-system -- "$tree"
+		fi
+		bench_log "debootstrap --variant=minbase $suite from $mirror into $tree (a few minutes)"
+		if ! debootstrap --variant=minbase "$suite" "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+			tail -n 30 "$cache/debootstrap.log" >&2
+			bench_die "debootstrap failed; full log in $cache/debootstrap.log"
+		fi
+		touch "$cache/rootfs.complete"
+	fi
+	printf '%s\n' "$tree"
+}

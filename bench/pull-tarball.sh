@@ -78,30 +78,9 @@ INFO="$BENCH_CACHE/rootfs.info"
 
 build_rootfs() {
 	local mirror=${BENCH_MIRROR:-$(bench_debian_mirror "$BENCH_SUITE")}
-	local tree="$BENCH_CACHE/rootfs"
-	mkdir -p "$BENCH_CACHE" "$WWW"
-	# debootstrap ignores apt's proxy setting; hand it over so that it reaches the mirror apt uses.
-	local proxy=""
-	eval "$(apt-config shell proxy Acquire::http::Proxy)"
-	if [[ -n $proxy && -z ${http_proxy:-} ]]; then
-		export http_proxy=$proxy
-	fi
-	# The marker sits next to the tree, not in it, so that it never ends up in the archive.
-	if [[ ! -f $BENCH_CACHE/rootfs.complete ]]; then
-		# A half-finished tree (interrupted run) cannot be resumed reliably by debootstrap: restart.
-		# Its /proc and /sys may still be mounted if debootstrap was killed, so unmount before
-		# removing, and never cross into another filesystem while removing.
-		if [[ -d $tree ]]; then
-			findmnt -rn -o TARGET | grep -F "$tree/" | sort -r | xargs -r -d '\n' umount -l || true
-			rm -rf --one-file-system -- "$tree"
-		fi
-		bench_log "debootstrap --variant=minbase $BENCH_SUITE from $mirror into $tree (a few minutes)"
-		if ! debootstrap --variant=minbase "$BENCH_SUITE" "$tree" "$mirror" >"$BENCH_CACHE/debootstrap.log" 2>&1; then
-			tail -n 30 "$BENCH_CACHE/debootstrap.log" >&2
-			bench_die "debootstrap failed; full log in $BENCH_CACHE/debootstrap.log"
-		fi
-		touch "$BENCH_CACHE/rootfs.complete"
-	fi
+	local tree
+	tree=$(bench_debootstrap_tree "$BENCH_CACHE" "$BENCH_SUITE" "$mirror")
+	mkdir -p "$WWW"
 	bench_log "archiving $tree with tar | xz -T0 -6"
 	# --sort=name: a reproducible member order, as image builders (debuerreotype, mkosi) produce.
 	tar --numeric-owner --xattrs --xattrs-include='*' --sort=name -C "$tree" -cf - . |
