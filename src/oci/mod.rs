@@ -43,6 +43,7 @@ pub mod archive;
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod cosign;
 pub mod image;
 pub mod layers;
 pub mod layout;

@@ -24,6 +24,8 @@
 //!
 //! `docker://` pulls first ask the signature policy ([`crate::oci::policy`]); local sources
 //! are named by the person pulling and checked by digest, so the policy does not apply.
+//! cosign signatures the policy or `--cosign-key` requires are checked right after the top
+//! manifest arrives, before anything else is fetched ([`super::oci_signatures`]).
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Write as _};
@@ -48,6 +50,7 @@ use crate::oci::{
     Descriptor, ImageReference, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
     extract_oci_archive, has_init, render_exec_section, resolve_image,
 };
+use crate::source::oci_signatures::{RequiredCosignKey, load_cosign_key, verify_cosign};
 use crate::source::sums::VerifyMode;
 use crate::unpack::{Root, UnpackOptions};
 use crate::verify::Digest;
@@ -67,6 +70,9 @@ pub struct OciRequest<'a> {
     /// `<sandboxes_dir>/policy.json`.
     pub policy_file: PathBuf,
     pub offline: bool,
+    /// `--cosign-key`: a cosign signature by this PEM public key is required, whatever the
+    /// policy says (on top of what it requires).
+    pub cosign_key: Option<PathBuf>,
 }
 
 /// A verified image whose every blob is in the cache.
@@ -172,11 +178,12 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         .build()
         .context("starting the async runtime")?;
     // Policy and credentials first: a refused image costs no network traffic.
+    let mut cosign_keys = Vec::new();
     let registry = match req.source {
         OciSource::Registry(reference) => {
-            check_policy(req, reference, &mut verification)?;
+            cosign_keys = check_policy(req, reference, &mut verification)?;
             if req.offline {
-                return fetch_offline(req, cache, verification);
+                return fetch_offline(req, cache, verification, &cosign_keys);
             }
             let creds = match &req.creds {
                 Some(c) => Some(c.clone()),
@@ -219,6 +226,15 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
             {
                 bail!("the registry sent a manifest for {shown} whose sha256 is {digest}");
             }
+            runtime
+                .block_on(verify_cosign(
+                    registry,
+                    reference,
+                    &digest,
+                    &cosign_keys,
+                    &mut verification,
+                ))
+                .with_context(|| format!("verifying the signatures of {shown}"))?;
             let media_type = top_media_type(&raw.bytes, raw.content_type.as_deref());
             let top = Descriptor::new(&media_type, digest, raw.bytes.len() as u64);
             top_bytes = raw.bytes;
@@ -268,13 +284,21 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
 }
 
 /// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
-/// records that nothing was checked).
+/// records that nothing was checked); the cosign keys whose signatures the pull must find.
 fn check_policy(
     req: &OciRequest<'_>,
     reference: &ImageReference,
     verification: &mut Verification,
-) -> Result<()> {
+) -> Result<Vec<RequiredCosignKey>> {
     let shown = req.source;
+    let mut keys = Vec::new();
+    if let Some(path) = &req.cosign_key {
+        // Asked for on the command line: it holds even with --verify=no.
+        keys.push(RequiredCosignKey {
+            path: path.clone(),
+            why: "--cosign-key".to_string(),
+        });
+    }
     match req.verify {
         VerifyMode::No => {
             tracing::warn!(
@@ -288,6 +312,12 @@ fn check_policy(
                 "accepted without a signature by {} (scope {scope})",
                 req.policy_file.display()
             )),
+            Decision::Verify { scope, cosign_keys } => {
+                keys.extend(cosign_keys.into_iter().map(|path| RequiredCosignKey {
+                    path,
+                    why: format!("{} scope {scope}", req.policy_file.display()),
+                }))
+            }
             Decision::Reject { scope, reason } => {
                 let file = req.policy_file.display();
                 let whose = if req.policy_file.exists() {
@@ -303,14 +333,15 @@ fn check_policy(
             }
         },
     }
-    Ok(())
+    Ok(keys)
 }
 
 /// `--offline` for a registry: the ref of the last pull, every blob from the cache.
 fn fetch_offline(
     req: &OciRequest<'_>,
     cache: &Cache,
-    verification: Verification,
+    mut verification: Verification,
+    cosign_keys: &[RequiredCosignKey],
 ) -> Result<OciFetched> {
     let key = ref_key(req.source, &req.platform);
     let r = cache.read_ref(RefKind::Oci, &key)?.with_context(|| {
@@ -319,6 +350,24 @@ fn fetch_offline(
             req.source, req.platform
         )
     })?;
+    // The signatures cannot be fetched offline: the last online pull's record must show that
+    // every key required now verified then (the manifest it names is the one used here).
+    for k in cosign_keys {
+        let fpr = load_cosign_key(&k.path)?.fingerprint;
+        if !r.verification.notes.iter().any(|n| n.contains(&fpr)) {
+            bail!(
+                "--offline: {} requires a cosign signature by {} ({}), and the last pull of {} \
+                 did not verify one; pull it online",
+                k.why,
+                k.path.display(),
+                fpr,
+                req.source
+            );
+        }
+    }
+    if !cosign_keys.is_empty() {
+        verification = r.verification.clone();
+    }
     let manifest = r
         .blob("manifest")
         .context("the cached ref names no manifest (remove it with `sandbox cache rm`)")?;
