@@ -274,6 +274,7 @@ fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCod
         policy_file: settings.paths.sandboxes_dir.join("policy.json"),
         offline: args.offline,
         cosign_key: args.cosign_key.clone(),
+        registries_d: settings.paths.sandboxes_dir.join("registries.d"),
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let fetched = oci_pull::fetch_oci(&req, &cache).with_context(|| format!("pulling {oci}"))?;

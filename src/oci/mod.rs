@@ -47,6 +47,7 @@ pub mod cosign;
 pub mod image;
 pub mod layers;
 pub mod layout;
+pub mod lookaside;
 pub mod manifest;
 pub mod media;
 pub mod nspawn;

@@ -9,11 +9,11 @@
 //! Scopes are matched most specific first: `host/ns/repo`, `host/ns`, `host`, then the
 //! transport's `""` entry, then `default`. A missing file means reject: registry images carry
 //! no digest a person pinned, so without a policy saying otherwise they are refused (fail
-//! closed). `sigstoreSigned` with a `keyPath` (a cosign public key) makes the pull check a cosign
-//! signature ([`Decision::Verify`], done by `source::oci_signatures`). `signedBy` (containers
-//! simple signing, GPG) and `sigstoreSigned` without a key (keyless, Fulcio) are understood but
-//! not checked, so they refuse: accepting them unchecked would silently weaken a policy someone
-//! wrote on purpose.
+//! closed). `sigstoreSigned` with a `keyPath` (a cosign public key) and `signedBy` with
+//! `keyType: GPGKeys` and a `keyPath` (a keyring; containers simple signing) make the pull check
+//! signatures ([`Decision::Verify`], done by `source::oci_signatures`). Other forms (keyless
+//! sigstore, `keyPaths`, `keyData`, X.509) are understood but not checked, so they refuse:
+//! accepting them unchecked would silently weaken a policy someone wrote on purpose.
 
 use std::path::{Path, PathBuf};
 
@@ -71,9 +71,12 @@ pub enum Decision {
         scope: String,
     },
     /// Pull it only if a cosign signature by one of these keys (PEM files) verifies.
+    /// Pull it only if, for each of these keys, a signature by it verifies: cosign keys (PEM
+    /// files) and GPG keyrings for simple signing (`signedBy`, from the lookaside store).
     Verify {
         scope: String,
         cosign_keys: Vec<PathBuf>,
+        gpg_keyrings: Vec<PathBuf>,
     },
     Reject {
         scope: String,
@@ -163,6 +166,7 @@ impl Policy {
     pub fn decide(&self, reference: &ImageReference) -> Decision {
         let (scope, reqs) = self.scope_for(reference);
         let mut cosign_keys = Vec::new();
+        let mut gpg_keyrings = Vec::new();
         for r in reqs {
             let reason = match r {
                 Requirement::InsecureAcceptAnything => continue,
@@ -178,18 +182,29 @@ impl Policy {
                      key-based cosign signatures (`keyPath`) can be verified"
                         .to_string()
                 }
-                Requirement::SignedBy { .. } => {
-                    "it requires a simple signing (GPG, signedBy) signature, and signature \
-                     verification for docker:// signedBy is not yet available"
-                        .to_string()
+                Requirement::SignedBy {
+                    key_type,
+                    key_path: Some(path),
+                } if key_type.as_deref().is_none_or(|t| t == "GPGKeys") => {
+                    gpg_keyrings.push(path.clone());
+                    continue;
                 }
+                Requirement::SignedBy { key_type, .. } => format!(
+                    "it requires a simple signing signature (signedBy) of keyType `{}` or \
+                     without a keyPath; only GPGKeys with a keyPath can be verified",
+                    key_type.as_deref().unwrap_or("GPGKeys")
+                ),
             };
             return Decision::Reject { scope, reason };
         }
-        if cosign_keys.is_empty() {
+        if cosign_keys.is_empty() && gpg_keyrings.is_empty() {
             Decision::Accept { scope }
         } else {
-            Decision::Verify { scope, cosign_keys }
+            Decision::Verify {
+                scope,
+                cosign_keys,
+                gpg_keyrings,
+            }
         }
     }
 }
@@ -210,7 +225,8 @@ mod tests {
                 "reg.io/team/locked": [{"type": "reject"}],
                 "signed.io": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k"}],
                 "sig.io": [{"type": "sigstoreSigned", "keyPath": "/k"}],
-                "keyless.io": [{"type": "sigstoreSigned"}]
+                "keyless.io": [{"type": "sigstoreSigned"}],
+                "x509.io": [{"type": "signedBy", "keyType": "X509Certificates", "keyPath": "/c"}]
             },
             "atomic": {"reg.io": [{"type": "insecureAcceptAnything"}]}
         }
@@ -235,7 +251,7 @@ mod tests {
             Decision::Reject { scope, .. } if scope == "default"
         ));
         for (r, why) in [
-            ("signed.io/a", "not yet available"),
+            ("x509.io/a", "keyType `X509Certificates`"),
             ("keyless.io/a", "keyless"),
         ] {
             match p.decide(&reference(r)) {
@@ -247,7 +263,16 @@ mod tests {
             p.decide(&reference("sig.io/a")),
             Decision::Verify {
                 scope: "docker:sig.io".into(),
-                cosign_keys: vec![PathBuf::from("/k")]
+                cosign_keys: vec![PathBuf::from("/k")],
+                gpg_keyrings: vec![],
+            }
+        );
+        assert_eq!(
+            p.decide(&reference("signed.io/a")),
+            Decision::Verify {
+                scope: "docker:signed.io".into(),
+                cosign_keys: vec![],
+                gpg_keyrings: vec![PathBuf::from("/k")],
             }
         );
     }

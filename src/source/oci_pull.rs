@@ -44,13 +44,14 @@ use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
 use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::policy::{Decision, Policy};
 use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
 use crate::oci::{
-    Descriptor, ImageReference, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
+    Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
     extract_oci_archive, has_init, render_exec_section, resolve_image,
 };
-use crate::source::oci_signatures::{RequiredCosignKey, load_cosign_key, verify_cosign};
+use crate::source::oci_signatures::{
+    RequiredKey, SignatureKind, check_policy, load_cosign_key, verify_signatures,
+};
 use crate::source::sums::VerifyMode;
 use crate::unpack::{Root, UnpackOptions};
 use crate::verify::Digest;
@@ -73,6 +74,8 @@ pub struct OciRequest<'a> {
     /// `--cosign-key`: a cosign signature by this PEM public key is required, whatever the
     /// policy says (on top of what it requires).
     pub cosign_key: Option<PathBuf>,
+    /// `<sandboxes_dir>/registries.d`: where simple signing's lookaside stores are configured.
+    pub registries_d: PathBuf,
 }
 
 /// A verified image whose every blob is in the cache.
@@ -227,11 +230,12 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
                 bail!("the registry sent a manifest for {shown} whose sha256 is {digest}");
             }
             runtime
-                .block_on(verify_cosign(
+                .block_on(verify_signatures(
                     registry,
                     reference,
                     &digest,
                     &cosign_keys,
+                    &req.registries_d,
                     &mut verification,
                 ))
                 .with_context(|| format!("verifying the signatures of {shown}"))?;
@@ -283,65 +287,12 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     })
 }
 
-/// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
-/// records that nothing was checked); the cosign keys whose signatures the pull must find.
-fn check_policy(
-    req: &OciRequest<'_>,
-    reference: &ImageReference,
-    verification: &mut Verification,
-) -> Result<Vec<RequiredCosignKey>> {
-    let shown = req.source;
-    let mut keys = Vec::new();
-    if let Some(path) = &req.cosign_key {
-        // Asked for on the command line: it holds even with --verify=no.
-        keys.push(RequiredCosignKey {
-            path: path.clone(),
-            why: "--cosign-key".to_string(),
-        });
-    }
-    match req.verify {
-        VerifyMode::No => {
-            tracing::warn!(
-                "--verify=no: the signature policy is NOT consulted for {shown}; \
-                 whoever controls the registry decides what you run"
-            );
-            verification.mode = "no".to_string();
-        }
-        _ => match Policy::load(&req.policy_file)?.decide(reference) {
-            Decision::Accept { scope } => verification.notes.push(format!(
-                "accepted without a signature by {} (scope {scope})",
-                req.policy_file.display()
-            )),
-            Decision::Verify { scope, cosign_keys } => {
-                keys.extend(cosign_keys.into_iter().map(|path| RequiredCosignKey {
-                    path,
-                    why: format!("{} scope {scope}", req.policy_file.display()),
-                }))
-            }
-            Decision::Reject { scope, reason } => {
-                let file = req.policy_file.display();
-                let whose = if req.policy_file.exists() {
-                    format!("{file}, scope {scope}")
-                } else {
-                    format!("{file} does not exist, so every registry image is rejected")
-                };
-                bail!(
-                    "the signature policy refuses this image: {reason} ({whose}); to \
-                     take it unsigned, allow the repository in {file} with \
-                     {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
-                )
-            }
-        },
-    }
-    Ok(keys)
-}
-
 /// `--offline` for a registry: the ref of the last pull, every blob from the cache.
 fn fetch_offline(
     req: &OciRequest<'_>,
     cache: &Cache,
     mut verification: Verification,
-    cosign_keys: &[RequiredCosignKey],
+    cosign_keys: &[RequiredKey],
 ) -> Result<OciFetched> {
     let key = ref_key(req.source, &req.platform);
     let r = cache.read_ref(RefKind::Oci, &key)?.with_context(|| {
@@ -353,14 +304,18 @@ fn fetch_offline(
     // The signatures cannot be fetched offline: the last online pull's record must show that
     // every key required now verified then (the manifest it names is the one used here).
     for k in cosign_keys {
-        let fpr = load_cosign_key(&k.path)?.fingerprint;
-        if !r.verification.notes.iter().any(|n| n.contains(&fpr)) {
+        // A cosign key is named by its fingerprint; a keyring by its path (which key of it
+        // signed is only known once a signature verified).
+        let name = match k.kind {
+            SignatureKind::Cosign => load_cosign_key(&k.path)?.fingerprint,
+            SignatureKind::SimpleSigning => format!("({}, ", k.path.display()),
+        };
+        if !r.verification.notes.iter().any(|n| n.contains(&name)) {
             bail!(
-                "--offline: {} requires a cosign signature by {} ({}), and the last pull of {} \
-                 did not verify one; pull it online",
+                "--offline: {} requires a signature by {}, and the last pull of {} did not \
+                 verify one; pull it online",
                 k.why,
                 k.path.display(),
-                fpr,
                 req.source
             );
         }

@@ -1,31 +1,112 @@
-//! Signature checks for `docker://` pulls, against the registry: cosign key-based signatures
-//! (the `sha256-HEX.sig` tag of the same repository, see [`crate::oci::cosign`]).
+//! Signature checks for `docker://` pulls: cosign key-based signatures (the `sha256-HEX.sig`
+//! tag of the same repository, see [`crate::oci::cosign`]) and containers simple signing (GPG
+//! signed messages in a lookaside store, see [`crate::oci::lookaside`]).
 //!
-//! Every key asked for (each `sigstoreSigned` requirement of the policy scope, and
+//! Every key asked for (each `sigstoreSigned` / `signedBy` requirement of the policy scope, and
 //! `--cosign-key`) must have made at least one good signature whose payload names the pulled
 //! manifest digest and repository; otherwise the pull fails before any layer is fetched,
-//! naming the tag and every signature that was tried and why it failed.
+//! naming where it looked and every signature that was tried and why it failed.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cache::Verification;
+use crate::oci::cosign::SIMPLE_SIGNING_TYPE;
 use crate::oci::cosign::{
     COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE,
     check_payload, signature_tag,
 };
+use crate::oci::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
+use crate::oci::policy::{Decision, Policy};
 use crate::oci::registry::{Registry, read_limited, shown_url};
 use crate::oci::{ImageManifest, ImageReference};
+use crate::source::oci_pull::OciRequest;
+use crate::source::sums::VerifyMode;
 use crate::verify::Digest;
+use crate::verify::openpgp::{TrustStore, verify_inline};
 
-/// A cosign key a pull requires, and where the requirement came from (for messages).
+/// Which kind of signature a required key makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureKind {
+    /// A cosign PEM public key.
+    Cosign,
+    /// A GPG keyring for containers simple signing.
+    SimpleSigning,
+}
+
+/// A key a pull requires a signature by, and where the requirement came from (for messages).
 #[derive(Debug, Clone)]
-pub struct RequiredCosignKey {
+pub struct RequiredKey {
+    pub kind: SignatureKind,
     pub path: PathBuf,
     /// `--cosign-key` or `policy.json scope …`.
     pub why: String,
+}
+
+/// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
+/// records that nothing was checked); the cosign keys whose signatures the pull must find.
+pub fn check_policy(
+    req: &OciRequest<'_>,
+    reference: &ImageReference,
+    verification: &mut Verification,
+) -> Result<Vec<RequiredKey>> {
+    let shown = req.source;
+    let mut keys = Vec::new();
+    if let Some(path) = &req.cosign_key {
+        // Asked for on the command line: it holds even with --verify=no.
+        keys.push(RequiredKey {
+            kind: SignatureKind::Cosign,
+            path: path.clone(),
+            why: "--cosign-key".to_string(),
+        });
+    }
+    match req.verify {
+        VerifyMode::No => {
+            tracing::warn!(
+                "--verify=no: the signature policy is NOT consulted for {shown}; \
+                 whoever controls the registry decides what you run"
+            );
+            verification.mode = "no".to_string();
+        }
+        _ => match Policy::load(&req.policy_file)?.decide(reference) {
+            Decision::Accept { scope } => verification.notes.push(format!(
+                "accepted without a signature by {} (scope {scope})",
+                req.policy_file.display()
+            )),
+            Decision::Verify {
+                scope,
+                cosign_keys,
+                gpg_keyrings,
+            } => {
+                let why = format!("{} scope {scope}", req.policy_file.display());
+                let cosign = cosign_keys.into_iter().map(|p| (SignatureKind::Cosign, p));
+                let gpg = gpg_keyrings
+                    .into_iter()
+                    .map(|p| (SignatureKind::SimpleSigning, p));
+                keys.extend(cosign.chain(gpg).map(|(kind, path)| RequiredKey {
+                    kind,
+                    path,
+                    why: why.clone(),
+                }))
+            }
+            Decision::Reject { scope, reason } => {
+                let file = req.policy_file.display();
+                let whose = if req.policy_file.exists() {
+                    format!("{file}, scope {scope}")
+                } else {
+                    format!("{file} does not exist, so every registry image is rejected")
+                };
+                bail!(
+                    "the signature policy refuses this image: {reason} ({whose}); to \
+                     take it unsigned, allow the repository in {file} with \
+                     {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
+                )
+            }
+        },
+    }
+    Ok(keys)
 }
 
 /// Reads a cosign public key file.
@@ -42,14 +123,111 @@ struct SignedPayload {
     layer: Digest,
 }
 
-/// Checks `required` cosign keys against the signatures of `digest` in `registry`'s
-/// repository, and records in `verification` which key passed (the first one as its main
-/// fields, all of them in the notes).
-pub async fn verify_cosign(
+/// Checks every `required` key: simple signing from the lookaside store of `registries_d`,
+/// cosign from `registry`. Records in `verification` which keys passed (the first one as its
+/// main fields, all of them in the notes).
+pub async fn verify_signatures(
     registry: &Registry,
     reference: &ImageReference,
     digest: &Digest,
-    required: &[RequiredCosignKey],
+    required: &[RequiredKey],
+    registries_d: &Path,
+    verification: &mut Verification,
+) -> Result<()> {
+    let (cosign, gpg): (Vec<RequiredKey>, Vec<RequiredKey>) = required
+        .iter()
+        .cloned()
+        .partition(|k| k.kind == SignatureKind::Cosign);
+    for k in &gpg {
+        verify_simple_signing(registries_d, reference, digest, k, verification)?;
+    }
+    verify_cosign(registry, reference, digest, &cosign, verification).await
+}
+
+/// Records a key that passed: the first one fills the main fields.
+fn record(verification: &mut Verification, source: String, fingerprint: String, req: &RequiredKey) {
+    if verification.mode != "signature" {
+        verification.mode = "signature".to_string();
+        verification.signature_source = Some(source.clone());
+        verification.key_fingerprint = Some(fingerprint.clone());
+        verification.key_origin = Some(req.path.display().to_string());
+    }
+    verification.notes.push(format!(
+        "{source}: signature by {fingerprint} ({}, required by {}) verified",
+        req.path.display(),
+        req.why
+    ));
+}
+
+/// A simple signing signature by the keyring `req.path` in the lookaside store.
+fn verify_simple_signing(
+    registries_d: &Path,
+    reference: &ImageReference,
+    digest: &Digest,
+    req: &RequiredKey,
+    verification: &mut Verification,
+) -> Result<()> {
+    let entries = load_registries_d(registries_d)?;
+    let url = lookaside_for(&entries, reference).with_context(|| {
+        format!(
+            "{} requires a simple signing signature by {}, and no lookaside store for {}/{} is \
+             configured in {}/*.yaml",
+            req.why,
+            req.path.display(),
+            reference.registry,
+            reference.repository,
+            registries_d.display()
+        )
+    })?;
+    let dir = lookaside_dir(&url)?;
+    let mut store = TrustStore::new();
+    store.add_file(&req.path, false)?;
+    let mut tried = Vec::new();
+    for n in 1.. {
+        let path = signature_path(&dir, reference, digest, n);
+        let msg = match std::fs::read(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let outcome = verify_inline(&store, &msg)
+            .map_err(anyhow::Error::from)
+            .and_then(|(payload, check)| {
+                check_payload(&payload, SIMPLE_SIGNING_TYPE, digest, reference)?;
+                Ok(check)
+            });
+        match outcome {
+            Ok(check) => {
+                let source = format!("simple-signing:{}", path.display());
+                record(verification, source, check.primary_fingerprint.clone(), req);
+                if verification.signer.is_none() {
+                    verification.signer = check.user_ids.first().cloned();
+                }
+                return Ok(());
+            }
+            Err(e) => tried.push(format!("{}: {e:#}", path.display())),
+        }
+    }
+    let first = signature_path(&dir, reference, digest, 1);
+    let detail = if tried.is_empty() {
+        format!("there is no {}", first.display())
+    } else {
+        tried.join("; ")
+    };
+    bail!(
+        "no simple signing signature of manifest {digest} by a key of {} ({}) verifies: {detail}",
+        req.path.display(),
+        req.why
+    )
+}
+
+/// Checks `required` cosign keys against the signatures of `digest` in `registry`'s
+/// repository.
+async fn verify_cosign(
+    registry: &Registry,
+    reference: &ImageReference,
+    digest: &Digest,
+    required: &[RequiredKey],
     verification: &mut Verification,
 ) -> Result<()> {
     if required.is_empty() {
@@ -64,7 +242,7 @@ pub async fn verify_cosign(
     let signed = fetch_signatures(registry, &tag)
         .await
         .with_context(|| format!("fetching the cosign signatures {shown_tag}"))?;
-    for (i, (req, key)) in keys.iter().enumerate() {
+    for (req, key) in &keys {
         let mut tried = Vec::new();
         let mut passed = false;
         for s in &signed {
@@ -93,18 +271,12 @@ pub async fn verify_cosign(
                 req.why
             );
         }
-        if i == 0 {
-            verification.mode = "signature".to_string();
-            verification.signature_source = Some(format!("cosign:{shown_tag}"));
-            verification.key_fingerprint = Some(key.fingerprint.clone());
-            verification.key_origin = Some(req.path.display().to_string());
-        }
-        verification.notes.push(format!(
-            "cosign signature by {} ({}, required by {}) verified over manifest {digest}",
-            key.fingerprint,
-            req.path.display(),
-            req.why
-        ));
+        record(
+            verification,
+            format!("cosign:{shown_tag}"),
+            key.fingerprint.clone(),
+            req,
+        );
     }
     Ok(())
 }

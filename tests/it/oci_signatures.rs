@@ -1,7 +1,8 @@
 //! Signed `docker://` pulls: cosign signatures built in test code in cosign's exact format
 //! (a `sha256-HEX.sig` image of simplesigning layers with the signature annotation), pushed
 //! by real skopeo into the real local registry, then pulled by the binary with a key from the
-//! policy or `--cosign-key`.
+//! policy or `--cosign-key`; and simple signing signatures made by real `skopeo copy
+//! --sign-by` with real GnuPG into a lookaside store.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use serde_json::json;
 
 use crate::harness::env::{Outcome, TestEnv};
+use crate::harness::gpg::{Gpg, KeyAlgo};
 use crate::harness::ocimage::{
     Comp, Entry, ImageSpec, LayerSpec, OCI_MANIFEST, single_image_layout, write_blob,
     write_index_json,
@@ -330,4 +332,94 @@ fn a_missing_signature_tag_is_refused_by_name() {
     .failure()
     .stderr_mentions(&[&format!("sha256-{hex}.sig"), "404"]);
     env.assert_machines(&[]);
+}
+
+/// Writes a registries.d file pointing `host`'s lookaside (and staging) at `store`.
+fn registries_d(dir: &Path, host: &str, store: &Path) {
+    std::fs::create_dir_all(dir).expect("creating registries.d");
+    std::fs::write(
+        dir.join("local.yaml"),
+        format!(
+            "docker:\n  {host}:\n    lookaside-staging: file://{0}\n    lookaside: file://{0}\n",
+            store.display()
+        ),
+    )
+    .expect("writing registries.d/local.yaml");
+}
+
+#[test]
+fn a_simple_signing_signature_made_by_skopeo_and_gnupg_is_verified() {
+    let env = TestEnv::new();
+    let gpg = Gpg::new(KeyAlgo::Ed25519);
+    let stranger = Gpg::new(KeyAlgo::Ed25519);
+    let layout = env.scratch("layout");
+    single_image_layout(&layout, &init_image(), "t");
+    let registry = Registry::start(&env.scratch("registry"), None);
+    let host = registry.host();
+    let store = env.scratch("lookaside");
+    let skopeo_d = env.scratch("skopeo-registries.d");
+    registries_d(&skopeo_d, &host, &store);
+    let mut cmd = std::process::Command::new(crate::harness::require_tool("skopeo"));
+    cmd.env("GNUPGHOME", gpg.home())
+        .args([
+            "--insecure-policy",
+            "--registries.d",
+            arg(&skopeo_d),
+            "copy",
+        ])
+        .args(["--dest-tls-verify=false", "--sign-by", gpg.fingerprint()])
+        .arg(format!("oci:{}:t", layout.display()))
+        .arg(registry.reference("team/signed:1"));
+    crate::harness::run_tool(&mut cmd, None);
+    let (digest, _) = registry.manifest("team/signed", "1");
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        store
+            .join(format!("team/signed@sha256={hex}/signature-1"))
+            .is_file(),
+        "skopeo wrote the signature where containers/image reads it"
+    );
+
+    registries_d(&env.sandboxes_dir().join("registries.d"), &host, &store);
+    let keyring = gpg.export_to(&env.scratch("keys").join("signer.gpg"), false);
+    let other_keyring = stranger.export_to(&env.scratch("keys").join("stranger.gpg"), false);
+    let policy = |keyring: &Path| {
+        let mut scopes = serde_json::Map::new();
+        scopes.insert(
+            format!("{host}/team"),
+            json!([{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keyring}]),
+        );
+        std::fs::write(
+            env.sandboxes_dir().join("policy.json"),
+            serde_json::to_vec(&json!({"default": [{"type": "reject"}],
+                                       "transports": {"docker": scopes}}))
+            .expect("policy json"),
+        )
+        .expect("writing policy.json");
+    };
+    let reference = registry.reference("team/signed:1");
+
+    policy(&other_keyring);
+    run(&env, &["pull", "--tls-verify=false", &reference, "signed"])
+        .failure()
+        .stderr_mentions(&["no simple signing signature", arg(&other_keyring)]);
+    env.assert_machines(&[]);
+
+    policy(&keyring);
+    let j = run(
+        &env,
+        &["--json", "pull", "--tls-verify=false", &reference, "signed"],
+    )
+    .success()
+    .json();
+    let v = &j["verification"];
+    assert_eq!(v["mode"], "signature");
+    assert_eq!(v["key_fingerprint"], gpg.fingerprint());
+    assert!(
+        v["signature_source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("simple-signing:") && s.ends_with("signature-1")),
+        "{v}"
+    );
+    env.assert_machines(&["signed"]);
 }
