@@ -104,7 +104,7 @@ pub const COSIGN_TYPE: &str = "cosign container image signature";
 pub const SIMPLE_SIGNING_TYPE: &str = "atomic container signature";
 
 /// Checks that a simple-signing payload of `critical.type` `kind` names `digest` and
-/// `reference`'s repository.
+/// `reference`'s repository; returns the identity it names (`critical.identity`).
 ///
 /// The identity may carry a tag or digest (containers' simple signing writes `host/repo:tag`);
 /// only its repository part is compared, as `matchRepository` / cosign do: the manifest
@@ -114,7 +114,7 @@ pub fn check_payload(
     kind: &str,
     digest: &Digest,
     reference: &ImageReference,
-) -> Result<()> {
+) -> Result<String> {
     let p: Payload = serde_json::from_slice(payload)
         .context("the payload is not simple-signing JSON (critical.identity, critical.image)")?;
     if p.critical.kind != kind {
@@ -144,6 +144,21 @@ pub fn check_payload(
             reference.registry,
             reference.repository
         );
+    }
+    Ok(p.critical.identity.docker_reference)
+}
+
+/// containers' default `signedIdentity` (`matchRepoDigestOrExact`): a pull by tag needs a
+/// signature whose identity is exactly `host/repo:tag`, so a signature made for `:1` does not
+/// vouch for whatever `:latest` points at; a pull by digest needs only the repository (checked
+/// by [`check_payload`]).
+pub fn check_exact_tag(identity: &str, reference: &ImageReference) -> Result<()> {
+    let (Some(tag), None) = (&reference.tag, &reference.digest) else {
+        return Ok(());
+    };
+    let last = identity.rsplit('/').next().unwrap_or(identity);
+    if identity.contains('@') || !last.ends_with(&format!(":{tag}")) {
+        bail!("the payload names `{identity}`, not the pulled tag `{tag}`");
     }
     Ok(())
 }
@@ -178,7 +193,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn check_payload_c(p: &[u8], d: &Digest, r: &ImageReference) -> Result<()> {
+    fn check_payload_c(p: &[u8], d: &Digest, r: &ImageReference) -> Result<String> {
         check_payload(p, COSIGN_TYPE, d, r)
     }
 
@@ -236,6 +251,16 @@ mod tests {
             );
         }
         assert!(check_payload_c(b"{}", &d, &r).is_err());
+        check_exact_tag("reg.io:5000/team/app:1", &r).unwrap();
+        for wrong in [
+            "reg.io:5000/team/app",
+            "reg.io:5000/team/app:12",
+            "reg.io:5000/team/app@sha256:00",
+        ] {
+            assert!(check_exact_tag(wrong, &r).is_err(), "{wrong}");
+        }
+        let by_digest = ImageReference::parse(&format!("reg.io:5000/team/app@{d}")).unwrap();
+        check_exact_tag("reg.io:5000/team/app:9", &by_digest).unwrap();
         let atomic = String::from_utf8(payload(&d.to_string(), "reg.io:5000/team/app"))
             .unwrap()
             .replace(COSIGN_TYPE, SIMPLE_SIGNING_TYPE)

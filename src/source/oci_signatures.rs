@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::cache::Verification;
-use crate::oci::cosign::SIMPLE_SIGNING_TYPE;
 use crate::oci::cosign::{
     COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE,
     check_payload, signature_tag,
 };
+use crate::oci::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
 use crate::oci::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::policy::{Decision, Policy};
@@ -193,7 +193,8 @@ fn verify_simple_signing(
         let outcome = verify_inline(&store, &msg)
             .map_err(anyhow::Error::from)
             .and_then(|(payload, check)| {
-                check_payload(&payload, SIMPLE_SIGNING_TYPE, digest, reference)?;
+                let identity = check_payload(&payload, SIMPLE_SIGNING_TYPE, digest, reference)?;
+                check_exact_tag(&identity, reference)?;
                 Ok(check)
             });
         match outcome {
@@ -248,7 +249,7 @@ async fn verify_cosign(
         for s in &signed {
             let outcome = key
                 .verify(&s.payload, &s.signature)
-                .and_then(|()| check_payload(&s.payload, COSIGN_TYPE, digest, reference));
+                .and_then(|()| check_payload(&s.payload, COSIGN_TYPE, digest, reference).map(drop));
             match outcome {
                 Ok(()) => {
                     passed = true;

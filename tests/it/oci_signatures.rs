@@ -189,6 +189,38 @@ fn a_cosign_signature_by_the_policy_key_lets_the_pull_through() {
         "{v}"
     );
     env.assert_machines(&["app"]);
+
+    // Offline, the last pull's record must show the key verified; another key was never seen.
+    let reference = registry.reference("team/app:1");
+    run(
+        &env,
+        &[
+            "pull",
+            "--offline",
+            "--force",
+            "--tls-verify=false",
+            &reference,
+            "app",
+        ],
+    )
+    .success();
+    let other = env.scratch("keys").join("other.pub");
+    cosign_key(&other);
+    run(
+        &env,
+        &[
+            "pull",
+            "--offline",
+            "--force",
+            "--tls-verify=false",
+            "--cosign-key",
+            arg(&other),
+            &reference,
+            "app",
+        ],
+    )
+    .failure()
+    .stderr_mentions(&["--offline", "pull it online"]);
 }
 
 #[test]
@@ -422,4 +454,30 @@ fn a_simple_signing_signature_made_by_skopeo_and_gnupg_is_verified() {
         "{v}"
     );
     env.assert_machines(&["signed"]);
+
+    // The same manifest under a tag nobody signed: the signature vouches for `:1` only.
+    registry.push(&layout, "t", "team/signed:2");
+    run(
+        &env,
+        &[
+            "pull",
+            "--tls-verify=false",
+            &registry.reference("team/signed:2"),
+            "two",
+        ],
+    )
+    .failure()
+    .stderr_mentions(&["not the pulled tag `2`"]);
+    // By digest, the repository is what the identity must match.
+    run(
+        &env,
+        &[
+            "pull",
+            "--tls-verify=false",
+            &registry.reference(&format!("team/signed@{digest}")),
+            "bydigest",
+        ],
+    )
+    .success();
+    env.assert_machines(&["bydigest", "signed"]);
 }
