@@ -65,6 +65,10 @@ pub struct PullArgs {
     /// the signature policy says (and on top of what it requires).
     #[arg(long, value_name = "FILE")]
     pub cosign_key: Option<PathBuf>,
+    /// docker://: read simple signing (signedBy) signatures from this lookaside directory
+    /// instead of the one `<sandboxes_dir>/registries.d/*.yaml` configures.
+    #[arg(long, value_name = "DIR")]
+    pub lookaside: Option<PathBuf>,
     /// An http(s):// or file:// URL or a local path of a rootfs tarball, images:ALIAS[@VERSION],
     /// docker://REF, oci-layout:DIR[:TAG] or oci-archive:FILE[:TAG].
     pub source: String,
@@ -98,8 +102,8 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             "--platform, --creds and --tls-verify are for OCI sources (docker://, oci-layout:, oci-archive:)"
         );
     }
-    if args.cosign_key.is_some() {
-        bail!("--cosign-key is for docker:// sources");
+    if args.cosign_key.is_some() || args.lookaside.is_some() {
+        bail!("--cosign-key and --lookaside are for docker:// sources");
     }
     let name = match args.name.as_deref() {
         Some("-") => None,
@@ -240,8 +244,12 @@ struct OciPullResult {
 /// `sandbox pull docker://…|oci-layout:…|oci-archive:…`.
 fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCode> {
     let oci = OciSource::parse(source)?;
-    if args.cosign_key.is_some() && !matches!(oci, OciSource::Registry(_)) {
-        bail!("--cosign-key is for docker:// sources: {oci} is checked by digest only");
+    if (args.cosign_key.is_some() || args.lookaside.is_some())
+        && !matches!(oci, OciSource::Registry(_))
+    {
+        bail!(
+            "--cosign-key and --lookaside are for docker:// sources: {oci} is checked by digest only"
+        );
     }
     if args.checksum.is_some() {
         bail!("--checksum pins tarballs; pin an OCI image by its digest: docker://REPO@sha256:HEX");
@@ -275,6 +283,7 @@ fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCod
         offline: args.offline,
         cosign_key: args.cosign_key.clone(),
         registries_d: settings.paths.sandboxes_dir.join("registries.d"),
+        lookaside: args.lookaside.clone(),
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let fetched = oci_pull::fetch_oci(&req, &cache).with_context(|| format!("pulling {oci}"))?;

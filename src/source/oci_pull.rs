@@ -50,7 +50,7 @@ use crate::oci::{
     extract_oci_archive, has_init, render_exec_section, resolve_image,
 };
 use crate::source::oci_signatures::{
-    RequiredKey, SignatureKind, check_policy, load_cosign_key, verify_signatures,
+    RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
 use crate::source::sums::VerifyMode;
 use crate::unpack::{Root, UnpackOptions};
@@ -76,6 +76,8 @@ pub struct OciRequest<'a> {
     pub cosign_key: Option<PathBuf>,
     /// `<sandboxes_dir>/registries.d`: where simple signing's lookaside stores are configured.
     pub registries_d: PathBuf,
+    /// `--lookaside`: the simple signing store to read instead of the configured one.
+    pub lookaside: Option<PathBuf>,
 }
 
 /// A verified image whose every blob is in the cache.
@@ -235,7 +237,10 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
                     reference,
                     &digest,
                     &cosign_keys,
-                    &req.registries_d,
+                    &SignatureStores {
+                        registries_d: &req.registries_d,
+                        lookaside: req.lookaside.as_deref(),
+                    },
                     &mut verification,
                 ))
                 .with_context(|| format!("verifying the signatures of {shown}"))?;

@@ -27,6 +27,17 @@ use crate::source::sums::VerifyMode;
 use crate::verify::Digest;
 use crate::verify::openpgp::{TrustStore, verify_inline};
 
+/// Simple signing signatures read per image at most.
+const MAX_SIMPLE_SIGNATURES: u32 = 128;
+
+/// Where simple signing signatures are read.
+pub struct SignatureStores<'a> {
+    /// `<sandboxes_dir>/registries.d`.
+    pub registries_d: &'a Path,
+    /// `--lookaside DIR`, which wins over registries.d.
+    pub lookaside: Option<&'a Path>,
+}
+
 /// Which kind of signature a required key makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureKind {
@@ -123,15 +134,15 @@ struct SignedPayload {
     layer: Digest,
 }
 
-/// Checks every `required` key: simple signing from the lookaside store of `registries_d`,
-/// cosign from `registry`. Records in `verification` which keys passed (the first one as its
+/// Checks every `required` key: simple signing from the lookaside store of `stores`, cosign
+/// from `registry`. Records in `verification` which keys passed (the first one as its
 /// main fields, all of them in the notes).
 pub async fn verify_signatures(
     registry: &Registry,
     reference: &ImageReference,
     digest: &Digest,
     required: &[RequiredKey],
-    registries_d: &Path,
+    stores: &SignatureStores<'_>,
     verification: &mut Verification,
 ) -> Result<()> {
     let (cosign, gpg): (Vec<RequiredKey>, Vec<RequiredKey>) = required
@@ -139,7 +150,7 @@ pub async fn verify_signatures(
         .cloned()
         .partition(|k| k.kind == SignatureKind::Cosign);
     for k in &gpg {
-        verify_simple_signing(registries_d, reference, digest, k, verification)?;
+        verify_simple_signing(stores, reference, digest, k, verification)?;
     }
     verify_cosign(registry, reference, digest, &cosign, verification).await
 }
@@ -161,29 +172,22 @@ fn record(verification: &mut Verification, source: String, fingerprint: String, 
 
 /// A simple signing signature by the keyring `req.path` in the lookaside store.
 fn verify_simple_signing(
-    registries_d: &Path,
+    stores: &SignatureStores<'_>,
     reference: &ImageReference,
     digest: &Digest,
     req: &RequiredKey,
     verification: &mut Verification,
 ) -> Result<()> {
-    let entries = load_registries_d(registries_d)?;
-    let url = lookaside_for(&entries, reference).with_context(|| {
-        format!(
-            "{} requires a simple signing signature by {}, and no lookaside store for {}/{} is \
-             configured in {}/*.yaml",
-            req.why,
-            req.path.display(),
-            reference.registry,
-            reference.repository,
-            registries_d.display()
-        )
-    })?;
-    let dir = lookaside_dir(&url)?;
+    let dir = match stores.lookaside {
+        Some(dir) => dir.to_path_buf(),
+        None => configured_lookaside(stores.registries_d, reference, req)?,
+    };
     let mut store = TrustStore::new();
     store.add_file(&req.path, false)?;
     let mut tried = Vec::new();
-    for n in 1.. {
+    // containers/image reads until the first missing file; a bound keeps a store full of
+    // junk from making a pull verify without end.
+    for n in 1..=MAX_SIMPLE_SIGNATURES {
         let path = signature_path(&dir, reference, digest, n);
         let msg = match std::fs::read(&path) {
             Ok(m) => m,
@@ -220,6 +224,27 @@ fn verify_simple_signing(
         req.path.display(),
         req.why
     )
+}
+
+/// The lookaside directory registries.d configures for `reference`.
+fn configured_lookaside(
+    registries_d: &Path,
+    reference: &ImageReference,
+    req: &RequiredKey,
+) -> Result<PathBuf> {
+    let entries = load_registries_d(registries_d)?;
+    let url = lookaside_for(&entries, reference).with_context(|| {
+        format!(
+            "{} requires a simple signing signature by {}, and no lookaside store for {}/{} is \
+             configured in {}/*.yaml (or given with --lookaside)",
+            req.why,
+            req.path.display(),
+            reference.registry,
+            reference.repository,
+            registries_d.display()
+        )
+    })?;
+    lookaside_dir(&url)
 }
 
 /// Checks `required` cosign keys against the signatures of `digest` in `registry`'s

@@ -468,13 +468,25 @@ fn a_simple_signing_signature_made_by_skopeo_and_gnupg_is_verified() {
     )
     .failure()
     .stderr_mentions(&["not the pulled tag `2`"]);
-    // By digest, the repository is what the identity must match.
+    // By digest, the repository is what the identity must match; and --lookaside names the
+    // store when no registries.d does.
+    std::fs::remove_dir_all(env.sandboxes_dir().join("registries.d"))
+        .expect("removing registries.d");
+    let by_digest = registry.reference(&format!("team/signed@{digest}"));
+    run(
+        &env,
+        &["pull", "--tls-verify=false", &by_digest, "bydigest"],
+    )
+    .failure()
+    .stderr_mentions(&["no lookaside store"]);
     run(
         &env,
         &[
             "pull",
             "--tls-verify=false",
-            &registry.reference(&format!("team/signed@{digest}")),
+            "--lookaside",
+            arg(&store),
+            &by_digest,
             "bydigest",
         ],
     )
