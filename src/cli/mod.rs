@@ -61,7 +61,7 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Pull an image, verify it, cache it, and materialise it into the machines dir.
-    Pull(pull::PullArgs),
+    Pull(Box<pull::PullArgs>),
     /// Build a sandbox from a template.
     Build(build::BuildArgs),
     /// List the templates a build can use.
@@ -123,7 +123,7 @@ pub fn main(entry: Entry) -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
-        Command::Pull(args) => pull::run(&settings, args),
+        Command::Pull(args) => pull::run(&settings, *args),
         Command::Cache(cmd) => cache::run(&settings, cmd),
         Command::Keys(cmd) => keys::run(&settings, cmd),
         Command::Verify(args) => verify::run(&settings, args),

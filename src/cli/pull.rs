@@ -61,6 +61,14 @@ pub struct PullArgs {
     /// (a registry on localhost).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+    /// docker://: require a cosign signature of the image by this PEM public key, whatever
+    /// the signature policy says (and on top of what it requires).
+    #[arg(long, value_name = "FILE")]
+    pub cosign_key: Option<PathBuf>,
+    /// docker://: read simple signing (signedBy) signatures from this lookaside directory
+    /// instead of the one `<sandboxes_dir>/registries.d/*.yaml` configures.
+    #[arg(long, value_name = "DIR")]
+    pub lookaside: Option<PathBuf>,
     /// An http(s):// or file:// URL or a local path of a rootfs tarball, images:ALIAS[@VERSION],
     /// docker://REF, oci-layout:DIR[:TAG] or oci-archive:FILE[:TAG].
     pub source: String,
@@ -93,6 +101,9 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         bail!(
             "--platform, --creds and --tls-verify are for OCI sources (docker://, oci-layout:, oci-archive:)"
         );
+    }
+    if args.cosign_key.is_some() || args.lookaside.is_some() {
+        bail!("--cosign-key and --lookaside are for docker:// sources");
     }
     let name = match args.name.as_deref() {
         Some("-") => None,
@@ -233,6 +244,13 @@ struct OciPullResult {
 /// `sandbox pull docker://…|oci-layout:…|oci-archive:…`.
 fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCode> {
     let oci = OciSource::parse(source)?;
+    if (args.cosign_key.is_some() || args.lookaside.is_some())
+        && !matches!(oci, OciSource::Registry(_))
+    {
+        bail!(
+            "--cosign-key and --lookaside are for docker:// sources: {oci} is checked by digest only"
+        );
+    }
     if args.checksum.is_some() {
         bail!("--checksum pins tarballs; pin an OCI image by its digest: docker://REPO@sha256:HEX");
     }
@@ -263,6 +281,9 @@ fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCod
         verify: args.verify,
         policy_file: settings.paths.sandboxes_dir.join("policy.json"),
         offline: args.offline,
+        cosign_key: args.cosign_key.clone(),
+        registries_d: settings.paths.sandboxes_dir.join("registries.d"),
+        lookaside: args.lookaside.clone(),
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let fetched = oci_pull::fetch_oci(&req, &cache).with_context(|| format!("pulling {oci}"))?;

@@ -8,6 +8,7 @@
 //!   oci-archive: extract_oci_archive(file, tmp dir) ──▶ an image layout
 //!   OciLayout::open(dir)?.resolve(tag)        ──▶ top Descriptor
 //!   docker://: policy::Policy::decide, then registry::Registry::manifest ──▶ top Descriptor
+//!     (then its cosign / simple signing signatures: source::oci_signatures)
 //! resolve_image(&dyn BlobSource, &top, &PlatformSpec)
 //!   index ─▶ choose_manifest(platform) ─▶ manifest ─▶ config ─▶ layers + diff_ids
 //! apply_image(&Root, source, &resolved, opts)  ──▶ staging rootfs
@@ -36,16 +37,20 @@
 //! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying), `nspawn`
 //! (init detection and the `[Exec]` section for application images), `registry` (the
 //! distribution HTTP API: manifests, blobs, Basic and Bearer auth), `auth` (credentials from
-//! flags, auth files and helpers), `policy` (which `docker://` images may be pulled). The
+//! flags, auth files and helpers), `policy` (which `docker://` images may be pulled and which
+//! signatures they need), `cosign` (cosign signature payloads and keys), `lookaside`
+//! (registries.d lookaside stores of simple signing). The
 //! cache and machine side of a pull is `source::oci_pull`.
 
 pub mod archive;
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod cosign;
 pub mod image;
 pub mod layers;
 pub mod layout;
+pub mod lookaside;
 pub mod manifest;
 pub mod media;
 pub mod nspawn;

@@ -9,10 +9,13 @@
 //! Scopes are matched most specific first: `host/ns/repo`, `host/ns`, `host`, then the
 //! transport's `""` entry, then `default`. A missing file means reject: registry images carry
 //! no digest a person pinned, so without a policy saying otherwise they are refused (fail
-//! closed). `signedBy` and `sigstoreSigned` are understood but not yet checked, so they refuse
-//! too: accepting them unchecked would silently weaken a policy someone wrote on purpose.
+//! closed). `sigstoreSigned` with a `keyPath` (a cosign public key) and `signedBy` with
+//! `keyType: GPGKeys` and a `keyPath` (a keyring; containers simple signing) make the pull check
+//! signatures ([`Decision::Verify`], done by `source::oci_signatures`). Other forms (keyless
+//! sigstore, `keyPaths`, `keyData`, X.509) are understood but not checked, so they refuse:
+//! accepting them unchecked would silently weaken a policy someone wrote on purpose.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -24,14 +27,25 @@ use super::reference::ImageReference;
 pub enum Requirement {
     InsecureAcceptAnything,
     Reject,
-    SignedBy,
-    SigstoreSigned,
+    /// Simple signing (GPG): `keyType` and `keyPath` as written.
+    SignedBy {
+        key_type: Option<String>,
+        key_path: Option<PathBuf>,
+    },
+    /// cosign: `keyPath` to a PEM public key; `None` for keyless (Fulcio) policies.
+    SigstoreSigned {
+        key_path: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
 struct RawRequirement {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(rename = "keyType")]
+    key_type: Option<String>,
+    #[serde(rename = "keyPath")]
+    key_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +70,14 @@ pub enum Decision {
     Accept {
         scope: String,
     },
+    /// Pull it only if a cosign signature by one of these keys (PEM files) verifies.
+    /// Pull it only if, for each of these keys, a signature by it verifies: cosign keys (PEM
+    /// files) and GPG keyrings for simple signing (`signedBy`, from the lookaside store).
+    Verify {
+        scope: String,
+        cosign_keys: Vec<PathBuf>,
+        gpg_keyrings: Vec<PathBuf>,
+    },
     Reject {
         scope: String,
         reason: String,
@@ -72,8 +94,13 @@ fn requirements(raw: Vec<RawRequirement>, at: &str) -> Result<Vec<Requirement>> 
             Ok(match r.kind.as_str() {
                 "insecureAcceptAnything" => Requirement::InsecureAcceptAnything,
                 "reject" => Requirement::Reject,
-                "signedBy" => Requirement::SignedBy,
-                "sigstoreSigned" => Requirement::SigstoreSigned,
+                "signedBy" => Requirement::SignedBy {
+                    key_type: r.key_type,
+                    key_path: r.key_path,
+                },
+                "sigstoreSigned" => Requirement::SigstoreSigned {
+                    key_path: r.key_path,
+                },
                 other => bail!("{at}: unknown requirement type `{other}`"),
             })
         })
@@ -134,22 +161,51 @@ impl Policy {
         ("default".to_string(), &self.default)
     }
 
-    /// Decides on `reference`: every requirement of its scope must hold.
+    /// Decides on `reference`: every requirement of its scope must hold, so each
+    /// `sigstoreSigned` key adds a signature the pull must find.
     pub fn decide(&self, reference: &ImageReference) -> Decision {
         let (scope, reqs) = self.scope_for(reference);
+        let mut cosign_keys = Vec::new();
+        let mut gpg_keyrings = Vec::new();
         for r in reqs {
             let reason = match r {
                 Requirement::InsecureAcceptAnything => continue,
+                Requirement::SigstoreSigned {
+                    key_path: Some(path),
+                } => {
+                    cosign_keys.push(path.clone());
+                    continue;
+                }
                 Requirement::Reject => "its scope says reject".to_string(),
-                Requirement::SignedBy | Requirement::SigstoreSigned => {
-                    "it requires a signature, and signature verification for docker:// \
-                     (cosign/simple signing) is not yet available"
+                Requirement::SigstoreSigned { key_path: None } => {
+                    "it requires a keyless sigstore signature (Fulcio certificates), and only \
+                     key-based cosign signatures (`keyPath`) can be verified"
                         .to_string()
                 }
+                Requirement::SignedBy {
+                    key_type,
+                    key_path: Some(path),
+                } if key_type.as_deref().is_none_or(|t| t == "GPGKeys") => {
+                    gpg_keyrings.push(path.clone());
+                    continue;
+                }
+                Requirement::SignedBy { key_type, .. } => format!(
+                    "it requires a simple signing signature (signedBy) of keyType `{}` or \
+                     without a keyPath; only GPGKeys with a keyPath can be verified",
+                    key_type.as_deref().unwrap_or("GPGKeys")
+                ),
             };
             return Decision::Reject { scope, reason };
         }
-        Decision::Accept { scope }
+        if cosign_keys.is_empty() && gpg_keyrings.is_empty() {
+            Decision::Accept { scope }
+        } else {
+            Decision::Verify {
+                scope,
+                cosign_keys,
+                gpg_keyrings,
+            }
+        }
     }
 }
 
@@ -168,7 +224,9 @@ mod tests {
                 "reg.io/team": [{"type": "insecureAcceptAnything"}],
                 "reg.io/team/locked": [{"type": "reject"}],
                 "signed.io": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k"}],
-                "sig.io": [{"type": "sigstoreSigned", "keyPath": "/k"}]
+                "sig.io": [{"type": "sigstoreSigned", "keyPath": "/k"}],
+                "keyless.io": [{"type": "sigstoreSigned"}],
+                "x509.io": [{"type": "signedBy", "keyType": "X509Certificates", "keyPath": "/c"}]
             },
             "atomic": {"reg.io": [{"type": "insecureAcceptAnything"}]}
         }
@@ -192,12 +250,31 @@ mod tests {
             p.decide(&reference("reg.io/other")),
             Decision::Reject { scope, .. } if scope == "default"
         ));
-        for r in ["signed.io/a", "sig.io/a"] {
+        for (r, why) in [
+            ("x509.io/a", "keyType `X509Certificates`"),
+            ("keyless.io/a", "keyless"),
+        ] {
             match p.decide(&reference(r)) {
-                Decision::Reject { reason, .. } => assert!(reason.contains("not yet available")),
+                Decision::Reject { reason, .. } => assert!(reason.contains(why), "{reason}"),
                 d => panic!("{r}: {d:?}"),
             }
         }
+        assert_eq!(
+            p.decide(&reference("sig.io/a")),
+            Decision::Verify {
+                scope: "docker:sig.io".into(),
+                cosign_keys: vec![PathBuf::from("/k")],
+                gpg_keyrings: vec![],
+            }
+        );
+        assert_eq!(
+            p.decide(&reference("signed.io/a")),
+            Decision::Verify {
+                scope: "docker:signed.io".into(),
+                cosign_keys: vec![],
+                gpg_keyrings: vec![PathBuf::from("/k")],
+            }
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod http;
 pub mod images;
 pub mod oci_pull;
+pub mod oci_signatures;
 pub mod simplestreams;
 pub mod site;
 pub mod sums;

@@ -24,6 +24,8 @@
 //!
 //! `docker://` pulls first ask the signature policy ([`crate::oci::policy`]); local sources
 //! are named by the person pulling and checked by digest, so the policy does not apply.
+//! cosign signatures the policy or `--cosign-key` requires are checked right after the top
+//! manifest arrives, before anything else is fetched ([`super::oci_signatures`]).
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Write as _};
@@ -42,11 +44,13 @@ use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
 use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::policy::{Decision, Policy};
 use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
 use crate::oci::{
-    Descriptor, ImageReference, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
+    Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
     extract_oci_archive, has_init, render_exec_section, resolve_image,
+};
+use crate::source::oci_signatures::{
+    RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
 use crate::source::sums::VerifyMode;
 use crate::unpack::{Root, UnpackOptions};
@@ -67,6 +71,13 @@ pub struct OciRequest<'a> {
     /// `<sandboxes_dir>/policy.json`.
     pub policy_file: PathBuf,
     pub offline: bool,
+    /// `--cosign-key`: a cosign signature by this PEM public key is required, whatever the
+    /// policy says (on top of what it requires).
+    pub cosign_key: Option<PathBuf>,
+    /// `<sandboxes_dir>/registries.d`: where simple signing's lookaside stores are configured.
+    pub registries_d: PathBuf,
+    /// `--lookaside`: the simple signing store to read instead of the configured one.
+    pub lookaside: Option<PathBuf>,
 }
 
 /// A verified image whose every blob is in the cache.
@@ -172,11 +183,12 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         .build()
         .context("starting the async runtime")?;
     // Policy and credentials first: a refused image costs no network traffic.
+    let mut cosign_keys = Vec::new();
     let registry = match req.source {
         OciSource::Registry(reference) => {
-            check_policy(req, reference, &mut verification)?;
+            cosign_keys = check_policy(req, reference, &mut verification)?;
             if req.offline {
-                return fetch_offline(req, cache, verification);
+                return fetch_offline(req, cache, verification, &cosign_keys);
             }
             let creds = match &req.creds {
                 Some(c) => Some(c.clone()),
@@ -219,6 +231,19 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
             {
                 bail!("the registry sent a manifest for {shown} whose sha256 is {digest}");
             }
+            runtime
+                .block_on(verify_signatures(
+                    registry,
+                    reference,
+                    &digest,
+                    &cosign_keys,
+                    &SignatureStores {
+                        registries_d: &req.registries_d,
+                        lookaside: req.lookaside.as_deref(),
+                    },
+                    &mut verification,
+                ))
+                .with_context(|| format!("verifying the signatures of {shown}"))?;
             let media_type = top_media_type(&raw.bytes, raw.content_type.as_deref());
             let top = Descriptor::new(&media_type, digest, raw.bytes.len() as u64);
             top_bytes = raw.bytes;
@@ -267,50 +292,12 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     })
 }
 
-/// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
-/// records that nothing was checked).
-fn check_policy(
-    req: &OciRequest<'_>,
-    reference: &ImageReference,
-    verification: &mut Verification,
-) -> Result<()> {
-    let shown = req.source;
-    match req.verify {
-        VerifyMode::No => {
-            tracing::warn!(
-                "--verify=no: the signature policy is NOT consulted for {shown}; \
-                 whoever controls the registry decides what you run"
-            );
-            verification.mode = "no".to_string();
-        }
-        _ => match Policy::load(&req.policy_file)?.decide(reference) {
-            Decision::Accept { scope } => verification.notes.push(format!(
-                "accepted without a signature by {} (scope {scope})",
-                req.policy_file.display()
-            )),
-            Decision::Reject { scope, reason } => {
-                let file = req.policy_file.display();
-                let whose = if req.policy_file.exists() {
-                    format!("{file}, scope {scope}")
-                } else {
-                    format!("{file} does not exist, so every registry image is rejected")
-                };
-                bail!(
-                    "the signature policy refuses this image: {reason} ({whose}); to \
-                     take it unsigned, allow the repository in {file} with \
-                     {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
-                )
-            }
-        },
-    }
-    Ok(())
-}
-
 /// `--offline` for a registry: the ref of the last pull, every blob from the cache.
 fn fetch_offline(
     req: &OciRequest<'_>,
     cache: &Cache,
-    verification: Verification,
+    mut verification: Verification,
+    cosign_keys: &[RequiredKey],
 ) -> Result<OciFetched> {
     let key = ref_key(req.source, &req.platform);
     let r = cache.read_ref(RefKind::Oci, &key)?.with_context(|| {
@@ -319,6 +306,28 @@ fn fetch_offline(
             req.source, req.platform
         )
     })?;
+    // The signatures cannot be fetched offline: the last online pull's record must show that
+    // every key required now verified then (the manifest it names is the one used here).
+    for k in cosign_keys {
+        // A cosign key is named by its fingerprint; a keyring by its path (which key of it
+        // signed is only known once a signature verified).
+        let name = match k.kind {
+            SignatureKind::Cosign => load_cosign_key(&k.path)?.fingerprint,
+            SignatureKind::SimpleSigning => format!("({}, ", k.path.display()),
+        };
+        if !r.verification.notes.iter().any(|n| n.contains(&name)) {
+            bail!(
+                "--offline: {} requires a signature by {}, and the last pull of {} did not \
+                 verify one; pull it online",
+                k.why,
+                k.path.display(),
+                req.source
+            );
+        }
+    }
+    if !cosign_keys.is_empty() {
+        verification = r.verification.clone();
+    }
     let manifest = r
         .blob("manifest")
         .context("the cached ref names no manifest (remove it with `sandbox cache rm`)")?;

@@ -19,6 +19,7 @@ mod images_trust;
 mod keys;
 mod ls_rm;
 mod oci;
+mod oci_signatures;
 mod pull_tarball;
 mod settings;
 mod verify;

@@ -380,7 +380,7 @@ fn unsigned_registry_images_need_a_policy_or_verify_no() {
         &[],
     )
     .failure()
-    .stderr_mentions(&["signature verification for docker://", "not yet available"]);
+    .stderr_mentions(&["requires a simple signing signature", "no lookaside store"]);
     env.assert_machines(&[]);
 
     let j = run(

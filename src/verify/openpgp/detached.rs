@@ -194,10 +194,13 @@ fn check_signature_packets(signature: &[u8]) -> Result<(), SignatureError> {
     Ok(())
 }
 
-struct Helper<'s> {
-    store: &'s TrustStore,
-    policy: &'s PinnedPolicy<'s>,
-    outcome: Option<Result<SignatureCheck, SignatureError>>,
+/// The verification helper shared with [`super::inline`]: certificates from the store, and
+/// the outcome of the signature groups (`check` itself never fails, so callers must look at
+/// `outcome`).
+pub(super) struct Helper<'s> {
+    pub(super) store: &'s TrustStore,
+    pub(super) policy: &'s PinnedPolicy<'s>,
+    pub(super) outcome: Option<Result<SignatureCheck, SignatureError>>,
 }
 
 impl VerificationHelper for Helper<'_> {

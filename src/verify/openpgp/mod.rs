@@ -15,13 +15,15 @@
 //!   valid, [`SignatureCheck::sha1_self_signature_accepted`] says so, for the provenance record.
 //!
 //! Layout: `store` (the certificates and where each came from, loading keyrings), `policy`
-//! (the pinned-SHA-1 exception), `detached` (verifying a signature over a stream),
+//! (the pinned-SHA-1 exception), `detached` (verifying a signature over a stream), `inline`
+//! (signed messages that carry their data: containers simple signing),
 //! `keys` (`sandbox keys add|ls|rm` on the keys directory).
 //!
 //! Trusting a pinned key "for its source only" (the LXC key for LXC image pulls) is the caller's
 //! job: [`SignatureCheck::origin`] says which keyring the signer came from.
 
 mod detached;
+mod inline;
 pub mod keys;
 mod policy;
 mod store;
@@ -30,6 +32,7 @@ mod store;
 mod tests;
 
 pub use detached::{SignatureCheck, SignatureError, verify_detached};
+pub use inline::{MAX_INLINE_MESSAGE, verify_inline};
 pub use policy::PinnedPolicy;
 pub use store::{TrustStore, TrustedCert, keyring_files_in_dir, load_trust_store};
 

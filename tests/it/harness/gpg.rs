@@ -79,6 +79,11 @@ impl Gpg {
         cmd
     }
 
+    /// The GNUPGHOME, for other tools that sign through gpgme (skopeo --sign-by).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
     /// Upper-case hex fingerprint of the primary key (40 digits for a v4 key).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint

@@ -1,0 +1,344 @@
+//! Signature checks for `docker://` pulls: cosign key-based signatures (the `sha256-HEX.sig`
+//! tag of the same repository, see [`crate::oci::cosign`]) and containers simple signing (GPG
+//! signed messages in a lookaside store, see [`crate::oci::lookaside`]).
+//!
+//! Every key asked for (each `sigstoreSigned` / `signedBy` requirement of the policy scope, and
+//! `--cosign-key`) must have made at least one good signature whose payload names the pulled
+//! manifest digest and repository; otherwise the pull fails before any layer is fetched,
+//! naming where it looked and every signature that was tried and why it failed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cache::Verification;
+use crate::oci::cosign::{
+    COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE,
+    check_payload, signature_tag,
+};
+use crate::oci::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
+use crate::oci::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
+use crate::oci::manifest::MAX_MANIFEST_SIZE;
+use crate::oci::policy::{Decision, Policy};
+use crate::oci::registry::{Registry, read_limited, shown_url};
+use crate::oci::{ImageManifest, ImageReference};
+use crate::source::oci_pull::OciRequest;
+use crate::source::sums::VerifyMode;
+use crate::verify::Digest;
+use crate::verify::openpgp::{TrustStore, verify_inline};
+
+/// Simple signing signatures read per image at most.
+const MAX_SIMPLE_SIGNATURES: u32 = 128;
+
+/// Where simple signing signatures are read.
+pub struct SignatureStores<'a> {
+    /// `<sandboxes_dir>/registries.d`.
+    pub registries_d: &'a Path,
+    /// `--lookaside DIR`, which wins over registries.d.
+    pub lookaside: Option<&'a Path>,
+}
+
+/// Which kind of signature a required key makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureKind {
+    /// A cosign PEM public key.
+    Cosign,
+    /// A GPG keyring for containers simple signing.
+    SimpleSigning,
+}
+
+/// A key a pull requires a signature by, and where the requirement came from (for messages).
+#[derive(Debug, Clone)]
+pub struct RequiredKey {
+    pub kind: SignatureKind,
+    pub path: PathBuf,
+    /// `--cosign-key` or `policy.json scope …`.
+    pub why: String,
+}
+
+/// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
+/// records that nothing was checked); the cosign keys whose signatures the pull must find.
+pub fn check_policy(
+    req: &OciRequest<'_>,
+    reference: &ImageReference,
+    verification: &mut Verification,
+) -> Result<Vec<RequiredKey>> {
+    let shown = req.source;
+    let mut keys = Vec::new();
+    if let Some(path) = &req.cosign_key {
+        // Asked for on the command line: it holds even with --verify=no.
+        keys.push(RequiredKey {
+            kind: SignatureKind::Cosign,
+            path: path.clone(),
+            why: "--cosign-key".to_string(),
+        });
+    }
+    match req.verify {
+        VerifyMode::No => {
+            tracing::warn!(
+                "--verify=no: the signature policy is NOT consulted for {shown}; \
+                 whoever controls the registry decides what you run"
+            );
+            verification.mode = "no".to_string();
+        }
+        _ => match Policy::load(&req.policy_file)?.decide(reference) {
+            Decision::Accept { scope } => verification.notes.push(format!(
+                "accepted without a signature by {} (scope {scope})",
+                req.policy_file.display()
+            )),
+            Decision::Verify {
+                scope,
+                cosign_keys,
+                gpg_keyrings,
+            } => {
+                let why = format!("{} scope {scope}", req.policy_file.display());
+                let cosign = cosign_keys.into_iter().map(|p| (SignatureKind::Cosign, p));
+                let gpg = gpg_keyrings
+                    .into_iter()
+                    .map(|p| (SignatureKind::SimpleSigning, p));
+                keys.extend(cosign.chain(gpg).map(|(kind, path)| RequiredKey {
+                    kind,
+                    path,
+                    why: why.clone(),
+                }))
+            }
+            Decision::Reject { scope, reason } => {
+                let file = req.policy_file.display();
+                let whose = if req.policy_file.exists() {
+                    format!("{file}, scope {scope}")
+                } else {
+                    format!("{file} does not exist, so every registry image is rejected")
+                };
+                bail!(
+                    "the signature policy refuses this image: {reason} ({whose}); to \
+                     take it unsigned, allow the repository in {file} with \
+                     {{\"type\": \"insecureAcceptAnything\"}}, or pass --verify=no"
+                )
+            }
+        },
+    }
+    Ok(keys)
+}
+
+/// Reads a cosign public key file.
+pub fn load_cosign_key(path: &Path) -> Result<CosignKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the cosign public key {}", path.display()))?;
+    CosignKey::from_pem(&pem).with_context(|| format!("reading {}", path.display()))
+}
+
+/// One signature layer of a signature image: its payload, and its base64 signature.
+struct SignedPayload {
+    payload: Vec<u8>,
+    signature: String,
+    layer: Digest,
+}
+
+/// Checks every `required` key: simple signing from the lookaside store of `stores`, cosign
+/// from `registry`. Records in `verification` which keys passed (the first one as its
+/// main fields, all of them in the notes).
+pub async fn verify_signatures(
+    registry: &Registry,
+    reference: &ImageReference,
+    digest: &Digest,
+    required: &[RequiredKey],
+    stores: &SignatureStores<'_>,
+    verification: &mut Verification,
+) -> Result<()> {
+    let (cosign, gpg): (Vec<RequiredKey>, Vec<RequiredKey>) = required
+        .iter()
+        .cloned()
+        .partition(|k| k.kind == SignatureKind::Cosign);
+    for k in &gpg {
+        verify_simple_signing(stores, reference, digest, k, verification)?;
+    }
+    verify_cosign(registry, reference, digest, &cosign, verification).await
+}
+
+/// Records a key that passed: the first one fills the main fields.
+fn record(verification: &mut Verification, source: String, fingerprint: String, req: &RequiredKey) {
+    if verification.mode != "signature" {
+        verification.mode = "signature".to_string();
+        verification.signature_source = Some(source.clone());
+        verification.key_fingerprint = Some(fingerprint.clone());
+        verification.key_origin = Some(req.path.display().to_string());
+    }
+    verification.notes.push(format!(
+        "{source}: signature by {fingerprint} ({}, required by {}) verified",
+        req.path.display(),
+        req.why
+    ));
+}
+
+/// A simple signing signature by the keyring `req.path` in the lookaside store.
+fn verify_simple_signing(
+    stores: &SignatureStores<'_>,
+    reference: &ImageReference,
+    digest: &Digest,
+    req: &RequiredKey,
+    verification: &mut Verification,
+) -> Result<()> {
+    let dir = match stores.lookaside {
+        Some(dir) => dir.to_path_buf(),
+        None => configured_lookaside(stores.registries_d, reference, req)?,
+    };
+    let mut store = TrustStore::new();
+    store.add_file(&req.path, false)?;
+    let mut tried = Vec::new();
+    // containers/image reads until the first missing file; a bound keeps a store full of
+    // junk from making a pull verify without end.
+    for n in 1..=MAX_SIMPLE_SIGNATURES {
+        let path = signature_path(&dir, reference, digest, n);
+        let msg = match std::fs::read(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let outcome = verify_inline(&store, &msg)
+            .map_err(anyhow::Error::from)
+            .and_then(|(payload, check)| {
+                let identity = check_payload(&payload, SIMPLE_SIGNING_TYPE, digest, reference)?;
+                check_exact_tag(&identity, reference)?;
+                Ok(check)
+            });
+        match outcome {
+            Ok(check) => {
+                let source = format!("simple-signing:{}", path.display());
+                record(verification, source, check.primary_fingerprint.clone(), req);
+                if verification.signer.is_none() {
+                    verification.signer = check.user_ids.first().cloned();
+                }
+                return Ok(());
+            }
+            Err(e) => tried.push(format!("{}: {e:#}", path.display())),
+        }
+    }
+    let first = signature_path(&dir, reference, digest, 1);
+    let detail = if tried.is_empty() {
+        format!("there is no {}", first.display())
+    } else {
+        tried.join("; ")
+    };
+    bail!(
+        "no simple signing signature of manifest {digest} by a key of {} ({}) verifies: {detail}",
+        req.path.display(),
+        req.why
+    )
+}
+
+/// The lookaside directory registries.d configures for `reference`.
+fn configured_lookaside(
+    registries_d: &Path,
+    reference: &ImageReference,
+    req: &RequiredKey,
+) -> Result<PathBuf> {
+    let entries = load_registries_d(registries_d)?;
+    let url = lookaside_for(&entries, reference).with_context(|| {
+        format!(
+            "{} requires a simple signing signature by {}, and no lookaside store for {}/{} is \
+             configured in {}/*.yaml (or given with --lookaside)",
+            req.why,
+            req.path.display(),
+            reference.registry,
+            reference.repository,
+            registries_d.display()
+        )
+    })?;
+    lookaside_dir(&url)
+}
+
+/// Checks `required` cosign keys against the signatures of `digest` in `registry`'s
+/// repository.
+async fn verify_cosign(
+    registry: &Registry,
+    reference: &ImageReference,
+    digest: &Digest,
+    required: &[RequiredKey],
+    verification: &mut Verification,
+) -> Result<()> {
+    if required.is_empty() {
+        return Ok(());
+    }
+    let keys = required
+        .iter()
+        .map(|r| load_cosign_key(&r.path).map(|k| (r, k)))
+        .collect::<Result<Vec<_>>>()?;
+    let tag = signature_tag(digest);
+    let shown_tag = format!("{}/{}:{tag}", reference.registry, reference.repository);
+    let signed = fetch_signatures(registry, &tag)
+        .await
+        .with_context(|| format!("fetching the cosign signatures {shown_tag}"))?;
+    for (req, key) in &keys {
+        let mut tried = Vec::new();
+        let mut passed = false;
+        for s in &signed {
+            let outcome = key
+                .verify(&s.payload, &s.signature)
+                .and_then(|()| check_payload(&s.payload, COSIGN_TYPE, digest, reference).map(drop));
+            match outcome {
+                Ok(()) => {
+                    passed = true;
+                    break;
+                }
+                Err(e) => tried.push(format!("layer {}: {e:#}", s.layer)),
+            }
+        }
+        if !passed {
+            let detail = if tried.is_empty() {
+                "it holds no signature layers".to_string()
+            } else {
+                tried.join("; ")
+            };
+            bail!(
+                "no cosign signature of manifest {digest} by the key {} ({}, {}) verifies in \
+                 {shown_tag}: {detail}",
+                req.path.display(),
+                key.fingerprint,
+                req.why
+            );
+        }
+        record(
+            verification,
+            format!("cosign:{shown_tag}"),
+            key.fingerprint.clone(),
+            req,
+        );
+    }
+    Ok(())
+}
+
+/// The signature layers of the image tagged `tag` (payloads fetched and bounded; layers of
+/// other media types, or without a signature annotation, are skipped).
+async fn fetch_signatures(registry: &Registry, tag: &str) -> Result<Vec<SignedPayload>> {
+    let raw = registry.manifest(tag, MAX_MANIFEST_SIZE).await?;
+    let manifest: ImageManifest = serde_json::from_slice(&raw.bytes)
+        .context("the signature manifest is not an image manifest")?;
+    let mut out = Vec::new();
+    for layer in manifest.layers {
+        if layer.media_type != SIMPLESIGNING_MEDIA_TYPE {
+            continue;
+        }
+        let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
+            continue;
+        };
+        if layer.size > MAX_PAYLOAD_SIZE {
+            bail!(
+                "payload {} is {} bytes, more than the {MAX_PAYLOAD_SIZE} allowed",
+                layer.digest,
+                layer.size
+            );
+        }
+        let resp = registry.blob(&layer.digest).await?;
+        let url = shown_url(&resp);
+        let payload = read_limited(resp, MAX_PAYLOAD_SIZE, &url).await?;
+        if Digest::of(&payload) != layer.digest {
+            bail!("GET {url}: the payload's sha256 is not {}", layer.digest);
+        }
+        out.push(SignedPayload {
+            payload,
+            signature: signature.clone(),
+            layer: layer.digest,
+        });
+    }
+    Ok(out)
+}
