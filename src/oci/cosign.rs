@@ -20,6 +20,8 @@ use super::reference::ImageReference;
 use crate::verify::Digest;
 
 /// The media type of a cosign signature payload layer.
+/// The artifact type of a cosign signature attached as an OCI 1.1 referrer.
+pub const COSIGN_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
 /// The layer annotation that holds the base64 signature.

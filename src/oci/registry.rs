@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
+use super::manifest::ImageIndex;
 use super::media;
 use super::reference::ImageReference;
 use crate::source::http::describe;
@@ -242,6 +243,29 @@ impl Registry {
             bytes,
             content_type,
         })
+    }
+
+    /// The OCI 1.1 referrers of `digest` (`GET /v2/<repo>/referrers/<digest>`), or `None` when
+    /// the registry does not offer that API (404, 400, 405: distribution 2.x, for one).
+    pub async fn referrers(&self, digest: &crate::verify::Digest) -> Result<Option<ImageIndex>> {
+        let resp = self
+            .get("referrers", &digest.to_string(), Some(media::OCI_INDEX))
+            .await?;
+        let url = shown_url(&resp);
+        let status = resp.status();
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!("GET {url}: {}", status_message(status, "referrers list"));
+        }
+        let bytes = read_limited(resp, super::manifest::MAX_MANIFEST_SIZE, &url).await?;
+        let index: ImageIndex = serde_json::from_slice(&bytes)
+            .with_context(|| format!("GET {url}: the referrers list is not an OCI index"))?;
+        Ok(Some(index))
     }
 
     /// GETs a blob (or, for digests the registry keeps as manifests, the manifest), as a

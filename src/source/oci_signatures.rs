@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::cache::Verification;
 use crate::oci::cosign::{
-    COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE,
-    check_payload, signature_tag,
+    COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION,
+    SIMPLESIGNING_MEDIA_TYPE, check_payload, signature_tag,
 };
 use crate::oci::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
 use crate::oci::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
@@ -265,9 +265,38 @@ async fn verify_cosign(
         .collect::<Result<Vec<_>>>()?;
     let tag = signature_tag(digest);
     let shown_tag = format!("{}/{}:{tag}", reference.registry, reference.repository);
-    let signed = fetch_signatures(registry, &tag)
+    // Signatures attached as OCI 1.1 referrers (cosign's oci-1-1 mode), when the registry has
+    // the API, then the `sha256-<hex>.sig` tag; the tag may be missing when referrers hold some.
+    let mut signed = Vec::new();
+    let mut sources = Vec::new();
+    if let Some(index) = registry
+        .referrers(digest)
         .await
-        .with_context(|| format!("fetching the cosign signatures {shown_tag}"))?;
+        .with_context(|| format!("listing the referrers of {digest}"))?
+    {
+        for m in index
+            .manifests
+            .iter()
+            .filter(|m| m.artifact_type.as_deref() == Some(COSIGN_ARTIFACT_TYPE))
+        {
+            let found = fetch_signatures(registry, &m.digest.to_string(), Some(&m.digest))
+                .await
+                .with_context(|| format!("fetching the cosign signature referrer {}", m.digest))?;
+            signed.extend(found);
+            sources.push(format!("referrer {}", m.digest));
+        }
+    }
+    match fetch_signatures(registry, &tag, None).await {
+        Ok(found) => {
+            signed.extend(found);
+            sources.push(shown_tag.clone());
+        }
+        Err(e) if !signed.is_empty() => {
+            tracing::debug!("no cosign signature tag {shown_tag} ({e:#}); using the referrers");
+        }
+        Err(e) => return Err(e.context(format!("fetching the cosign signatures {shown_tag}"))),
+    }
+    let shown_tag = sources.join(", ");
     for (req, key) in &keys {
         let mut tried = Vec::new();
         let mut passed = false;
@@ -307,10 +336,19 @@ async fn verify_cosign(
     Ok(())
 }
 
-/// The signature layers of the image tagged `tag` (payloads fetched and bounded; layers of
+/// The signature layers of the manifest `reference` (a tag, or a digest it must hash to) (payloads fetched and bounded; layers of
 /// other media types, or without a signature annotation, are skipped).
-async fn fetch_signatures(registry: &Registry, tag: &str) -> Result<Vec<SignedPayload>> {
-    let raw = registry.manifest(tag, MAX_MANIFEST_SIZE).await?;
+async fn fetch_signatures(
+    registry: &Registry,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<Vec<SignedPayload>> {
+    let raw = registry.manifest(reference, MAX_MANIFEST_SIZE).await?;
+    if let Some(expected) = expected
+        && Digest::of(&raw.bytes) != *expected
+    {
+        bail!("the signature manifest {reference} does not hash to {expected}");
+    }
     let manifest: ImageManifest = serde_json::from_slice(&raw.bytes)
         .context("the signature manifest is not an image manifest")?;
     let mut out = Vec::new();
@@ -342,3 +380,7 @@ async fn fetch_signatures(registry: &Registry, tag: &str) -> Result<Vec<SignedPa
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "oci_signatures_tests.rs"]
+mod tests;
