@@ -9,7 +9,7 @@ use crate::harness::fixture::{Image, arg, keyring};
 use crate::harness::gpg::{Gpg, KeyAlgo};
 use crate::harness::rawtar::RawTar;
 use crate::harness::rootfs::Compression;
-use crate::harness::site::Site;
+use crate::harness::site::{Site, SumStyle};
 use crate::harness::{files_under, sha256_hex, token};
 
 /// Pulls `file` (published signed under `dir`) into `env` as machine `name`; returns its URL.
@@ -240,4 +240,98 @@ fn export_of_named_refs_only() {
     assert_eq!(ref_sources(&to), vec![url_a]);
     to.sandbox(&["pull", "--offline", "--keyring", arg(&key), &url_b, "b"])
         .failure();
+}
+
+#[test]
+fn checksum_refs_verify_again_and_unverified_refs_warn() {
+    let from = TestEnv::new();
+    let site = Site::new();
+    let a = Image::new(&from, Compression::Xz);
+    let b = Image::new(&from, Compression::Gzip);
+    site.put("a/os.tar.xz", &a.bytes);
+    site.sha256_file("a", "os.tar.xz", SumStyle::Text);
+    site.put("b/os.tar.gz", &b.bytes);
+    let url_a = site.url("a/os.tar.xz");
+    let url_b = site.url("b/os.tar.gz");
+    from.sandbox(&["pull", "--verify=checksum", &url_a, "a"])
+        .success();
+    from.sandbox(&["pull", "--verify=no", &url_b, "b"])
+        .success();
+    let file = from.scratch("out").join("cache.tar");
+    from.sandbox(&["cache", "export", arg(&file)]).success();
+
+    // No keys are needed for either; the unverified one is imported with a warning.
+    let to = TestEnv::new();
+    let out = to
+        .sandbox(&["cache", "import", arg(&file)])
+        .success()
+        .stderr_mentions(&["--verify=no", &url_b]);
+    assert!(
+        !out.stderr.contains(&format!("warning: {url_a}")),
+        "the checksum ref was not verified:\n{}",
+        out.stderr
+    );
+    let mut both = vec![url_a.clone(), url_b];
+    both.sort();
+    assert_eq!(ref_sources(&to), both);
+
+    drop(site);
+    let out = to
+        .sandbox(&[
+            "--json",
+            "pull",
+            "--offline",
+            "--verify=checksum",
+            &url_a,
+            "a",
+        ])
+        .success();
+    assert_eq!(out.json()["verification"]["mode"], "checksum");
+    a.assert_materialised(&to.machine("a"));
+}
+
+#[test]
+fn swapped_image_with_a_consistent_manifest_is_refused() {
+    let from = TestEnv::new();
+    let site = Site::new();
+    let gpg = Gpg::new(KeyAlgo::Ed25519);
+    let image = Image::new(&from, Compression::Gzip);
+    let url = signed_pull(&from, &site, &gpg, "a", &image);
+    let file = from.scratch("out").join("cache.tar");
+    from.sandbox(&["cache", "export", arg(&file)]).success();
+
+    // The attacker ships other bytes under their own (correct) name and points the ref at
+    // them: every blob hashes right, only the signed checksum file can tell.
+    let evil = Image::new(&from, Compression::Gzip);
+    let mut list: Vec<(String, Vec<u8>)> = entries(&file)
+        .into_iter()
+        .filter(|(n, _)| *n != format!("blobs/sha256/{}", image.hex()))
+        .map(|(n, d)| {
+            if n == "manifest.json" {
+                let text = String::from_utf8(d).expect("the manifest is UTF-8");
+                assert!(text.contains(&image.hex()));
+                let text = text.replace(&image.hex(), &evil.hex()).replace(
+                    &format!("\"size\": {}", image.len()),
+                    &format!("\"size\": {}", evil.len()),
+                );
+                (n, text.into_bytes())
+            } else {
+                (n, d)
+            }
+        })
+        .collect();
+    list.push((format!("blobs/sha256/{}", evil.hex()), evil.bytes.clone()));
+    list.sort();
+    let bad = from.scratch("out").join("swapped.tar");
+    std::fs::write(&bad, rebuild(&list)).expect("writing the swapped export");
+
+    let to = TestEnv::new();
+    let key = keyring(&to, &gpg, false);
+    to.sandbox(&["cache", "import", "--keyring", arg(&key), arg(&bad)])
+        .failure()
+        .stderr_mentions(&[&url, &evil.hex()]);
+    assert!(ref_sources(&to).is_empty());
+    to.sandbox(&["pull", "--offline", "--keyring", arg(&key), &url, "box"])
+        .failure();
+    to.assert_machines(&[]);
 }
