@@ -14,5 +14,6 @@ pub mod paths;
 pub mod progress;
 pub mod pull;
 pub mod source;
+pub mod transfer;
 pub mod unpack;
 pub mod verify;

@@ -1,5 +1,6 @@
-//! `sandbox cache ls|fsck|gc|rm`.
+//! `sandbox cache ls|fsck|gc|rm|export|import`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -8,6 +9,7 @@ use clap::Subcommand;
 use super::Settings;
 use crate::cache::Cache;
 use crate::cache::maintenance;
+use crate::transfer::{export, import};
 
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
@@ -21,6 +23,20 @@ pub enum CacheCommand {
     Rm {
         /// The source of the ref.
         reference: String,
+    },
+    /// Write refs (by their source, as `cache ls` shows it; all when none are named) and every
+    /// blob they use to FILE, a tar (zstd-compressed when FILE ends in .zst), for another host.
+    Export {
+        file: PathBuf,
+        references: Vec<String>,
+    },
+    /// Take the blobs and refs of an export FILE into this cache. Every blob is re-hashed and
+    /// every ref verified again with this host's keys; refs that fail are not imported (exit 1).
+    Import {
+        file: PathBuf,
+        /// A keyring (armored or binary) to trust for re-verifying signatures; may be repeated.
+        #[arg(long)]
+        keyring: Vec<PathBuf>,
     },
 }
 
@@ -124,6 +140,56 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Export { file, references } => {
+            let cache = Cache::open(&dir)?;
+            let report = export::export(&cache, &file, &references)?;
+            if settings.json {
+                super::print_json(&report)?;
+            } else {
+                settings.say(format!(
+                    "exported {} refs and {} blobs ({}) to {}",
+                    report.refs.len(),
+                    report.blobs,
+                    human_size(report.bytes),
+                    report.file.display()
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Import { file, keyring } => {
+            let cache = Cache::open(&dir)?;
+            let trust = import::Trust {
+                tarball: crate::pull::trust_store(&settings.paths, &keyring, false)?,
+                images: crate::pull::trust_store(&settings.paths, &keyring, true)?,
+            };
+            let report = import::import(&cache, &file, &trust)?;
+            if settings.json {
+                super::print_json(&report)?;
+            } else {
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for b in &report.refused_blobs {
+                    eprintln!("refused blob {b}");
+                }
+                for r in &report.refused_refs {
+                    eprintln!("refused ref {r}");
+                }
+                settings.say(format!(
+                    "imported {} refs and {} blobs from {}; refused {} refs and {} blobs",
+                    report.imported.len(),
+                    report.blobs,
+                    file.display(),
+                    report.refused_refs.len(),
+                    report.refused_blobs.len()
+                ));
+            }
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

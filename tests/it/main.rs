@@ -5,6 +5,7 @@
 
 mod build;
 mod cache;
+mod cache_transfer;
 mod harness;
 mod harness_selftest;
 mod host;
