@@ -1,7 +1,8 @@
 //! `sandbox build`, the I/O side: pull the base image through the cache (verified exactly as
 //! `sandbox pull` would), unpack it into a private staging directory (or a fresh ZFS dataset),
 //! layer the plan and the guest fix-ups onto it (`fixups`), write the host files and the
-//! provenance record (`hostfiles`, `state`), publish, and hand off to machinectl.
+//! provenance record (`hostfiles`, `state`), publish, and hand off to machinectl. The first
+//! steps (`pull_and_render`, `unpack_and_layer`) are shared with `export`.
 //!
 //! Nothing half-built stays anywhere: the staging tree removes itself unless published, the
 //! host files are restored unless the build commits, and a dataset created for a failed build

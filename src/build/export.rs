@@ -1,7 +1,7 @@
 //! `sandbox build --output tar:DIR`: the same pull, unpack and layering as a build (shared
 //! with `execute`), then the finished rootfs goes into a reproducible tarball instead of the
 //! machines dir. Nothing on the host changes: no machines dir, no host files, no state
-//! record, no machinectl. The staging tree lives in the cache's `tmp/` and is removed.
+//! record, no machinectl. The staging tree lives in `<sandboxes_dir>/tmp/` and is removed.
 //!
 //! DIR receives `NAME.tar.xz` (or `.tar.zst`), `NAME.nspawn`, `SHA256SUMS` over both and,
 //! with a signing key, `SHA256SUMS.gpg` (binary) and `SHA256SUMS.asc` (armored) detached
@@ -22,6 +22,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -110,8 +111,9 @@ pub fn export(
     crate::machine::name::validate(&req.name)?;
     // A key that cannot sign fails before anything is pulled.
     let signer = opts.sign_key.as_deref().map(load_signing_key).transpose()?;
+    // The cache stays open (as in a build) until the image is unpacked.
     let Pulled {
-        cache,
+        cache: _cache,
         fetched,
         plan,
     } = execute::pull_and_render(paths, progress, comp, req)?;
@@ -122,8 +124,13 @@ pub fn export(
     let Content::Bytes(nspawn_bytes) = &nspawn.content else {
         bail!("internal: /{nspawn_rel} is planned as a symlink");
     };
-    let tmp = cache.layout().tmp_dir();
-    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // Not the cache's tmp: `cache gc` expects only partial downloads (files) there.
+    let tmp = paths.sandboxes_dir.join("tmp");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     let (staging, fixups) = execute::unpack_and_layer(progress, &fetched, &plan, &tmp, &req.name)?;
 
     let dir = &opts.dir;

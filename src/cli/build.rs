@@ -32,7 +32,7 @@ pub struct BuildArgs {
     /// Write the built rootfs to a directory instead of installing it: `tar:DIR` gives
     /// DIR/NAME.tar.xz, DIR/NAME.nspawn and DIR/SHA256SUMS; nothing on this host changes.
     /// Reproducible with SOURCE_DATE_EPOCH set (later mtimes are clamped to it).
-    #[arg(long, value_name = "tar:DIR")]
+    #[arg(long, value_name = "tar:DIR", conflicts_with_all = ["dry_run", "enable", "force"])]
     pub output: Option<String>,
     /// The tarball's compression with --output: xz (default) or zstd.
     #[arg(long, value_name = "xz|zstd", requires = "output")]

@@ -14,6 +14,8 @@ use crate::harness::sha256_hex;
 use crate::harness::site::Site;
 
 const EPOCH: &str = "1700000000";
+/// Where an export stages its tree, relative to the root.
+const STAGING: &str = "var/lib/sandboxes/tmp";
 
 /// `sandbox build --output tar:DIR …` with SOURCE_DATE_EPOCH set.
 fn export(env: &TestEnv, dir: &Path, extra: &[&str], name: &str) -> Outcome {
@@ -30,7 +32,9 @@ fn host_state(env: &TestEnv) -> BTreeMap<PathBuf, String> {
     let cache = cache.strip_prefix(env.root()).unwrap();
     snapshot(env.root())
         .into_iter()
-        .filter(|(p, _)| !p.starts_with(cache) && !p.starts_with("scratch"))
+        .filter(|(p, _)| {
+            !p.starts_with(cache) && !p.starts_with("scratch") && !p.starts_with(STAGING)
+        })
         .collect()
 }
 
@@ -59,8 +63,8 @@ fn a_signed_export_pulls_back_as_the_locally_built_tree() {
     env.assert_machines(&[]);
     assert!(!env.root().join("etc").exists());
     assert!(
-        crate::harness::dir_names(&env.cache_tmp_dir()).is_empty(),
-        "the staging tree was left in the cache's tmp"
+        crate::harness::dir_names(&env.root().join(STAGING)).is_empty(),
+        "the staging tree was left behind"
     );
     let mut names = crate::harness::dir_names(out.path());
     names.sort();
@@ -171,4 +175,37 @@ fn exports_with_the_same_epoch_are_byte_identical() {
         assert!(listing.contains("usr/local/bin/tool"), "{listing}");
     }
     env.assert_machines(&[]);
+}
+
+#[test]
+fn a_key_that_cannot_sign_fails_before_anything_is_written() {
+    let env = TestEnv::new();
+    let image = BaseImage::new(&env);
+    testbase(&env, &image, "unsigned\n");
+    let gpg = Gpg::new(KeyAlgo::Rsa3072);
+    let keys = tempfile::tempdir().unwrap();
+    let public = gpg.export_to(&keys.path().join("public.asc"), true);
+    let out = tempfile::tempdir().unwrap();
+    let before = snapshot(env.root());
+    export(&env, out.path(), &["--sign-key", arg(&public)], "web")
+        .failure()
+        .stderr_mentions(&["public.asc", "no usable secret signing key"]);
+    assert!(crate::harness::dir_names(out.path()).is_empty());
+    assert_eq!(
+        snapshot(env.root()),
+        before,
+        "a failed export changed the root"
+    );
+
+    // A binary secret key signs; a later unsigned export removes the stale signatures.
+    let secret = gpg.export_secret_to(&keys.path().join("secret.gpg"), false);
+    export(&env, out.path(), &["--sign-key", arg(&secret)], "web").success();
+    assert!(gpg.verifies(
+        &out.path().join("SHA256SUMS"),
+        &out.path().join("SHA256SUMS.gpg")
+    ));
+    export(&env, out.path(), &[], "web").success();
+    let mut names = crate::harness::dir_names(out.path());
+    names.sort();
+    assert_eq!(names, ["SHA256SUMS", "web.nspawn", "web.tar.xz"]);
 }
