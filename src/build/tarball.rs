@@ -361,4 +361,50 @@ mod tests {
             ]
         );
     }
+
+    /// GNU tar, an independent reader: long names, long link targets and xattrs come back.
+    #[test]
+    fn gnu_tar_extracts_long_names_and_xattrs() {
+        let src = tempfile::tempdir().unwrap();
+        let long = format!("{}/{}", "d".repeat(90), "f".repeat(120));
+        let file = src.path().join(&long);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, b"long\n").unwrap();
+        std::os::unix::fs::symlink(&long, src.path().join("link")).unwrap();
+        let xattrs = rustix::fs::lsetxattr(
+            &file,
+            c"user.note",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        let archive = src.path().with_extension("tar");
+        fs::write(
+            &archive,
+            write_tree(src.path(), Vec::new(), Some(1)).unwrap(),
+        )
+        .unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(dest.path())
+            .status()
+            .unwrap();
+        fs::remove_file(&archive).unwrap();
+        assert!(status.success(), "GNU tar failed: {status}");
+        let out = dest.path().join(&long);
+        assert_eq!(fs::read(&out).unwrap(), b"long\n");
+        assert_eq!(fs::symlink_metadata(&out).unwrap().mtime(), 1);
+        assert_eq!(
+            fs::read_link(dest.path().join("link")).unwrap(),
+            PathBuf::from(&long)
+        );
+        if xattrs {
+            let mut value = [0u8; 16];
+            let n = rustix::fs::lgetxattr(&out, c"user.note", &mut value[..]).unwrap();
+            assert_eq!(&value[..n], b"kept");
+        }
+    }
 }
