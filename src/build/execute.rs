@@ -1,7 +1,8 @@
 //! `sandbox build`, the I/O side: pull the base image through the cache (verified exactly as
 //! `sandbox pull` would), unpack it into a private staging directory (or a fresh ZFS dataset),
 //! layer the plan and the guest fix-ups onto it (`fixups`), write the host files and the
-//! provenance record (`hostfiles`, `state`), publish, and hand off to machinectl.
+//! provenance record (`hostfiles`, `state`), publish, and hand off to machinectl. The first
+//! steps (`pull_and_render`, `unpack_and_layer`) are shared with `export`.
 //!
 //! Nothing half-built stays anywhere: the staging tree removes itself unless published, the
 //! host files are restored unless the build commits, and a dataset created for a failed build
@@ -219,16 +220,11 @@ pub fn build(
             }
         }
     }
-    // Before anything is pulled: a template the host cannot serve fails now.
-    render(comp, req, "sandbox-check".into())?;
-
-    let cache = Cache::open(&paths.cache_dir())?;
-    let fetched = fetch_verified(paths, progress, &cache, &pull_spec(spec))?;
-    let plan = render(
-        comp,
-        req,
-        instance_id(&spec.content_hash, &fetched.image.digest, &req.name),
-    )?;
+    let Pulled {
+        cache,
+        fetched,
+        plan,
+    } = pull_and_render(paths, progress, comp, req)?;
     let _lock = cache.lock(
         &format!("machine-{}", target.display()),
         &format!("another build or pull of machine `{}`", req.name),
@@ -251,11 +247,8 @@ pub fn build(
             enable,
         )?
     } else {
-        let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
-        let staging =
-            materialise::unpack_into_staging(&fetched.blob, machines_dir, &req.name, &bar)
-                .with_context(|| format!("unpacking {}", spec.source.source.display()))?;
-        let fixups = layer_into(staging.path(), &plan)?;
+        let (staging, fixups) =
+            unpack_and_layer(progress, &fetched, &plan, machines_dir, &req.name)?;
         let state = make_state(paths, spec, &fetched, req, None, enable);
         let host_files = write_host_side(paths, &plan, &state, req.force)?;
         let opts = MaterialiseOptions {
@@ -273,6 +266,54 @@ pub fn build(
         handoff,
         skipped_handoff,
     })
+}
+
+/// The verified base image, the cache it is in, and the plan rendered for it.
+pub(crate) struct Pulled {
+    pub cache: Cache,
+    pub fetched: FetchedImage,
+    pub plan: BuildPlan,
+}
+
+/// Checks the template against this host, pulls the base (verified) and renders the plan
+/// with the instance id derived from the image's digest.
+pub(crate) fn pull_and_render(
+    paths: &HostPaths,
+    progress: ProgressMode,
+    comp: &Composition,
+    req: &BuildRequest,
+) -> Result<Pulled> {
+    let spec = comp.spec();
+    // Before anything is pulled: a template the host cannot serve fails now.
+    render(comp, req, "sandbox-check".into())?;
+    let cache = Cache::open(&paths.cache_dir())?;
+    let fetched = fetch_verified(paths, progress, &cache, &pull_spec(spec))?;
+    let plan = render(
+        comp,
+        req,
+        instance_id(&spec.content_hash, &fetched.image.digest, &req.name),
+    )?;
+    Ok(Pulled {
+        cache,
+        fetched,
+        plan,
+    })
+}
+
+/// Unpacks the base into a new staging directory in `staging_parent` (removed on drop) and
+/// layers the plan and the guest fix-ups onto it: the finished rootfs, not yet published.
+pub(crate) fn unpack_and_layer(
+    progress: ProgressMode,
+    fetched: &FetchedImage,
+    plan: &BuildPlan,
+    staging_parent: &Path,
+    name: &str,
+) -> Result<(Staging, FixupReport)> {
+    let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
+    let staging = materialise::unpack_into_staging(&fetched.blob, staging_parent, name, &bar)
+        .with_context(|| format!("unpacking {}", plan.spec.source.source.display()))?;
+    let fixups = layer_into(staging.path(), plan)?;
+    Ok((staging, fixups))
 }
 
 fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {

@@ -18,6 +18,8 @@
 //! 4. `execute` (I/O) pulls the image, unpacks it, layers the plan and the guest fix-ups
 //!    (`fixups`), writes the host files and the provenance record (`hostfiles`, `state`),
 //!    publishes (on ZFS into a dataset of its own, `zfs`) and hands off to machinectl.
+//!    `--output tar:DIR` (`export`) shares the pull, unpack and layering and writes the tree
+//!    as a reproducible, optionally signed tarball instead (`tarball`); the host is untouched.
 //!
 //! Every error about a template names the file and line it comes from. The rules are
 //! documented for template authors in `templates/README.md`.
@@ -27,6 +29,7 @@ pub mod compose;
 pub mod dropin;
 pub mod embedded;
 pub mod execute;
+pub mod export;
 pub mod fixups;
 pub mod generate;
 pub mod hostfiles;
@@ -36,6 +39,7 @@ pub mod manifest;
 pub mod nspawn;
 pub mod plan;
 pub mod state;
+pub mod tarball;
 pub mod vars;
 pub mod yaml;
 pub mod zfs;

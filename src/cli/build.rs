@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::Settings;
 use crate::build::execute::{self, BuildRequest};
+use crate::build::export::{self, ExportCompression, ExportOptions, ExportReport};
 use crate::build::{Composition, Library, parse_nvidia_list, parse_set};
 use crate::machine::host::SystemHost;
 
@@ -28,6 +29,18 @@ pub struct BuildArgs {
     /// Replace an existing sandbox of the same name.
     #[arg(long)]
     pub force: bool,
+    /// Write the built rootfs to a directory instead of installing it: `tar:DIR` gives
+    /// DIR/NAME.tar.xz, DIR/NAME.nspawn and DIR/SHA256SUMS; nothing on this host changes.
+    /// Reproducible with SOURCE_DATE_EPOCH set (later mtimes are clamped to it).
+    #[arg(long, value_name = "tar:DIR", conflicts_with_all = ["dry_run", "enable", "force"])]
+    pub output: Option<String>,
+    /// The tarball's compression with --output: xz (default) or zstd.
+    #[arg(long, value_name = "xz|zstd", requires = "output")]
+    pub compress: Option<String>,
+    /// Sign SHA256SUMS with this unencrypted OpenPGP secret key (armored or binary):
+    /// SHA256SUMS.gpg and SHA256SUMS.asc.
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub sign_key: Option<std::path::PathBuf>,
     /// The template and snippets on top of it: `debian+docker+bridge`.
     #[arg(value_name = "TEMPLATE[+SNIPPET…]")]
     pub templates: String,
@@ -94,6 +107,25 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(output) = &args.output {
+        let opts = ExportOptions {
+            dir: export::parse_output(output)?,
+            compression: match &args.compress {
+                Some(c) => ExportCompression::parse(c)?,
+                None => ExportCompression::Xz,
+            },
+            sign_key: args.sign_key.clone(),
+            source_date_epoch: source_date_epoch()?,
+        };
+        let report = export::export(
+            &settings.paths,
+            settings.progress,
+            &composition,
+            &req,
+            &opts,
+        )?;
+        return print_export(settings, &report);
+    }
     let report = execute::build(
         &settings.paths,
         settings.progress,
@@ -130,6 +162,61 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         }
         if let Some(why) = &report.skipped_handoff {
             settings.say(format!("Warning: {why}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `SOURCE_DATE_EPOCH`, when set (and not empty).
+fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970")
+        }),
+        _ => Ok(None),
+    }
+}
+
+#[derive(Serialize)]
+struct ExportJson<'a> {
+    image: String,
+    tarball: &'a std::path::Path,
+    tarball_sha256: String,
+    nspawn: &'a std::path::Path,
+    sums: &'a std::path::Path,
+    signatures: &'a [std::path::PathBuf],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<&'a str>,
+    fixups: &'a [String],
+}
+
+fn print_export(settings: &Settings, report: &ExportReport) -> Result<ExitCode> {
+    if settings.json {
+        super::print_json(&ExportJson {
+            image: report.image.to_string(),
+            tarball: &report.tarball,
+            tarball_sha256: report.tarball_sha256.hex(),
+            nspawn: &report.nspawn,
+            sums: &report.sums,
+            signatures: &report.signatures,
+            signer: report.signer.as_deref(),
+            fixups: &report.fixups.notes,
+        })?;
+    } else {
+        settings.say(format!(
+            "Wrote {} (sha256 {}) from image {}",
+            report.tarball.display(),
+            report.tarball_sha256.hex(),
+            report.image
+        ));
+        settings.say(format!("Wrote {}", report.nspawn.display()));
+        settings.say(format!("Wrote {}", report.sums.display()));
+        for s in &report.signatures {
+            settings.say(format!(
+                "Wrote {} (signed by {})",
+                s.display(),
+                report.signer.as_deref().unwrap_or("?")
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)

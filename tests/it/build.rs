@@ -107,7 +107,7 @@ const NETWORK: &str = "version: 2\nethernets:\n  host0:\n    dhcp4: true\n";
 
 /// The test template `testbase`: the image pinned by checksum, a user-data, a network-config,
 /// a `files/` overlay with a marker and an executable.
-fn testbase(env: &TestEnv, image: &BaseImage, overlay_marker: &str) {
+pub fn testbase(env: &TestEnv, image: &BaseImage, overlay_marker: &str) {
     let path = image.file(env);
     let manifest = format!(
         "description = \"test base\"\nsource = \"file://{}\"\nchecksum = \"sha256:{}\"\n",
@@ -127,7 +127,7 @@ fn testbase(env: &TestEnv, image: &BaseImage, overlay_marker: &str) {
     );
 }
 
-fn build(env: &TestEnv, machinectl: &Path, args: &[&str]) -> Outcome {
+pub fn build(env: &TestEnv, machinectl: &Path, args: &[&str]) -> Outcome {
     let mut full = vec!["build"];
     full.extend_from_slice(args);
     env.sandbox_with_env(&full, &[("SANDBOX_MACHINECTL", arg(machinectl))])
@@ -318,7 +318,7 @@ fn enable_runs_before_start_and_a_missing_machinectl_is_a_warning() {
 
 /// Every path under `dir` with its type, mode, owner and content (the harness's `runs/` logs
 /// excluded: they are written by the test runner, not the binary).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -109,6 +109,23 @@ impl Gpg {
         out
     }
 
+    /// The secret key (unencrypted: the key was made without a passphrase), binary or
+    /// ASCII-armored, written to `path`.
+    pub fn export_secret_to(&self, path: &Path, armor: bool) -> PathBuf {
+        let mut cmd = self.command();
+        if armor {
+            cmd.arg("--armor");
+        }
+        let key = super::run_tool(cmd.args(["--export-secret-keys", &self.fingerprint]), None);
+        assert!(
+            !key.is_empty(),
+            "gpg exported no secret key for {}",
+            self.fingerprint
+        );
+        std::fs::write(path, key).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path.to_path_buf()
+    }
+
     /// Writes the exported public key to `path`.
     pub fn export_to(&self, path: &Path, armor: bool) -> PathBuf {
         let key = self.export(armor);

@@ -1,0 +1,376 @@
+//! `sandbox build --output tar:DIR`: the same pull, unpack and layering as a build (shared
+//! with `execute`), then the finished rootfs goes into a reproducible tarball instead of the
+//! machines dir. Nothing on the host changes: no machines dir, no host files, no state
+//! record, no machinectl. The staging tree lives in `<sandboxes_dir>/tmp/` and is removed.
+//!
+//! DIR receives `NAME.tar.xz` (or `.tar.zst`), `NAME.nspawn`, `SHA256SUMS` over both and,
+//! with a signing key, `SHA256SUMS.gpg` (binary) and `SHA256SUMS.asc` (armored) detached
+//! signatures. Each file is written to a temporary name in DIR and renamed, so DIR never
+//! holds a half-written output. A previous export's signatures are removed when this one is
+//! not signed (they would no longer match).
+//!
+//! Reproducibility: the same template, base image and SOURCE_DATE_EPOCH give byte-identical
+//! tarball, `.nspawn` and SHA256SUMS (the tar rules are in `tarball`). Without
+//! SOURCE_DATE_EPOCH mtimes are kept as they are, so the files the build writes carry the
+//! time of the build and two builds differ. Signatures are never reproducible: OpenPGP
+//! signatures carry their creation time and sequoia adds a random salt.
+//!
+//! Compression settings are fixed, since the output must not depend on the machine:
+//! xz preset 6 single-threaded (one block; the crate is built without liblzma's threaded
+//! encoder, whose output would depend on a fixed block size only), zstd level 19
+//! single-threaded.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sequoia_openpgp as openpgp;
+
+use super::compose::Composition;
+use super::execute::{self, BuildRequest, Pulled};
+use super::fixups::FixupReport;
+use super::library::Content;
+use super::plan::Base;
+use super::tarball;
+use crate::paths::HostPaths;
+use crate::progress::ProgressMode;
+use crate::verify::Digest;
+use crate::verify::digest::HashingWriter;
+
+/// The tarball's compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportCompression {
+    #[default]
+    Xz,
+    Zstd,
+}
+
+impl ExportCompression {
+    pub fn parse(s: &str) -> Result<ExportCompression> {
+        match s {
+            "xz" => Ok(ExportCompression::Xz),
+            "zstd" | "zst" => Ok(ExportCompression::Zstd),
+            other => bail!("unknown compression `{other}` (use xz or zstd)"),
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportCompression::Xz => "tar.xz",
+            ExportCompression::Zstd => "tar.zst",
+        }
+    }
+}
+
+pub const XZ_PRESET: u32 = 6;
+pub const ZSTD_LEVEL: i32 = 19;
+
+/// `--output tar:DIR` → DIR. Pure.
+pub fn parse_output(s: &str) -> Result<PathBuf> {
+    match s.split_once(':') {
+        Some(("tar", dir)) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => bail!("`{s}`: unknown output (write tar:DIR)"),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub dir: PathBuf,
+    pub compression: ExportCompression,
+    /// An unencrypted OpenPGP secret key (armored or binary) to sign SHA256SUMS with.
+    pub sign_key: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH: later mtimes are clamped to it.
+    pub source_date_epoch: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    /// The base image's digest.
+    pub image: Digest,
+    pub tarball: PathBuf,
+    pub tarball_sha256: Digest,
+    pub nspawn: PathBuf,
+    pub sums: PathBuf,
+    /// The detached signatures (binary, armored), when signed.
+    pub signatures: Vec<PathBuf>,
+    /// The signing key's fingerprint, when signed.
+    pub signer: Option<String>,
+    pub fixups: FixupReport,
+}
+
+/// Builds `comp` as `req.name` and writes it to `opts.dir`, as the module documentation says.
+pub fn export(
+    paths: &HostPaths,
+    progress: ProgressMode,
+    comp: &Composition,
+    req: &BuildRequest,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
+    crate::machine::name::validate(&req.name)?;
+    // A key that cannot sign fails before anything is pulled.
+    let signer = opts.sign_key.as_deref().map(load_signing_key).transpose()?;
+    // The cache stays open (as in a build) until the image is unpacked.
+    let Pulled {
+        cache: _cache,
+        fetched,
+        plan,
+    } = execute::pull_and_render(paths, progress, comp, req)?;
+    let nspawn_rel = format!("etc/systemd/nspawn/{}.nspawn", req.name);
+    let Some(nspawn) = plan.get(Base::Host, &nspawn_rel) else {
+        bail!("internal: the plan has no /{nspawn_rel}");
+    };
+    let Content::Bytes(nspawn_bytes) = &nspawn.content else {
+        bail!("internal: /{nspawn_rel} is planned as a symlink");
+    };
+    // Not the cache's tmp: `cache gc` expects only partial downloads (files) there.
+    let tmp = paths.sandboxes_dir.join("tmp");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let (staging, fixups) = execute::unpack_and_layer(progress, &fetched, &plan, &tmp, &req.name)?;
+
+    let dir = &opts.dir;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tar_name = format!("{}.{}", req.name, opts.compression.extension());
+    let tarball = dir.join(&tar_name);
+    let tarball_sha256 = write_atomically(&tarball, |file| {
+        let hashing = HashingWriter::new(BufWriter::new(file));
+        let hashing = compress_tree(staging.path(), hashing, opts)?;
+        let (buf, digest, _) = hashing.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", tarball.display()))?;
+        Ok((file, digest))
+    })?;
+    drop(staging);
+
+    let nspawn_name = format!("{}.nspawn", req.name);
+    let nspawn_path = dir.join(&nspawn_name);
+    write_bytes(&nspawn_path, nspawn_bytes)?;
+    let sums_text = crate::verify::checksums::render(&[
+        (tarball_sha256, tar_name.as_str()),
+        (Digest::of(nspawn_bytes), nspawn_name.as_str()),
+    ]);
+    let sums = dir.join("SHA256SUMS");
+    write_bytes(&sums, sums_text.as_bytes())?;
+
+    let gpg = dir.join("SHA256SUMS.gpg");
+    let asc = dir.join("SHA256SUMS.asc");
+    let (signatures, fingerprint) = match &signer {
+        Some(key) => {
+            write_bytes(&gpg, &sign_detached(key, sums_text.as_bytes(), false)?)?;
+            write_bytes(&asc, &sign_detached(key, sums_text.as_bytes(), true)?)?;
+            (vec![gpg, asc], Some(key.fingerprint.clone()))
+        }
+        None => {
+            for stale in [&gpg, &asc] {
+                match fs::remove_file(stale) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("removing the stale signature {}", stale.display())
+                        });
+                    }
+                }
+            }
+            (Vec::new(), None)
+        }
+    };
+    Ok(ExportReport {
+        image: fetched.image.digest,
+        tarball,
+        tarball_sha256,
+        nspawn: nspawn_path,
+        sums,
+        signatures,
+        signer: fingerprint,
+        fixups,
+    })
+}
+
+fn compress_tree<W: Write>(root: &Path, out: W, opts: &ExportOptions) -> Result<W> {
+    let what = || format!("compressing the tarball of {}", root.display());
+    match opts.compression {
+        ExportCompression::Xz => {
+            let stream =
+                liblzma::stream::Stream::new_easy_encoder(XZ_PRESET, liblzma::stream::Check::Crc64)
+                    .with_context(what)?;
+            let enc = liblzma::write::XzEncoder::new_stream(out, stream);
+            let enc = tarball::write_tree(root, enc, opts.source_date_epoch)?;
+            enc.finish().with_context(what)
+        }
+        ExportCompression::Zstd => {
+            let enc = zstd::Encoder::new(out, ZSTD_LEVEL).with_context(what)?;
+            let enc = tarball::write_tree(root, enc, opts.source_date_epoch)?;
+            enc.finish().with_context(what)
+        }
+    }
+}
+
+/// Writes `path` through `fill` into a temporary file next to it, syncs and renames it.
+fn write_atomically<T>(path: &Path, fill: impl FnOnce(File) -> Result<(File, T)>) -> Result<T> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+    let result = (|| {
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let (file, value) = fill(file)?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        Ok(value)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, |mut file| {
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok((file, ()))
+    })
+}
+
+/// A secret signing key, ready to sign.
+pub struct SigningKey {
+    keypair: openpgp::crypto::KeyPair,
+    pub fingerprint: String,
+}
+
+/// Reads an OpenPGP secret key file (armored or binary) and picks its signing-capable secret
+/// (sub)key valid now under the standard policy. The key must not be encrypted.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
+    use openpgp::parse::Parse as _;
+    use openpgp::policy::StandardPolicy;
+    let cert = openpgp::Cert::from_file(path)
+        .with_context(|| format!("reading the OpenPGP key {}", path.display()))?;
+    let policy = StandardPolicy::new();
+    let Some(ka) = cert
+        .keys()
+        .with_policy(&policy, None)
+        .alive()
+        .revoked(false)
+        .secret()
+        .for_signing()
+        .next()
+    else {
+        bail!(
+            "{}: no usable secret signing key (a public key, or every signing key expired or revoked?)",
+            path.display()
+        );
+    };
+    let keypair = ka.key().clone().into_keypair().with_context(|| {
+        format!(
+            "{}: the signing key is encrypted or unusable (export it without a passphrase)",
+            path.display()
+        )
+    })?;
+    Ok(SigningKey {
+        keypair,
+        fingerprint: cert.fingerprint().to_hex(),
+    })
+}
+
+/// A detached SHA-256 signature over `data`, binary or ASCII-armored.
+pub fn sign_detached(key: &SigningKey, data: &[u8], armor: bool) -> Result<Vec<u8>> {
+    use openpgp::serialize::stream::{Armorer, Message, Signer};
+    let what = || format!("signing with {}", key.fingerprint);
+    let mut out = Vec::new();
+    {
+        let mut message = Message::new(&mut out);
+        if armor {
+            message = Armorer::new(message)
+                .kind(openpgp::armor::Kind::Signature)
+                .build()
+                .with_context(what)?;
+        }
+        let mut signer = Signer::new(message, key.keypair.clone())
+            .with_context(what)?
+            .detached()
+            .hash_algo(openpgp::types::HashAlgorithm::SHA256)
+            .with_context(what)?
+            .build()
+            .with_context(what)?;
+        signer.write_all(data).with_context(what)?;
+        signer.finalize().with_context(what)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_and_compressions_parse() {
+        assert_eq!(
+            parse_output("tar:out/dir").unwrap(),
+            PathBuf::from("out/dir")
+        );
+        for bad in ["tar:", "dir", "oci:x"] {
+            assert!(parse_output(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            ExportCompression::parse("zstd").unwrap().extension(),
+            "tar.zst"
+        );
+        assert_eq!(
+            ExportCompression::parse("xz").unwrap().extension(),
+            "tar.xz"
+        );
+        assert!(ExportCompression::parse("gzip").is_err());
+    }
+
+    #[test]
+    fn signatures_verify_with_the_public_key() {
+        use openpgp::cert::CertBuilder;
+        use openpgp::parse::Parse as _;
+        use openpgp::serialize::Serialize as _;
+        let (cert, _) = CertBuilder::general_purpose(Some("ci@example.org"))
+            .generate()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.pgp");
+        let mut bytes = Vec::new();
+        cert.as_tsk().serialize(&mut bytes).unwrap();
+        fs::write(&key_file, &bytes).unwrap();
+        let key = load_signing_key(&key_file).unwrap();
+        for armor in [false, true] {
+            let sig = sign_detached(&key, b"data\n", armor).unwrap();
+            assert_eq!(sig.starts_with(b"-----BEGIN PGP SIGNATURE-----"), armor);
+            let parsed = openpgp::Packet::from_bytes(&sig).unwrap();
+            let openpgp::Packet::Signature(s) = parsed else {
+                panic!("not a signature: {parsed:?}");
+            };
+            let signer = cert
+                .keys()
+                .subkeys()
+                .find(|k| {
+                    s.get_issuers()
+                        .iter()
+                        .any(|i| i.aliases(k.key().key_handle()))
+                })
+                .unwrap();
+            s.verify_message(signer.key(), b"data\n").unwrap();
+            assert_eq!(s.hash_algo(), openpgp::types::HashAlgorithm::SHA256);
+        }
+        // A public key alone cannot sign.
+        let mut public = Vec::new();
+        cert.serialize(&mut public).unwrap();
+        fs::write(&key_file, &public).unwrap();
+        assert!(load_signing_key(&key_file).is_err());
+    }
+}
