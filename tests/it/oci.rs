@@ -7,21 +7,14 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::harness::env::{Outcome, TestEnv};
+use crate::harness::fixture::arg;
 use crate::harness::ocimage::{
-    BuiltImage, Comp, Entry, ImageSpec, LayerSpec, multi_platform_layout, single_image_layout,
+    BuiltImage, Comp, Entry, ImageSpec, LayerSpec, host_arch, init_image, multi_platform_layout,
+    single_image_layout,
 };
 use crate::harness::registry::Registry;
 
 const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}"#;
-
-/// The host's architecture in OCI spelling, as the binary picks by default.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => panic!("these tests know no OCI name for {other}"),
-    }
-}
 
 /// Three layers: gzip, zstd, plain; a whiteout, an opaque directory, a hardlink to a file of
 /// a lower layer, a symlink, and a file replaced; no init, so a `.nspawn` is expected.
@@ -66,28 +59,6 @@ fn rich_image(arch: &'static str) -> ImageSpec {
         env: vec!["PATH=/usr/bin:/bin", "GREETING=hello"],
         last_layer_size_lie: 0,
     }
-}
-
-/// One layer with an executable /sbin/init: a system image, so no `.nspawn`.
-fn init_image() -> ImageSpec {
-    ImageSpec {
-        arch: host_arch(),
-        layers: vec![LayerSpec {
-            comp: Comp::Gzip,
-            entries: vec![
-                Entry::Dir("sbin"),
-                Entry::File("sbin/init", b"#!/bin/sh\n".to_vec(), 0o755),
-            ],
-        }],
-        entrypoint: vec![],
-        cmd: vec!["/sbin/init"],
-        env: vec![],
-        last_layer_size_lie: 0,
-    }
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
 }
 
 /// Runs the binary with no credentials from the real host's auth files.

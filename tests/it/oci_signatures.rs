@@ -13,43 +13,14 @@ use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use serde_json::json;
 
 use crate::harness::env::{Outcome, TestEnv};
+use crate::harness::fixture::arg;
 use crate::harness::gpg::{Gpg, KeyAlgo};
 use crate::harness::ocimage::{
-    Comp, Entry, ImageSpec, LayerSpec, OCI_MANIFEST, single_image_layout, write_blob,
-    write_index_json,
+    OCI_MANIFEST, init_image, single_image_layout, write_blob, write_index_json,
 };
 use crate::harness::registry::Registry;
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => panic!("these tests know no OCI name for {other}"),
-    }
-}
-
-fn init_image() -> ImageSpec {
-    ImageSpec {
-        arch: host_arch(),
-        layers: vec![LayerSpec {
-            comp: Comp::Gzip,
-            entries: vec![
-                Entry::Dir("sbin"),
-                Entry::File("sbin/init", b"#!/bin/sh\n".to_vec(), 0o755),
-            ],
-        }],
-        entrypoint: vec![],
-        cmd: vec!["/sbin/init"],
-        env: vec![],
-        last_layer_size_lie: 0,
-    }
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
 
 fn run(env: &TestEnv, args: &[&str]) -> Outcome {
     let home = env.scratch("home");

@@ -239,3 +239,30 @@ pub fn multi_platform_layout(
     write_index_json(dir, OCI_INDEX, &index, tag);
     (index, images)
 }
+
+/// The host's architecture in OCI spelling, as the binary picks by default.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("these tests know no OCI name for {other}"),
+    }
+}
+
+/// One gzip layer with an executable `/sbin/init`: an image that boots, so no `.nspawn`.
+pub fn init_image() -> ImageSpec {
+    ImageSpec {
+        arch: host_arch(),
+        layers: vec![LayerSpec {
+            comp: Comp::Gzip,
+            entries: vec![
+                Entry::Dir("sbin"),
+                Entry::File("sbin/init", b"#!/bin/sh\n".to_vec(), 0o755),
+            ],
+        }],
+        entrypoint: vec![],
+        cmd: vec!["/sbin/init"],
+        env: vec![],
+        last_layer_size_lie: 0,
+    }
+}
