@@ -8,12 +8,15 @@ use anyhow::{Context, Result, bail};
 
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, RefBlob, Verification};
+use crate::oci::auth::Credentials;
+use crate::oci::{OciSource, PlatformSpec};
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
 use crate::source::SourceRef;
 use crate::source::arch::{host_debian_arch, normalise_arch};
 use crate::source::http::Http;
 use crate::source::images::{self, ImagesRequest};
+use crate::source::oci_pull::{OciFetched, OciRequest, fetch_oci};
 use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
 use crate::source::tarball::{self, TarballRequest};
@@ -38,6 +41,31 @@ pub struct PullSpec {
     /// images: the server [default: images.linuxcontainers.org].
     pub images_server: Option<String>,
     pub allow_downgrade: bool,
+    /// OCI sources: the registry options of `sandbox pull`.
+    pub oci: OciOptions,
+}
+
+/// How an OCI base is fetched: what `sandbox pull` takes as options for `docker://`.
+#[derive(Debug, Clone)]
+pub struct OciOptions {
+    /// `--creds`; otherwise the auth files are read.
+    pub creds: Option<Credentials>,
+    pub tls_verify: bool,
+    /// `--cosign-key`: a cosign signature by this public key is required.
+    pub cosign_key: Option<PathBuf>,
+    /// `--lookaside`: the simple signing store to read instead of the configured one.
+    pub lookaside: Option<PathBuf>,
+}
+
+impl Default for OciOptions {
+    fn default() -> Self {
+        OciOptions {
+            creds: None,
+            tls_verify: true,
+            cosign_key: None,
+            lookaside: None,
+        }
+    }
 }
 
 impl PullSpec {
@@ -52,6 +80,7 @@ impl PullSpec {
             arch: None,
             images_server: None,
             allow_downgrade: false,
+            oci: OciOptions::default(),
         }
     }
 
@@ -75,6 +104,9 @@ pub struct FetchedImage {
     /// The image version (LXC images).
     pub version: Option<String>,
     pub file_name: String,
+    /// An OCI base: its resolved image, every layer in the cache. `image` is then its
+    /// manifest and `blob` the manifest's cache path; the layers are what gets unpacked.
+    pub oci: Option<OciFetched>,
 }
 
 /// Every `--keyring` file, `<sandboxes_dir>/keys/`, and importd's keyrings; with
@@ -152,12 +184,9 @@ pub fn fetch_verified(
             };
             Request::Images(Box::new(req), trust)
         }
-        SourceRef::Oci(_) => {
-            // `sandbox pull` takes them through `source::oci_pull`, which caches blobs and
-            // layers rather than one tarball; nothing else can use them yet.
-            bail!(
-                "OCI sources (docker://, oci-layout:, oci-archive:) can only be pulled with `sandbox pull` in this version"
-            )
+        SourceRef::Oci(s) => {
+            return fetch_oci_base(paths, cache, spec, s)
+                .with_context(|| format!("pulling {}", source.display()));
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -186,6 +215,7 @@ pub fn fetch_verified(
                     verification: t.verification,
                     version: None,
                     file_name: t.file_name,
+                    oci: None,
                 };
                 Ok((image, t.image_fresh))
             }
@@ -205,6 +235,7 @@ pub fn fetch_verified(
                     verification: i.verification,
                     version: Some(i.version),
                     file_name: i.file_name,
+                    oci: None,
                 };
                 Ok((image, i.image_fresh))
             }
@@ -228,4 +259,57 @@ pub fn fetch_verified(
     let (fetched, _) =
         fetch_once().with_context(|| format!("pulling {} again", source.display()))?;
     Ok(fetched)
+}
+
+/// An OCI base (`docker://`, `oci-layout:`, `oci-archive:`) for the host's platform, through
+/// the same verified path as `sandbox pull` (policy, signatures, every blob checked).
+fn fetch_oci_base(
+    paths: &HostPaths,
+    cache: &Cache,
+    spec: &PullSpec,
+    source: &str,
+) -> Result<FetchedImage> {
+    if spec.checksum.is_some() {
+        bail!("a checksum pins tarballs; pin an OCI base by its digest: docker://REPO@sha256:HEX");
+    }
+    if !spec.keyrings.is_empty() || !spec.extra_keys.is_empty() {
+        bail!(
+            "OpenPGP keyrings verify tarball and images: sources; an OCI base is verified by the \
+             signature policy (policy.json) or a cosign key"
+        );
+    }
+    let oci = OciSource::parse(source)?;
+    let req = OciRequest {
+        source: &oci,
+        platform: PlatformSpec::host(),
+        creds: spec.oci.creds.clone(),
+        tls_verify: spec.oci.tls_verify,
+        verify: spec.mode(),
+        policy_file: paths.sandboxes_dir.join("policy.json"),
+        offline: spec.offline,
+        cosign_key: spec.oci.cosign_key.clone(),
+        registries_d: paths.sandboxes_dir.join("registries.d"),
+        lookaside: spec.oci.lookaside.clone(),
+    };
+    let fetched = fetch_oci(&req, cache)?;
+    let manifest = &fetched.resolved.manifest.descriptor;
+    let blob = cache
+        .blob(&manifest.digest)
+        .context("internal: the manifest left the cache")?;
+    Ok(FetchedImage {
+        image: RefBlob {
+            role: "manifest".to_string(),
+            digest: manifest.digest,
+            size: manifest.size,
+            url: None,
+            etag: None,
+            last_modified: None,
+        },
+        blob,
+        nspawn: None,
+        verification: fetched.verification.clone(),
+        version: None,
+        file_name: oci.to_string(),
+        oci: Some(fetched),
+    })
 }

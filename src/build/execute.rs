@@ -25,12 +25,14 @@ use crate::cache::layout::{CacheLayout, RefKind};
 use crate::cache::{Cache, Ref};
 use crate::machine::host::{Host, Program, run_str};
 use crate::machine::materialise::{self, MaterialiseOptions, Staging};
+use crate::oci::apply_image;
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
 use crate::pull::{FetchedImage, PullSpec, fetch_verified};
 use crate::source::SourceRef;
+use crate::source::oci_pull::CacheBlobs;
 use crate::source::sums::VerifyMode;
-use crate::unpack::Root;
+use crate::unpack::{Root, UnpackOptions};
 use crate::verify::Digest;
 use crate::verify::digest::Hasher;
 
@@ -46,6 +48,8 @@ pub struct BuildRequest {
     pub force: bool,
     /// `nvidia-container-cli list`, parsed, when a template needs it.
     pub nvidia: Option<NvidiaFiles>,
+    /// How an OCI base is fetched (registry options).
+    pub oci: crate::pull::OciOptions,
 }
 
 /// What a build did.
@@ -119,7 +123,11 @@ fn cached_ref(paths: &HostPaths, source: &SourceRef) -> Option<Ref> {
             let key = crate::source::images::ref_key(&server, &alias.alias, arch);
             layout.ref_file(RefKind::Images, &key)
         }
-        SourceRef::Oci(_) => return None,
+        SourceRef::Oci(s) => {
+            let oci = crate::oci::OciSource::parse(s).ok()?;
+            let key = crate::source::oci_pull::ref_key(&oci, &crate::oci::PlatformSpec::host());
+            layout.ref_file(RefKind::Oci, &key)
+        }
     };
     let bytes = std::fs::read(file).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -138,9 +146,11 @@ fn render(comp: &Composition, req: &BuildRequest, instance_id: String) -> Result
 pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Result<String> {
     let spec = comp.spec();
     let cached = cached_ref(paths, &spec.source.source);
-    let digest = cached
-        .as_ref()
-        .and_then(|r| r.blob("image").map(|b| b.digest));
+    let digest = cached.as_ref().and_then(|r| {
+        r.blob("image")
+            .or_else(|| r.blob("manifest"))
+            .map(|b| b.digest)
+    });
     let instance = match &digest {
         Some(d) => instance_id(&spec.content_hash, d, &req.name),
         // The id depends on the image's digest, known only once it is pulled.
@@ -240,6 +250,7 @@ pub fn build(
             paths,
             progress,
             host,
+            &cache,
             &plan,
             &fetched,
             req,
@@ -248,7 +259,7 @@ pub fn build(
         )?
     } else {
         let (staging, fixups) =
-            unpack_and_layer(progress, &fetched, &plan, machines_dir, &req.name)?;
+            unpack_and_layer(progress, &cache, &fetched, &plan, machines_dir, &req.name)?;
         let state = make_state(paths, spec, &fetched, req, None, enable);
         let host_files = write_host_side(paths, &plan, &state, req.force)?;
         let opts = MaterialiseOptions {
@@ -287,7 +298,9 @@ pub(crate) fn pull_and_render(
     // Before anything is pulled: a template the host cannot serve fails now.
     render(comp, req, "sandbox-check".into())?;
     let cache = Cache::open(&paths.cache_dir())?;
-    let fetched = fetch_verified(paths, progress, &cache, &pull_spec(spec))?;
+    let mut pull = pull_spec(spec);
+    pull.oci = req.oci.clone();
+    let fetched = fetch_verified(paths, progress, &cache, &pull)?;
     let plan = render(
         comp,
         req,
@@ -304,19 +317,45 @@ pub(crate) fn pull_and_render(
 /// layers the plan and the guest fix-ups onto it: the finished rootfs, not yet published.
 pub(crate) fn unpack_and_layer(
     progress: ProgressMode,
+    cache: &Cache,
     fetched: &FetchedImage,
     plan: &BuildPlan,
     staging_parent: &Path,
     name: &str,
 ) -> Result<(Staging, FixupReport)> {
-    let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
-    let staging = materialise::unpack_into_staging(&fetched.blob, staging_parent, name, &bar)
+    let staging = unpack_base(progress, cache, fetched, staging_parent, name)
         .with_context(|| format!("unpacking {}", plan.spec.source.source.display()))?;
     let fixups = layer_into(staging.path(), plan)?;
     Ok((staging, fixups))
 }
 
-fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {
+/// Unpacks the base into a new staging directory in `staging_parent` (removed on drop): a
+/// tarball with importd's flattening, or an OCI image's layers from the cache (each layer
+/// verified again as it is read, and its diff_id).
+pub(crate) fn unpack_base(
+    progress: ProgressMode,
+    cache: &Cache,
+    fetched: &FetchedImage,
+    staging_parent: &Path,
+    name: &str,
+) -> Result<Staging> {
+    let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
+    let Some(oci) = &fetched.oci else {
+        return materialise::unpack_into_staging(&fetched.blob, staging_parent, name, &bar);
+    };
+    let staging = Staging::create(staging_parent, name)?;
+    let root = Root::open(staging.path())?;
+    apply_image(
+        &root,
+        &CacheBlobs(cache),
+        &oci.resolved,
+        &UnpackOptions::for_this_host(),
+    )?;
+    bar.finish();
+    Ok(staging)
+}
+
+pub(crate) fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {
     let root = Root::open(rootfs)?;
     fixups::layer(&root, plan).with_context(|| format!("preparing the rootfs {}", rootfs.display()))
 }
@@ -389,6 +428,7 @@ fn build_on_zfs(
     paths: &HostPaths,
     progress: ProgressMode,
     host: &dyn Host,
+    cache: &Cache,
     plan: &BuildPlan,
     fetched: &FetchedImage,
     req: &BuildRequest,
@@ -422,10 +462,9 @@ fn build_on_zfs(
         std::fs::create_dir(&target)
             .with_context(|| format!("creating the mountpoint {}", target.display()))?;
     }
-    let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
     // Unpacked into a staging dir inside the dataset (importd's flattening applies), then
     // moved up: renames within one filesystem.
-    let staging = materialise::unpack_into_staging(&fetched.blob, &target, &req.name, &bar)?;
+    let staging = unpack_base(progress, cache, fetched, &target, &req.name)?;
     move_contents_up(&staging, &target)?;
     drop(staging);
     let fixups = layer_into(&target, plan)?;

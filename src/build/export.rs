@@ -67,14 +67,6 @@ impl ExportCompression {
 pub const XZ_PRESET: u32 = 6;
 pub const ZSTD_LEVEL: i32 = 19;
 
-/// `--output tar:DIR` → DIR. Pure.
-pub fn parse_output(s: &str) -> Result<PathBuf> {
-    match s.split_once(':') {
-        Some(("tar", dir)) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => bail!("`{s}`: unknown output (write tar:DIR)"),
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
     pub dir: PathBuf,
@@ -113,25 +105,14 @@ pub fn export(
     let signer = opts.sign_key.as_deref().map(load_signing_key).transpose()?;
     // The cache stays open (as in a build) until the image is unpacked.
     let Pulled {
-        cache: _cache,
+        cache,
         fetched,
         plan,
     } = execute::pull_and_render(paths, progress, comp, req)?;
-    let nspawn_rel = format!("etc/systemd/nspawn/{}.nspawn", req.name);
-    let Some(nspawn) = plan.get(Base::Host, &nspawn_rel) else {
-        bail!("internal: the plan has no /{nspawn_rel}");
-    };
-    let Content::Bytes(nspawn_bytes) = &nspawn.content else {
-        bail!("internal: /{nspawn_rel} is planned as a symlink");
-    };
-    // Not the cache's tmp: `cache gc` expects only partial downloads (files) there.
-    let tmp = paths.sandboxes_dir.join("tmp");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let (staging, fixups) = execute::unpack_and_layer(progress, &fetched, &plan, &tmp, &req.name)?;
+    let nspawn_bytes = planned_nspawn(&plan, &req.name)?;
+    let tmp = staging_parent(paths)?;
+    let (staging, fixups) =
+        execute::unpack_and_layer(progress, &cache, &fetched, &plan, &tmp, &req.name)?;
 
     let dir = &opts.dir;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -192,6 +173,30 @@ pub fn export(
         signer: fingerprint,
         fixups,
     })
+}
+
+/// The `.nspawn` a build of `name` installs on the host, as planned.
+pub(crate) fn planned_nspawn<'a>(plan: &'a super::BuildPlan, name: &str) -> Result<&'a [u8]> {
+    let rel = format!("etc/systemd/nspawn/{name}.nspawn");
+    let Some(nspawn) = plan.get(Base::Host, &rel) else {
+        bail!("internal: the plan has no /{rel}");
+    };
+    let Content::Bytes(bytes) = &nspawn.content else {
+        bail!("internal: /{rel} is planned as a symlink");
+    };
+    Ok(bytes)
+}
+
+/// Where an output build stages its tree: `<sandboxes_dir>/tmp/` (not the cache's tmp:
+/// `cache gc` expects only partial downloads, files, there).
+pub(crate) fn staging_parent(paths: &HostPaths) -> Result<PathBuf> {
+    let tmp = paths.sandboxes_dir.join("tmp");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
 }
 
 fn compress_tree<W: Write>(root: &Path, out: W, opts: &ExportOptions) -> Result<W> {
@@ -315,14 +320,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outputs_and_compressions_parse() {
-        assert_eq!(
-            parse_output("tar:out/dir").unwrap(),
-            PathBuf::from("out/dir")
-        );
-        for bad in ["tar:", "dir", "oci:x"] {
-            assert!(parse_output(bad).is_err(), "{bad}");
-        }
+    fn compressions_parse() {
         assert_eq!(
             ExportCompression::parse("zstd").unwrap().extension(),
             "tar.zst"

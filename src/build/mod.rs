@@ -26,6 +26,7 @@
 
 pub mod cloudinit;
 pub mod compose;
+pub mod delta;
 pub mod dropin;
 pub mod embedded;
 pub mod execute;
@@ -37,6 +38,9 @@ pub mod ini;
 pub mod library;
 pub mod manifest;
 pub mod nspawn;
+pub mod oci_image;
+pub mod oci_output;
+pub mod output;
 pub mod plan;
 pub mod state;
 pub mod tarball;

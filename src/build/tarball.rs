@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tar::{Builder, EntryType, Header};
 
+use super::delta::Delta;
+
 /// The header's mtime: negative times (before 1970) as 0, later than `clamp` as `clamp`.
 pub fn clamped_mtime(mtime: i64, clamp: Option<u64>) -> u64 {
     let t = u64::try_from(mtime).unwrap_or(0);
@@ -59,29 +61,67 @@ pub fn pax_records(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 /// Writes `root` as a tar stream into `out` and returns `out` (not flushed or finished beyond
 /// the tar trailer; the caller finishes its compressor).
 pub fn write_tree<W: Write>(root: &Path, out: W, clamp_mtime: Option<u64>) -> Result<W> {
+    write_selected(root, out, clamp_mtime, None)
+}
+
+/// Writes only what `delta` holds of `root` as an OCI layer: its paths in the same order and
+/// form as [`write_tree`], and each removed name as an empty `DIR/.wh.NAME` entry, placed
+/// before the directory's other entries.
+pub fn write_delta<W: Write>(
+    root: &Path,
+    out: W,
+    clamp_mtime: Option<u64>,
+    delta: &Delta,
+) -> Result<W> {
+    write_selected(root, out, clamp_mtime, Some(delta))
+}
+
+fn write_selected<W: Write>(
+    root: &Path,
+    out: W,
+    clamp_mtime: Option<u64>,
+    delta: Option<&Delta>,
+) -> Result<W> {
     let mut w = TreeWriter {
         builder: Builder::new(out),
         clamp: clamp_mtime,
         links: HashMap::new(),
+        delta,
     };
     let meta =
         fs::symlink_metadata(root).with_context(|| format!("inspecting {}", root.display()))?;
-    w.entry(root, Path::new("./"), &meta)?;
+    if w.includes(Path::new("")) {
+        w.entry(root, Path::new("./"), &meta)?;
+    }
     w.dir(root, Path::new(""))?;
     w.builder
         .into_inner()
         .with_context(|| format!("finishing the tar of {}", root.display()))
 }
 
-struct TreeWriter<W: Write> {
+struct TreeWriter<'a, W: Write> {
     builder: Builder<W>,
     clamp: Option<u64>,
     /// (device, inode) of files with more than one link → their first archive path.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Only these paths, and these whiteouts, when set.
+    delta: Option<&'a Delta>,
 }
 
-impl<W: Write> TreeWriter<W> {
+impl<W: Write> TreeWriter<'_, W> {
+    fn includes(&self, rel: &Path) -> bool {
+        self.delta.is_none_or(|d| d.include.contains(rel))
+    }
+
     fn dir(&mut self, dir: &Path, rel: &Path) -> Result<()> {
+        if let Some(delta) = self.delta {
+            if !delta.reaches(rel) {
+                return Ok(());
+            }
+            for name in delta.whiteouts.get(rel).into_iter().flatten() {
+                self.whiteout(&Path::new(".").join(rel), name)?;
+            }
+        }
         let mut names: Vec<OsString> = fs::read_dir(dir)
             .with_context(|| format!("listing {}", dir.display()))?
             .map(|e| e.map(|e| e.file_name()))
@@ -91,14 +131,36 @@ impl<W: Write> TreeWriter<W> {
         for name in names {
             let path = dir.join(&name);
             let rel = rel.join(&name);
+            if self.delta.is_some_and(|d| !d.reaches(&rel)) {
+                continue;
+            }
             let meta = fs::symlink_metadata(&path)
                 .with_context(|| format!("inspecting {}", path.display()))?;
-            self.entry(&path, &Path::new(".").join(&rel), &meta)?;
+            if self.includes(&rel) {
+                self.entry(&path, &Path::new(".").join(&rel), &meta)?;
+            }
             if meta.file_type().is_dir() {
                 self.dir(&path, &rel)?;
             }
         }
         Ok(())
+    }
+
+    /// An empty `DIR/.wh.NAME`: NAME of the lower layers is removed.
+    fn whiteout(&mut self, dir: &Path, name: &OsStr) -> Result<()> {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(self.clamp.unwrap_or(0));
+        h.set_size(0);
+        let mut wh = OsString::from(".wh.");
+        wh.push(name);
+        let path = dir.join(wh);
+        self.builder
+            .append_data(&mut h, &path, io::empty())
+            .with_context(|| format!("archiving the whiteout {}", path.display()))
     }
 
     fn entry(&mut self, path: &Path, name: &Path, meta: &fs::Metadata) -> Result<()> {

@@ -9,8 +9,11 @@ use serde::Serialize;
 use super::Settings;
 use crate::build::execute::{self, BuildRequest};
 use crate::build::export::{self, ExportCompression, ExportOptions, ExportReport};
+use crate::build::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
+use crate::build::output::Output;
 use crate::build::{Composition, Library, parse_nvidia_list, parse_set};
 use crate::machine::host::SystemHost;
+use crate::oci::auth::{Credentials, CredsParser};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -29,11 +32,24 @@ pub struct BuildArgs {
     /// Replace an existing sandbox of the same name.
     #[arg(long)]
     pub force: bool,
-    /// Write the built rootfs to a directory instead of installing it: `tar:DIR` gives
-    /// DIR/NAME.tar.xz, DIR/NAME.nspawn and DIR/SHA256SUMS; nothing on this host changes.
+    /// Write the build somewhere instead of installing it; nothing on this host changes.
+    /// `tar:DIR` gives DIR/NAME.tar.xz, DIR/NAME.nspawn and DIR/SHA256SUMS;
+    /// `oci-layout:DIR[:TAG]` an OCI image layout; `docker://REGISTRY/REPO[:TAG]` pushes.
+    /// OCI images keep the base's layers and add one with what the build changed.
     /// Reproducible with SOURCE_DATE_EPOCH set (later mtimes are clamped to it).
-    #[arg(long, value_name = "tar:DIR", conflicts_with_all = ["dry_run", "enable", "force"])]
+    #[arg(long, value_name = "KIND:DEST", conflicts_with_all = ["dry_run", "enable", "force"])]
     pub output: Option<String>,
+    /// Credentials for the registry pushed to (--output docker://); otherwise the auth
+    /// files are read, as for `sandbox pull`.
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = CredsParser, requires = "output")]
+    pub creds: Option<Credentials>,
+    /// Credentials for the registry of a docker:// base; otherwise the auth files are read.
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = CredsParser)]
+    pub src_creds: Option<Credentials>,
+    /// Require HTTPS with a valid certificate from registries (the base's and the one
+    /// pushed to); `false` also allows plain http (a registry on localhost).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
     /// The tarball's compression with --output: xz (default) or zstd.
     #[arg(long, value_name = "xz|zstd", requires = "output")]
     pub compress: Option<String>,
@@ -102,29 +118,38 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         no_start: args.no_start,
         force: args.force,
         nvidia,
+        oci: crate::pull::OciOptions {
+            creds: args.src_creds.clone(),
+            tls_verify: args.tls_verify,
+            ..Default::default()
+        },
     };
     if args.dry_run {
         print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(output) = &args.output {
-        let opts = ExportOptions {
-            dir: export::parse_output(output)?,
-            compression: match &args.compress {
-                Some(c) => ExportCompression::parse(c)?,
-                None => ExportCompression::Xz,
-            },
-            sign_key: args.sign_key.clone(),
+        let output = Output::parse(output)?;
+        let destination = match output {
+            Output::Tar(dir) => return run_tar_export(settings, &args, &composition, &req, dir),
+            Output::Layout { dir, tag } => OciDestination::Layout { dir, tag },
+            Output::Registry(r) => OciDestination::Registry(r),
+        };
+        if args.compress.is_some() {
+            bail!("--compress is for tar: outputs; OCI layers are gzip");
+        }
+        let opts = OciOutputOptions {
+            destination,
             source_date_epoch: source_date_epoch()?,
         };
-        let report = export::export(
+        let report = oci_output::export_oci(
             &settings.paths,
             settings.progress,
             &composition,
             &req,
             &opts,
         )?;
-        return print_export(settings, &report);
+        return print_oci_export(settings, &report);
     }
     let report = execute::build(
         &settings.paths,
@@ -163,6 +188,67 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         if let Some(why) = &report.skipped_handoff {
             settings.say(format!("Warning: {why}"));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_tar_export(
+    settings: &Settings,
+    args: &BuildArgs,
+    composition: &Composition,
+    req: &BuildRequest,
+    dir: std::path::PathBuf,
+) -> Result<ExitCode> {
+    if args.creds.is_some() {
+        bail!("--creds is for docker:// outputs");
+    }
+    let opts = ExportOptions {
+        dir,
+        compression: match &args.compress {
+            Some(c) => ExportCompression::parse(c)?,
+            None => ExportCompression::Xz,
+        },
+        sign_key: args.sign_key.clone(),
+        source_date_epoch: source_date_epoch()?,
+    };
+    let report = export::export(&settings.paths, settings.progress, composition, req, &opts)?;
+    print_export(settings, &report)
+}
+
+#[derive(Serialize)]
+struct OciExportJson<'a> {
+    base: String,
+    destination: &'a str,
+    manifest_digest: String,
+    config_digest: String,
+    layers: Vec<String>,
+    new_layers: usize,
+    changed_paths: usize,
+    fixups: &'a [String],
+}
+
+fn print_oci_export(settings: &Settings, report: &OciExportReport) -> Result<ExitCode> {
+    if settings.json {
+        super::print_json(&OciExportJson {
+            base: report.base.to_string(),
+            destination: &report.destination,
+            manifest_digest: report.manifest.digest.to_string(),
+            config_digest: report.config.digest.to_string(),
+            layers: report.layers.iter().map(|l| l.digest.to_string()).collect(),
+            new_layers: report.new_layers,
+            changed_paths: report.changed_paths,
+            fixups: &report.fixups.notes,
+        })?;
+    } else {
+        settings.say(format!(
+            "Wrote {} ({}): {} layers, {} of them new ({} paths changed from base {})",
+            report.destination,
+            report.manifest.digest,
+            report.layers.len(),
+            report.new_layers,
+            report.changed_paths,
+            report.base
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

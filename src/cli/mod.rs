@@ -63,7 +63,7 @@ pub enum Command {
     /// Pull an image, verify it, cache it, and materialise it into the machines dir.
     Pull(Box<pull::PullArgs>),
     /// Build a sandbox from a template.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// List the templates a build can use.
     Templates(templates::TemplatesArgs),
     /// List cached images, or with --remote what an image server offers.
@@ -127,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache(cmd) => cache::run(&settings, cmd),
         Command::Keys(cmd) => keys::run(&settings, cmd),
         Command::Verify(args) => verify::run(&settings, args),
-        Command::Build(args) => build::run(&settings, args),
+        Command::Build(args) => build::run(&settings, *args),
         Command::Templates(args) => templates::run(&settings, args),
         Command::Images(args) => images::run(&settings, args),
         Command::Ls(args) => ls::run(&settings, args),

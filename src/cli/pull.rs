@@ -131,6 +131,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         arch: args.arch.clone(),
         images_server: args.images_server.clone(),
         allow_downgrade: args.allow_downgrade,
+        oci: Default::default(),
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let fetched = fetch_verified(&settings.paths, settings.progress, &cache, &spec)?;

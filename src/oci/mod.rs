@@ -50,6 +50,7 @@ pub mod cosign;
 pub mod image;
 pub mod layers;
 pub mod layout;
+pub mod layout_write;
 pub mod lookaside;
 pub mod manifest;
 pub mod media;

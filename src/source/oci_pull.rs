@@ -20,7 +20,8 @@
 //!
 //! A staging directory in the machines dir, [`apply_image`] from the cached blobs (each
 //! verified again as it is read, and each layer's diff_id), an `[Exec]` `.nspawn` when the
-//! image has no init, and an atomic publish.
+//! image has no init (or, for an image `sandbox build` made, the `.nspawn` its templates
+//! rendered, from the `org.sandboxes.nspawn` label), and an atomic publish.
 //!
 //! `docker://` pulls first ask the signature policy ([`crate::oci::policy`]); local sources
 //! are named by the person pulling and checked by digest, so the policy does not apply.
@@ -578,7 +579,18 @@ pub fn materialise_oci(
             &UnpackOptions::for_this_host(),
         )?;
         let init = has_init(&root).context("looking for an init system in the image")?;
-        if init {
+        let built = fetched
+            .resolved
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(crate::build::oci_image::LABEL_NSPAWN));
+        if let Some(settings) = built {
+            // An image `sandbox build` made: the settings its template rendered. In the
+            // machines dir, systemd-nspawn trusts only unprivileged settings from it.
+            Some(settings.clone().into_bytes())
+        } else if init {
             None
         } else {
             let section = render_exec_section(fetched.resolved.config.config.as_ref(), image_name)?;

@@ -5,6 +5,7 @@
 
 mod build;
 mod build_export;
+mod build_oci;
 mod cache;
 mod cache_transfer;
 mod harness;

@@ -1,0 +1,197 @@
+//! Writing an OCI image layout (`sandbox build --output oci-layout:DIR[:TAG]`): blobs under
+//! `blobs/sha256/<hex>`, the `oci-layout` marker, and `index.json` entries named by the
+//! `org.opencontainers.image.ref.name` annotation.
+//!
+//! Every file is written to a temporary name in its directory and renamed, blobs before the
+//! index that names them, so a reader never finds a half-written blob or an entry whose
+//! blobs are missing. A blob already present is kept (its name is its digest). Tagging
+//! replaces an entry of the same name and keeps every other entry: one layout can hold
+//! several images.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::layout::OciLayout;
+use super::manifest::{Descriptor, ImageIndex, REF_NAME_ANNOTATION};
+use super::media;
+use crate::verify::Digest;
+
+const MARKER: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A layout directory being written.
+pub struct LayoutWriter {
+    dir: PathBuf,
+}
+
+impl LayoutWriter {
+    /// Opens `dir` as a layout, creating it (and its marker) when it does not exist or is
+    /// empty. A directory with other content is refused: it is not ours to add to.
+    pub fn create(dir: &Path) -> Result<LayoutWriter> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let marker = dir.join("oci-layout");
+        if marker.exists() {
+            OciLayout::open(dir)?;
+        } else {
+            let mut entries = fs::read_dir(dir)
+                .with_context(|| format!("listing {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name());
+            if let Some(first) = entries.next() {
+                bail!(
+                    "{} is not empty and not an OCI image layout (it holds {first:?}); choose an empty or new directory",
+                    dir.display()
+                );
+            }
+            write_atomically(&marker, MARKER)?;
+        }
+        let blobs = dir.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+        Ok(LayoutWriter {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    /// Adds a blob from bytes.
+    pub fn put_bytes(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomically(&path, bytes)
+    }
+
+    /// Adds a blob by copying `src` (a verified cache blob or a layer this build wrote);
+    /// copy_file_range makes it a reflink where the filesystem can.
+    pub fn put_file(&self, digest: &Digest, src: &Path) -> Result<()> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = temp_name(&path);
+        let result = (|| {
+            fs::copy(src, &tmp)
+                .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+            fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Names `manifest` `tag` in `index.json` (replacing an entry of that name).
+    pub fn tag(&self, manifest: &Descriptor, tag: &str) -> Result<()> {
+        let index_path = self.dir.join("index.json");
+        let mut index = if index_path.exists() {
+            OciLayout::open(&self.dir)?.index()?
+        } else {
+            ImageIndex {
+                schema_version: 2,
+                media_type: Some(media::OCI_INDEX.to_string()),
+                artifact_type: None,
+                manifests: Vec::new(),
+                subject: None,
+                annotations: Default::default(),
+            }
+        };
+        index.manifests = retag(std::mem::take(&mut index.manifests), manifest, tag);
+        let mut bytes = serde_json::to_vec(&index).context("encoding index.json")?;
+        bytes.push(b'\n');
+        write_atomically(&index_path, &bytes)
+    }
+}
+
+/// `entries` without any entry named `tag`, then `manifest` named `tag`. Pure.
+pub fn retag(entries: Vec<Descriptor>, manifest: &Descriptor, tag: &str) -> Vec<Descriptor> {
+    let mut out: Vec<Descriptor> = entries
+        .into_iter()
+        .filter(|d| d.ref_name() != Some(tag))
+        .collect();
+    let mut named = manifest.clone();
+    named
+        .annotations
+        .insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
+    out.push(named);
+    out
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{:08x}.tmp", rand::random::<u32>()))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::layout::select_ref;
+
+    #[test]
+    fn a_layout_is_created_tagged_retagged_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("layout");
+        let w = LayoutWriter::create(&out).unwrap();
+        let a = b"{\"a\":1}".to_vec();
+        let b = b"{\"b\":2}".to_vec();
+        let (da, db) = (Digest::of(&a), Digest::of(&b));
+        w.put_bytes(&da, &a).unwrap();
+        w.put_bytes(&db, &b).unwrap();
+        let ma = Descriptor::new(media::OCI_MANIFEST, da, a.len() as u64);
+        let mb = Descriptor::new(media::OCI_MANIFEST, db, b.len() as u64);
+        w.tag(&ma, "one").unwrap();
+        w.tag(&mb, "two").unwrap();
+        // Re-tagging moves the name; the other entry stays.
+        w.tag(&mb, "one").unwrap();
+        let layout = OciLayout::open(&out).unwrap();
+        let index = layout.index().unwrap();
+        assert_eq!(index.manifests.len(), 2);
+        assert_eq!(select_ref(&index, Some("one")).unwrap().digest, db);
+        assert_eq!(select_ref(&index, Some("two")).unwrap().digest, db);
+        assert_eq!(fs::read(layout.blob_path(&da)).unwrap(), a);
+        // Opening again keeps what is there; no temporary files are left.
+        LayoutWriter::create(&out).unwrap();
+        let names: Vec<String> = fs::read_dir(out.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn a_directory_with_other_content_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let err = LayoutWriter::create(dir.path()).err().unwrap();
+        assert!(format!("{err:#}").contains("not empty"), "{err:#}");
+    }
+}

@@ -1,0 +1,261 @@
+//! `sandbox build --output oci-layout:DIR[:TAG]`: the image keeps an OCI base's layers as
+//! they are and adds one layer with what the build changed (a tarball base becomes a layer of
+//! its own first); real skopeo reads the layout; pulling it back gives the tree of a local
+//! build; two builds with one SOURCE_DATE_EPOCH give the same digests.
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::build::{BaseImage, build, recorder, snapshot, testbase, write_template};
+use crate::harness::env::{Outcome, TestEnv};
+use crate::harness::ocimage::{self, Comp, Entry, ImageSpec, LayerSpec};
+use crate::harness::{require_tool, run_tool};
+
+const EPOCH: &str = "1700000000";
+
+/// `sandbox build --output oci-layout:DIR:TAG TEMPLATE NAME` with SOURCE_DATE_EPOCH set.
+fn export(env: &TestEnv, layout: &Path, tag: &str, template: &str, name: &str) -> Outcome {
+    let output = format!("oci-layout:{}:{tag}", layout.display());
+    env.sandbox_with_env(
+        &["--json", "build", "--output", &output, template, name],
+        &[("SOURCE_DATE_EPOCH", EPOCH)],
+    )
+}
+
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let p = layout.join("blobs/sha256").join(hex);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+fn json_blob(layout: &Path, digest: &str) -> Value {
+    serde_json::from_slice(&blob(layout, digest)).unwrap()
+}
+
+/// The manifest `tag` names in the layout's index.json.
+fn manifest(layout: &Path, tag: &str) -> (String, Value) {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no {tag} in {index}"))
+        .clone();
+    let digest = entry["digest"].as_str().unwrap().to_string();
+    let m = json_blob(layout, &digest);
+    (digest, m)
+}
+
+/// The paths of a gzip layer, as GNU-style names without `./`.
+fn layer_paths(layout: &Path, digest: &str) -> BTreeSet<String> {
+    let gz = blob(layout, digest);
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            p.trim_start_matches("./").trim_end_matches('/').to_string()
+        })
+        .collect()
+}
+
+/// `skopeo inspect` of the layout: its digest and layers, read by a real tool.
+fn skopeo_inspect(layout: &Path, tag: &str) -> Value {
+    let skopeo = require_tool("skopeo");
+    let out = run_tool(
+        Command::new(skopeo)
+            .arg("inspect")
+            .arg(format!("oci:{}:{tag}", layout.display())),
+        None,
+    );
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn a_tarball_base_becomes_a_layer_and_the_image_pulls_back_as_the_local_build() {
+    let env = TestEnv::new();
+    let image = BaseImage::new(&env);
+    testbase(&env, &image, "oci export\n");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+
+    let report = export(&env, &layout, "v1", "testbase", "web")
+        .success()
+        .json();
+    env.assert_machines(&[]);
+    let (digest, m) = manifest(&layout, "v1");
+    assert_eq!(report["manifest_digest"], digest.as_str());
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{m}");
+    assert_eq!(report["new_layers"], 2);
+    // The annotations say what it was built from.
+    assert_eq!(m["annotations"]["org.sandboxes.template"], "testbase");
+    assert_eq!(
+        m["annotations"]["org.sandboxes.base.digest"],
+        format!("sha256:{}", crate::harness::sha256_hex(&image.bytes))
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+    // The delta holds what the template wrote, not the base's files.
+    let delta = layer_paths(&layout, layers[1]["digest"].as_str().unwrap());
+    for wanted in ["etc/motd", "usr/local/bin/tool", "etc/hostname"] {
+        assert!(delta.contains(wanted), "{wanted} missing from {delta:?}");
+    }
+    let base = layer_paths(&layout, layers[0]["digest"].as_str().unwrap());
+    let untouched: Vec<&String> = base.iter().filter(|p| !delta.contains(*p)).collect();
+    assert!(
+        untouched.len() > 10,
+        "the delta repeats the base: {delta:?}"
+    );
+
+    // skopeo reads the layout: same digest, same layers.
+    let inspected = skopeo_inspect(&layout, "v1");
+    assert_eq!(inspected["Digest"], digest.as_str());
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+
+    // Pulled on another host: the tree of a local build, and the build's .nspawn.
+    let other = TestEnv::new();
+    let source = format!("oci-layout:{}:v1", layout.display());
+    other.sandbox(&["pull", &source, "web"]).success();
+    let (machinectl, _log) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["--no-start", "testbase", "web"]).success();
+    assert_eq!(
+        snapshot(&other.machine("web")),
+        snapshot(&env.machine("web")),
+        "the pulled image differs from a local build"
+    );
+    assert_eq!(
+        std::fs::read(other.machines_dir().join("web.nspawn")).unwrap(),
+        std::fs::read(env.root().join("etc/systemd/nspawn/web.nspawn")).unwrap(),
+    );
+
+    // A second build with the same epoch: the same digests, into the same layout.
+    let again = export(&env, &layout, "v2", "testbase", "web")
+        .success()
+        .json();
+    assert_eq!(again["manifest_digest"], report["manifest_digest"]);
+    assert_eq!(manifest(&layout, "v2").0, digest);
+}
+
+/// An OCI base in a layout: `/sbin/init`, an `/etc` with a file the template removes.
+fn oci_base(dir: &Path) -> ocimage::BuiltImage {
+    let spec = ImageSpec {
+        arch: ocimage::host_arch(),
+        layers: vec![
+            LayerSpec {
+                comp: Comp::Gzip,
+                entries: vec![
+                    Entry::Dir("sbin"),
+                    Entry::File("sbin/init", b"#!/bin/sh\n".to_vec(), 0o755),
+                    Entry::Dir("etc"),
+                    Entry::File("etc/os-release", b"ID=test\n".to_vec(), 0o644),
+                    Entry::File(
+                        "etc/machine-id",
+                        b"0123456789abcdef0123456789abcdef\n".to_vec(),
+                        0o444,
+                    ),
+                ],
+            },
+            LayerSpec {
+                comp: Comp::Zstd,
+                entries: vec![
+                    Entry::Dir("usr"),
+                    Entry::Dir("usr/share"),
+                    Entry::File("usr/share/big", vec![7u8; 100_000], 0o644),
+                    Entry::File("etc/obsolete", b"old\n".to_vec(), 0o644),
+                ],
+            },
+        ],
+        entrypoint: vec![],
+        cmd: vec!["/sbin/init"],
+        env: vec![],
+        last_layer_size_lie: 0,
+    };
+    let built = ocimage::build_image(dir, &spec);
+    ocimage::write_index_json(dir, ocimage::OCI_MANIFEST, &built.manifest, "base");
+    built
+}
+
+#[test]
+fn an_oci_base_keeps_its_layers_and_the_delta_holds_only_the_changes() {
+    let env = TestEnv::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let base_dir = scratch.path().join("base");
+    let base = oci_base(&base_dir);
+    let manifest_toml = format!("source = \"oci-layout:{}:base\"\n", base_dir.display());
+    write_template(
+        &env,
+        "ocibase",
+        &[
+            ("template.toml", manifest_toml.as_bytes(), 0o644),
+            ("files/etc/motd", b"from the template\n", 0o644),
+        ],
+    );
+    let layout = scratch.path().join("out");
+    let report = export(&env, &layout, "web", "ocibase", "web")
+        .success()
+        .json();
+    assert_eq!(report["new_layers"], 1);
+    let (digest, m) = manifest(&layout, "web");
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{m}");
+    // The base's blobs, unchanged (the zstd one too).
+    for (i, b) in base.layers.iter().enumerate() {
+        assert_eq!(layers[i]["digest"], b.digest().as_str());
+        assert_eq!(layers[i]["size"], b.size);
+        assert_eq!(blob(&layout, &b.digest()), blob(&base_dir, &b.digest()));
+    }
+    assert_eq!(
+        layers[1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.base.digest"],
+        base.manifest.digest().as_str()
+    );
+    let config = json_blob(&layout, m["config"]["digest"].as_str().unwrap());
+    let base_config = json_blob(&base_dir, &base.config.digest());
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(
+        diff_ids[..2],
+        base_config["rootfs"]["diff_ids"].as_array().unwrap()[..]
+    );
+    assert_eq!(config["config"]["Cmd"], base_config["config"]["Cmd"]);
+    let delta = layer_paths(&layout, layers[2]["digest"].as_str().unwrap());
+    assert!(delta.contains("etc/motd"), "{delta:?}");
+    assert!(!delta.contains("usr/share/big"), "{delta:?}");
+    assert!(!delta.contains("sbin/init"), "{delta:?}");
+
+    // Pulled back: the tree of a local build from the same base.
+    let other = TestEnv::new();
+    other
+        .sandbox(&[
+            "pull",
+            &format!("oci-layout:{}:web", layout.display()),
+            "web",
+        ])
+        .success();
+    let (machinectl, _log) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["--no-start", "ocibase", "web"]).success();
+    assert_eq!(
+        snapshot(&other.machine("web")),
+        snapshot(&env.machine("web")),
+        "the pulled image differs from a local build"
+    );
+    let inspected = skopeo_inspect(&layout, "web");
+    assert_eq!(inspected["Digest"], digest.as_str());
+}
