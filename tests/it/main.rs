@@ -23,5 +23,6 @@ mod ls_rm;
 mod oci;
 mod oci_signatures;
 mod pull_tarball;
+mod push;
 mod settings;
 mod verify;
