@@ -36,7 +36,8 @@
 //! `blob` (verified reading, the `BlobSource` trait), `layout` (image layout directories),
 //! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying), `nspawn`
 //! (init detection and the `[Exec]` section for application images), `registry` (the
-//! distribution HTTP API: manifests, blobs, Basic and Bearer auth), `auth` (credentials from
+//! distribution HTTP API: manifests, blobs, Basic and Bearer auth), `push` (blob uploads and
+//! mounts, manifest PUTs, `push_image`, on the same client), `auth` (credentials from
 //! flags, auth files and helpers), `policy` (which `docker://` images may be pulled and which
 //! signatures they need), `cosign` (cosign signature payloads and keys), `lookaside`
 //! (registries.d lookaside stores of simple signing). The
@@ -57,6 +58,7 @@ pub mod media;
 pub mod nspawn;
 pub mod platform;
 pub mod policy;
+pub mod push;
 pub mod reference;
 pub mod registry;
 
@@ -72,4 +74,5 @@ pub use layout::OciLayout;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, parse_manifest};
 pub use nspawn::{has_init, render_exec_section};
 pub use platform::{Platform, PlatformSpec};
+pub use push::{BlobFrom, push_image};
 pub use reference::{ImageReference, OciSource};

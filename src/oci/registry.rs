@@ -1,6 +1,8 @@
-//! The registry HTTP API (distribution spec v2), just what pulling needs: manifests by tag
-//! or digest, blobs by digest, and the two ways registries ask for credentials (Basic, and
+//! The registry HTTP API (distribution spec v2), what pulling needs: manifests by tag or
+//! digest, blobs by digest, and the two ways registries ask for credentials (Basic, and
 //! Bearer tokens from the realm in `WWW-Authenticate`, anonymous or with credentials).
+//! Pushing (`push.rs`) shares the request and credential flow here; a client is made for
+//! one [`Access`], which decides the token scope it asks for.
 //!
 //! Nothing here trusts what it receives: callers verify every byte against a digest and a
 //! size. This module only bounds what it reads (manifests) and never puts a secret or an
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt as _;
-use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::manifest::ImageIndex;
@@ -34,11 +36,28 @@ enum Auth {
     Bearer(String),
 }
 
+/// What a client is for: the Bearer token scope it asks for, and how a refusal is explained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+/// The token scope for `access` to `repository` (`repository:REPO:pull` or `…:pull,push`:
+/// a push also reads, to check which blobs are already there).
+pub fn token_scope(repository: &str, access: Access) -> String {
+    match access {
+        Access::Pull => format!("repository:{repository}:pull"),
+        Access::Push => format!("repository:{repository}:pull,push"),
+    }
+}
+
 /// A client for one repository of one registry.
 pub struct Registry {
     client: reqwest::Client,
-    reference: ImageReference,
+    pub(super) reference: ImageReference,
     creds: Option<Credentials>,
+    access: Access,
     /// `https` or, with `--tls-verify=false` and a registry that does not speak TLS, `http`.
     scheme: Mutex<Option<&'static str>>,
     auth: Mutex<Auth>,
@@ -54,10 +73,29 @@ pub struct RawManifest {
 }
 
 impl Registry {
+    /// A client that pulls.
     pub fn new(
         reference: &ImageReference,
         creds: Option<Credentials>,
         tls_verify: bool,
+    ) -> Result<Registry> {
+        Registry::with_access(reference, creds, tls_verify, Access::Pull)
+    }
+
+    /// A client that pushes (and reads what it needs to: blob existence).
+    pub fn for_push(
+        reference: &ImageReference,
+        creds: Option<Credentials>,
+        tls_verify: bool,
+    ) -> Result<Registry> {
+        Registry::with_access(reference, creds, tls_verify, Access::Push)
+    }
+
+    fn with_access(
+        reference: &ImageReference,
+        creds: Option<Credentials>,
+        tls_verify: bool,
+        access: Access,
     ) -> Result<Registry> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("sandboxes/", env!("CARGO_PKG_VERSION")))
@@ -71,13 +109,14 @@ impl Registry {
             client,
             reference: reference.clone(),
             creds,
+            access,
             scheme: Mutex::new(None),
             auth: Mutex::new(Auth::None),
             tls_verify,
         })
     }
 
-    fn url(&self, scheme: &str, kind: &str, what: &str) -> String {
+    pub(super) fn url(&self, scheme: &str, kind: &str, what: &str) -> String {
         format!(
             "{scheme}://{}/v2/{}/{kind}/{what}",
             self.reference.api_host(),
@@ -89,16 +128,36 @@ impl Registry {
     async fn get(&self, kind: &str, what: &str, accept: Option<&str>) -> Result<reqwest::Response> {
         let scheme = self.scheme().await?;
         let url = self.url(scheme, kind, what);
+        self.send(Method::GET, &url, |req| {
+            Ok(match accept {
+                Some(a) => req.header(ACCEPT, a),
+                None => req,
+            })
+        })
+        .await
+    }
+
+    /// Sends a request to `url` (absolute) with the current credentials, answering a 401 once
+    /// by authenticating. `build` adds headers and body; it runs again for the retry, so a
+    /// streamed body is opened afresh. Credentials go only to this registry's own host: an
+    /// upload `Location` elsewhere (a storage backend) gets none.
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder>,
+    ) -> Result<reqwest::Response> {
+        let shown = shown(url);
+        let own = self.is_own(url);
         let mut retried = false;
         loop {
-            let mut req = self.client.get(&url);
-            if let Some(a) = accept {
-                req = req.header(ACCEPT, a);
+            let mut req = build(self.client.request(method.clone(), url))?;
+            if own {
+                req = self.authorise(req);
             }
-            req = self.authorise(req);
             let resp = req.send().await.map_err(|e| {
                 let connect = e.is_connect();
-                let err = describe(e, &url);
+                let err = describe(e, &shown);
                 if connect && self.tls_verify {
                     anyhow!(
                         "{err}; if this registry speaks plain http (e.g. on localhost), pass \
@@ -108,27 +167,40 @@ impl Registry {
                     err
                 }
             })?;
-            if resp.status() != StatusCode::UNAUTHORIZED {
+            if resp.status() != StatusCode::UNAUTHORIZED || !own {
                 return Ok(resp);
             }
-            if retried {
-                bail!("GET {url}: {}", self.refused_message());
-            }
-            retried = true;
             let challenge = resp
                 .headers()
                 .get_all(WWW_AUTHENTICATE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .find_map(parse_challenge)
-                .with_context(|| {
-                    format!("GET {url}: 401 Unauthorized without a Basic or Bearer challenge")
-                })?;
-            self.authenticate(challenge, &url).await?;
+                .find_map(parse_challenge);
+            if retried {
+                let detail = error_detail(resp).await;
+                bail!("{method} {shown}: {}{detail}", self.refused_message());
+            }
+            retried = true;
+            let challenge = challenge.with_context(|| {
+                format!("{method} {shown}: 401 Unauthorized without a Basic or Bearer challenge")
+            })?;
+            self.authenticate(challenge, &method, &shown).await?;
         }
     }
 
+    /// True when `url` is on this registry's host (and scheme), so it may get credentials.
+    fn is_own(&self, url: &str) -> bool {
+        let scheme = *self.scheme.lock().unwrap_or_else(|e| e.into_inner());
+        scheme.is_some_and(|s| {
+            url.strip_prefix(&format!("{s}://{}", self.reference.api_host()))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
     fn refused_message(&self) -> String {
+        if self.access == Access::Push {
+            return self.no_push_access();
+        }
         match &self.creds {
             Some(c) => format!(
                 "401 Unauthorized: the registry refused the credentials of user `{}` (from {})",
@@ -141,6 +213,18 @@ impl Registry {
         }
     }
 
+    /// Why a push was refused: the registry (or its token server) grants no push here.
+    pub(super) fn no_push_access(&self) -> String {
+        let who = match &self.creds {
+            Some(c) => format!("as user `{}` from {}", c.username, c.origin),
+            None => "without credentials".to_string(),
+        };
+        format!(
+            "no push access to {} at {} (check --creds / auth file; tried {who})",
+            self.reference.repository, self.reference.registry
+        )
+    }
+
     fn authorise(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
         match (&*auth, &self.creds) {
@@ -150,11 +234,11 @@ impl Registry {
         }
     }
 
-    async fn authenticate(&self, challenge: Challenge, url: &str) -> Result<()> {
+    async fn authenticate(&self, challenge: Challenge, method: &Method, url: &str) -> Result<()> {
         let new = match challenge {
             Challenge::Basic => {
                 if self.creds.is_none() {
-                    bail!("GET {url}: {}", self.refused_message());
+                    bail!("{method} {url}: {}", self.refused_message());
                 }
                 Auth::Basic
             }
@@ -163,15 +247,17 @@ impl Registry {
                 service,
                 scope,
             } => {
-                let scope = scope
-                    .unwrap_or_else(|| format!("repository:{}:pull", self.reference.repository));
+                // Ours, and the challenge's when it differs (a mount also reads its source).
+                let ours = token_scope(&self.reference.repository, self.access);
+                let mut scopes = vec![ours.clone()];
+                scopes.extend(scope.filter(|s| *s != ours));
                 let mut token_url = url::Url::parse(&realm).with_context(|| {
-                    format!("GET {url}: the token realm `{realm}` is not a URL")
+                    format!("{method} {url}: the token realm `{realm}` is not a URL")
                 })?;
                 if token_url.scheme() != "https" && self.tls_verify {
                     bail!(
-                        "GET {url}: the token realm {realm} is not https (pass --tls-verify=false \
-                         for a local registry)"
+                        "{method} {url}: the token realm {realm} is not https (pass \
+                         --tls-verify=false for a local registry)"
                     );
                 }
                 {
@@ -179,7 +265,9 @@ impl Registry {
                     if let Some(s) = &service {
                         q.append_pair("service", s);
                     }
-                    q.append_pair("scope", &scope);
+                    for s in &scopes {
+                        q.append_pair("scope", s);
+                    }
                 }
                 let shown = crate::source::redact_url(&token_url);
                 let mut req = self.client.get(token_url.clone());
@@ -203,7 +291,7 @@ impl Registry {
     }
 
     /// `https`, or `http` when TLS is not required and the registry does not speak it.
-    async fn scheme(&self) -> Result<&'static str> {
+    pub(super) async fn scheme(&self) -> Result<&'static str> {
         if let Some(s) = *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(s);
         }
@@ -301,7 +389,58 @@ pub fn shown_url(resp: &reqwest::Response) -> String {
     crate::source::redact_url(&u)
 }
 
-fn status_message(status: StatusCode, what: &str) -> String {
+/// A URL for messages: without credentials, query (an upload session's state, a storage
+/// backend's signature) or fragment.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            crate::source::redact_url(&u)
+        }
+        Err(_) => crate::source::redact(url),
+    }
+}
+
+/// `: CODE: message; …` from a registry's JSON error body (read at most 64 KiB), or nothing
+/// when the body is not one. Headers are never echoed.
+pub(super) async fn error_detail(resp: reqwest::Response) -> String {
+    let url = shown_url(&resp);
+    match read_limited(resp, 64 << 10, &url).await {
+        Ok(body) => parse_error_body(&body).map_or_else(String::new, |d| format!(": {d}")),
+        Err(_) => String::new(),
+    }
+}
+
+/// The `code: message` pairs of distribution's error body `{"errors":[{"code","message"}]}`,
+/// joined by `; `. Control characters are dropped and each part is cut at 200 characters: the
+/// text comes from the server and ends up on a terminal.
+pub fn parse_error_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(200).collect() };
+    let body: Body = serde_json::from_slice(body).ok()?;
+    let parts: Vec<String> = body
+        .errors
+        .iter()
+        .take(5)
+        .filter_map(|e| match (&e.code, &e.message) {
+            (Some(c), Some(m)) => Some(format!("{}: {}", clean(c), clean(m))),
+            (Some(s), None) | (None, Some(s)) => Some(clean(s)),
+            (None, None) => None,
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+pub(super) fn status_message(status: StatusCode, what: &str) -> String {
     match status {
         StatusCode::NOT_FOUND => format!("404 Not Found: the registry has no such {what}"),
         StatusCode::FORBIDDEN => "403 Forbidden: the registry denies access".to_string(),
@@ -370,139 +509,5 @@ pub fn top_media_type(bytes: &[u8], content_type: Option<&str>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read as _, Write as _};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex};
-
-    /// A registry that wants a Bearer token from its own `/token` realm: records each request
-    /// line with its `Authorization` header, and serves `manifest` to the right token only,
-    /// with or without a `Content-Length`.
-    fn token_registry(manifest: Vec<u8>, announce: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let mut req = Vec::new();
-                let mut byte = [0u8; 1];
-                while !req.ends_with(b"\r\n\r\n") {
-                    match conn.read(&mut byte) {
-                        // A TLS ClientHello (the https probe of --tls-verify=false): hang up.
-                        Ok(1) if req.is_empty() && byte[0] == 0x16 => break,
-                        Ok(1) => req.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                let text = String::from_utf8_lossy(&req).to_string();
-                let Some(line) = text.lines().next().filter(|l| l.starts_with("GET")) else {
-                    continue;
-                };
-                let auth = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("authorization: "))
-                    .unwrap_or("-")
-                    .to_string();
-                log.lock().unwrap().push(format!("{line} | {auth}"));
-                let (status, headers, body) = if line.contains("/token?") {
-                    ("200 OK", String::new(), br#"{"token":"tok-1"}"#.to_vec())
-                } else if auth == "Bearer tok-1" {
-                    (
-                        "200 OK",
-                        format!("Content-Type: {}\r\n", media::OCI_MANIFEST),
-                        manifest.clone(),
-                    )
-                } else {
-                    (
-                        "401 Unauthorized",
-                        format!(
-                            "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"svc\",scope=\"repository:team/app:pull\"\r\n"
-                        ),
-                        Vec::new(),
-                    )
-                };
-                let length = if announce || status != "200 OK" {
-                    format!("Content-Length: {}\r\n", body.len())
-                } else {
-                    String::new()
-                };
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status}\r\n{headers}{length}Connection: close\r\n\r\n"
-                );
-                let _ = conn.write_all(&body);
-            }
-        });
-        (port, seen)
-    }
-
-    fn pull_manifest(port: u16, creds: Option<Credentials>) -> Result<RawManifest> {
-        let reference = ImageReference::parse(&format!("127.0.0.1:{port}/team/app:1")).unwrap();
-        let registry = Registry::new(&reference, creds, false).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(registry.manifest("1", 4 << 20))
-    }
-
-    #[test]
-    fn the_bearer_flow_fetches_a_token_anonymously_or_with_credentials() {
-        let (port, seen) = token_registry(b"BODY".to_vec(), true);
-        let m = pull_manifest(port, None).unwrap();
-        assert_eq!(m.bytes, b"BODY");
-        assert_eq!(m.content_type.as_deref(), Some(media::OCI_MANIFEST));
-        let log = seen.lock().unwrap().clone();
-        assert_eq!(log.len(), 3, "{log:?}");
-        assert!(log[0].starts_with("GET /v2/team/app/manifests/1 ") && log[0].ends_with("| -"));
-        assert!(
-            log[1].starts_with("GET /token?service=svc&scope=repository%3Ateam%2Fapp%3Apull ")
-                && log[1].ends_with("| -"),
-            "an anonymous token request: {log:?}"
-        );
-        assert!(log[2].ends_with("| Bearer tok-1"), "{log:?}");
-
-        let (port, seen) = token_registry(b"BODY".to_vec(), true);
-        pull_manifest(port, Some(Credentials::new("u", "p", "test"))).unwrap();
-        let log = seen.lock().unwrap().clone();
-        // base64("u:p") = "dTpw"
-        assert!(log[1].ends_with("| Basic dTpw"), "{log:?}");
-    }
-
-    #[test]
-    fn tokens_and_media_types() {
-        assert_eq!(parse_token(br#"{"token":"t1"}"#).unwrap(), "t1");
-        assert_eq!(parse_token(br#"{"access_token":"t2"}"#).unwrap(), "t2");
-        assert!(parse_token(br#"{"token":""}"#).is_err());
-        let err = parse_token(b"secret-ish garbage").unwrap_err();
-        assert!(!err.to_string().contains("garbage"));
-        assert_eq!(
-            top_media_type(br#"{"mediaType":"x/y","layers":[]}"#, Some("a/b")),
-            "x/y"
-        );
-        assert_eq!(
-            top_media_type(br#"{"manifests":[]}"#, Some("text/plain")),
-            media::OCI_INDEX
-        );
-        assert_eq!(
-            top_media_type(br#"{"layers":[]}"#, Some(media::DOCKER_MANIFEST)),
-            media::DOCKER_MANIFEST
-        );
-    }
-
-    #[test]
-    fn manifests_over_the_limit_are_refused_announced_or_not() {
-        for announce in [true, false] {
-            let (port, _) = token_registry(vec![b' '; (4 << 20) + 1], announce);
-            let err = pull_manifest(port, None).unwrap_err();
-            assert!(
-                err.to_string()
-                    .contains("more than the 4194304 bytes allowed"),
-                "{err:#}"
-            );
-        }
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

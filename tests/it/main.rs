@@ -24,5 +24,6 @@ mod ls_rm;
 mod oci;
 mod oci_signatures;
 mod pull_tarball;
+mod push;
 mod settings;
 mod verify;

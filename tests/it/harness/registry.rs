@@ -161,6 +161,13 @@ impl Registry {
         log.lines().filter(|l| l.contains(&needle)).count()
     }
 
+    /// How many requests `METHOD path…` (a path prefix) the access log records, any status.
+    pub fn requests(&self, method: &str, path_prefix: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let needle = format!("\"{method} {path_prefix}");
+        log.lines().filter(|l| l.contains(&needle)).count()
+    }
+
     /// Where the registry keeps the blob `hex`.
     pub fn blob_data(&self, hex: &str) -> PathBuf {
         self.storage
