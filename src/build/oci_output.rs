@@ -28,7 +28,10 @@ use super::fixups::FixupReport;
 use super::oci_image::{self, BaseInfo, ComposedImage, ImageInputs, NewLayer};
 use super::tarball;
 use crate::cache::Cache;
+use crate::oci::auth::{Credentials, find_credentials};
 use crate::oci::layout_write::LayoutWriter;
+use crate::oci::registry::Registry;
+use crate::oci::{BlobFrom, push_image};
 use crate::oci::{Descriptor, ImageReference, PlatformSpec};
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
@@ -51,6 +54,9 @@ pub struct OciOutputOptions {
     pub destination: OciDestination,
     /// SOURCE_DATE_EPOCH: later mtimes are clamped to it, and it is the image's `created`.
     pub source_date_epoch: Option<u64>,
+    /// `--creds` for the registry pushed to; otherwise the auth files are read.
+    pub creds: Option<Credentials>,
+    pub tls_verify: bool,
 }
 
 /// What an OCI output wrote.
@@ -168,7 +174,8 @@ pub fn export_oci(
             format!("oci-layout:{}:{tag}", dir.display())
         }
         OciDestination::Registry(reference) => {
-            anyhow::bail!("pushing to docker://{reference} is not wired up yet")
+            let digest = push(reference, opts, &image, &blobs)?;
+            format!("docker://{reference}@{digest}")
         }
     };
     Ok(OciExportReport {
@@ -256,6 +263,49 @@ fn write_layout(
     layout.put_bytes(&image.config_descriptor.digest, &image.config)?;
     layout.put_bytes(&image.manifest_descriptor.digest, &image.manifest)?;
     layout.tag(&image.manifest_descriptor, tag)
+}
+
+/// Every blob the registry lacks, then the manifest by tag.
+fn push(
+    reference: &ImageReference,
+    opts: &OciOutputOptions,
+    image: &ComposedImage,
+    layers: &[(Descriptor, PathBuf)],
+) -> Result<Digest> {
+    let creds = match &opts.creds {
+        Some(c) => Some(c.clone()),
+        None => find_credentials(reference)?,
+    };
+    let registry = Registry::for_push(reference, creds, opts.tls_verify)?;
+    let mut blobs: Vec<(Descriptor, BlobFrom)> = layers
+        .iter()
+        .map(|(d, p)| (d.clone(), BlobFrom::File(p.clone())))
+        .collect();
+    blobs.push((
+        image.config_descriptor.clone(),
+        BlobFrom::Bytes(image.config.clone()),
+    ));
+    let tag = reference.manifest_reference();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let digest = runtime
+        .block_on(push_image(
+            &registry,
+            &tag,
+            &image.manifest,
+            &image.manifest_descriptor.media_type,
+            &blobs,
+        ))
+        .with_context(|| format!("pushing to docker://{reference}"))?;
+    if digest != image.manifest_descriptor.digest {
+        anyhow::bail!(
+            "docker://{reference}: the registry stored the manifest as {digest}, not {}",
+            image.manifest_descriptor.digest
+        );
+    }
+    Ok(digest)
 }
 
 #[cfg(test)]

@@ -132,7 +132,12 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         let output = Output::parse(output)?;
         let destination = match output {
             Output::Tar(dir) => return run_tar_export(settings, &args, &composition, &req, dir),
-            Output::Layout { dir, tag } => OciDestination::Layout { dir, tag },
+            Output::Layout { dir, tag } => {
+                if args.creds.is_some() {
+                    bail!("--creds is for docker:// outputs");
+                }
+                OciDestination::Layout { dir, tag }
+            }
             Output::Registry(r) => OciDestination::Registry(r),
         };
         if args.compress.is_some() {
@@ -141,6 +146,8 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         let opts = OciOutputOptions {
             destination,
             source_date_epoch: source_date_epoch()?,
+            creds: args.creds.clone(),
+            tls_verify: args.tls_verify,
         };
         let report = oci_output::export_oci(
             &settings.paths,

@@ -259,3 +259,71 @@ fn an_oci_base_keeps_its_layers_and_the_delta_holds_only_the_changes() {
     let inspected = skopeo_inspect(&layout, "web");
     assert_eq!(inspected["Digest"], digest.as_str());
 }
+
+const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}"#;
+
+#[test]
+fn a_pushed_build_pulls_back_as_the_local_build_and_a_rebuild_uploads_nothing_new() {
+    let env = TestEnv::new();
+    let image = BaseImage::new(&env);
+    testbase(&env, &image, "pushed\n");
+    let registry = crate::harness::registry::Registry::start(&env.scratch("registry"), None);
+    let reference = registry.reference("team/web:1");
+    let push = |reference: &str| {
+        env.sandbox_with_env(
+            &[
+                "--json",
+                "build",
+                "--tls-verify=false",
+                "--output",
+                reference,
+                "testbase",
+                "web",
+            ],
+            &[("SOURCE_DATE_EPOCH", EPOCH)],
+        )
+        .success()
+        .json()
+    };
+    let report = push(&reference);
+    let digest = report["manifest_digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        report["destination"],
+        format!("{reference}@{digest}").as_str()
+    );
+    // Real skopeo reads what the registry holds.
+    let skopeo = require_tool("skopeo");
+    let inspected: Value = serde_json::from_slice(&run_tool(
+        Command::new(&skopeo).args(["inspect", "--tls-verify=false", &reference]),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(inspected["Digest"], digest.as_str());
+    assert_eq!(inspected["Labels"]["org.sandboxes.template"], "testbase");
+
+    // The same build under another tag: the same digest, and no layer uploaded again.
+    let uploads = registry.requests("PUT", "/v2/team/web/blobs/uploads/");
+    assert_eq!(uploads, 3, "two layers and the config were uploaded");
+    let again = push(&registry.reference("team/web:2"));
+    assert_eq!(again["manifest_digest"], digest.as_str());
+    assert_eq!(
+        registry.requests("PUT", "/v2/team/web/blobs/uploads/"),
+        uploads,
+        "a rebuild uploaded blobs the registry already had"
+    );
+
+    // Pulled elsewhere: the tree of a local build.
+    let other = TestEnv::new();
+    std::fs::create_dir_all(other.sandboxes_dir()).unwrap();
+    std::fs::write(other.sandboxes_dir().join("policy.json"), ALLOW_ALL).unwrap();
+    other
+        .sandbox(&["pull", "--tls-verify=false", &reference, "web"])
+        .success();
+    let (machinectl, _log) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["--no-start", "testbase", "web"]).success();
+    assert_eq!(
+        snapshot(&other.machine("web")),
+        snapshot(&env.machine("web")),
+        "the pulled image differs from a local build"
+    );
+}
