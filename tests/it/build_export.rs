@@ -42,6 +42,48 @@ fn read_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// systemd 252's `systemd-pull tar --verify=signature URL NAME` (what `machinectl pull-tar`
+/// runs through importd) into a new image root, trusting only `pubring` (binary keyring):
+/// importd's keyring path is fixed, so it is bind-mounted over in a private mount namespace.
+fn stock_pull_tar(pubring: &Path, url: &str, name: &str) -> tempfile::TempDir {
+    let (root, out) = run_stock_pull_tar(pubring, url, name);
+    assert!(
+        out.status.success(),
+        "systemd-pull failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root
+}
+
+fn run_stock_pull_tar(
+    pubring: &Path,
+    url: &str,
+    name: &str,
+) -> (tempfile::TempDir, std::process::Output) {
+    let pull = Path::new("/lib/systemd/systemd-pull");
+    assert!(
+        pull.exists(),
+        "{} is missing (package systemd-container)",
+        pull.display()
+    );
+    let root = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount --bind '{}' /usr/lib/systemd/import-pubring.gpg && \
+         if [ -e /etc/systemd/import-pubring.gpg ]; then mount --bind '{}' /etc/systemd/import-pubring.gpg; fi && \
+         exec {} tar --verify=signature --image-root='{}' '{url}' {name}",
+        pubring.display(),
+        pubring.display(),
+        pull.display(),
+        root.path().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    (root, out)
+}
+
 #[test]
 fn a_signed_export_pulls_back_as_the_locally_built_tree() {
     let env = TestEnv::new();
@@ -114,6 +156,27 @@ fn a_signed_export_pulls_back_as_the_locally_built_tree() {
         ])
         .success();
 
+    // Stock systemd 252: `machinectl pull-tar --verify=signature` runs importd's helper
+    // systemd-pull, which needs no systemd as PID 1. Run it as importd would, with the key
+    // in its keyring (bind-mounted in a private mount namespace: the host's stays as it is).
+    site.put("ci/web.nspawn", &nspawn);
+    let stranger = Gpg::new(KeyAlgo::Ed25519).export_to(&keys.path().join("other.gpg"), false);
+    let (refused, out) = run_stock_pull_tar(&stranger, &site.url("ci/web.tar.xz"), "web");
+    assert!(
+        !out.status.success()
+            && !refused.path().join("web").exists()
+            && String::from_utf8_lossy(&out.stderr).contains("Signature verification failed"),
+        "systemd-pull accepted a signature by a key it does not trust: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stock = stock_pull_tar(&public, &site.url("ci/web.tar.xz"), "web");
+    crate::harness::rootfs::assert_tree(&stock.path().join("web"), &image.spec);
+    assert_eq!(
+        read_bytes(&stock.path().join("web.nspawn")),
+        nspawn,
+        "systemd-pull did not take the .nspawn next to the image"
+    );
+
     // Hard links, devices, FIFOs, xattrs and owners of the base image survive the export.
     crate::harness::rootfs::assert_tree(&other.machine("web"), &image.spec);
 
@@ -126,6 +189,11 @@ fn a_signed_export_pulls_back_as_the_locally_built_tree() {
     assert_eq!(
         pulled, local,
         "the pulled export differs from a local build"
+    );
+    assert_eq!(
+        snapshot(&stock.path().join("web")),
+        local,
+        "systemd-pull unpacked the export differently"
     );
     assert_eq!(
         nspawn,

@@ -143,6 +143,22 @@ fn a_tarball_base_becomes_a_layer_and_the_image_pulls_back_as_the_local_build() 
         std::fs::read(env.root().join("etc/systemd/nspawn/web.nspawn")).unwrap(),
     );
 
+    // umoci, applying the layers its own way, makes the same tree.
+    let bundle = out.path().join("bundle");
+    run_tool(
+        Command::new(require_tool("umoci"))
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:v1", layout.display()))
+            .arg(&bundle),
+        None,
+    );
+    assert_eq!(
+        snapshot(&bundle.join("rootfs")),
+        snapshot(&env.machine("web")),
+        "umoci unpacks the image differently"
+    );
+
     // A second build with the same epoch: the same digests, into the same layout.
     let again = export(&env, &layout, "v2", "testbase", "web")
         .success()
