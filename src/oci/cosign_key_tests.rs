@@ -94,7 +94,8 @@ fn tampered_or_foreign_encrypted_keys_are_refused_by_name() {
             "{field}: {e:#}"
         );
     }
-    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 5] = [
         ("key derivation `pbkdf2`", |j| {
             j["kdf"]["name"] = "pbkdf2".into()
         }),
