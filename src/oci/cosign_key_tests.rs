@@ -172,3 +172,23 @@ fn key_files_are_read_and_named_in_errors() {
     let e = load_cosign_signing_key(&missing, b"").unwrap_err();
     assert!(format!("{e:#}").contains("missing.key"), "{e:#}");
 }
+
+/// A key cosign itself wrote (tests/fixtures/README.md): the format is cosign's, not ours.
+const COSIGN_GENERATED: &str =
+    include_str!("../../tests/fixtures/cosign/cosign-generated-hello.key");
+
+#[test]
+fn a_key_written_by_cosign_opens_with_its_password() {
+    let key =
+        CosignSigningKey::from_pem(COSIGN_GENERATED.as_bytes(), b"hello", "cosign.key").unwrap();
+    let payload = b"payload";
+    key.public_key()
+        .verify(payload, &key.sign(payload))
+        .unwrap();
+    // The public key comes from the scalar inside: its PEM round-trips to the same key.
+    let again = CosignKey::from_pem(&key.public_key_pem().unwrap()).unwrap();
+    again.verify(payload, &key.sign(payload)).unwrap();
+    let e = CosignSigningKey::from_pem(COSIGN_GENERATED.as_bytes(), b"hello ", "cosign.key")
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("wrong password"), "{e:#}");
+}
