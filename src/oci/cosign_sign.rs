@@ -264,6 +264,25 @@ mod tests {
         check_payload(expected.as_bytes(), COSIGN_TYPE, &d, &r).unwrap();
     }
 
+    /// A payload cosign wrote and signed (tests/fixtures/README.md): ours for the same
+    /// repository and digest is the same bytes, and its signature checks with the reader.
+    #[test]
+    fn the_payload_matches_one_cosign_signed() {
+        let real = include_bytes!("../../tests/fixtures/cosign/cosign-signed-payload.json");
+        let sig = include_str!("../../tests/fixtures/cosign/cosign-signed-payload.sig");
+        let public = include_str!("../../tests/fixtures/cosign/cosign-signed-payload.pub");
+        let d: Digest = "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00"
+            .parse()
+            .unwrap();
+        let r = ImageReference::parse("192.168.64.2:5000/cosign-signed-single-sample").unwrap();
+        assert_eq!(cosign_payload(&cosign_identity(&r), &d), real.to_vec());
+        CosignKey::from_pem(public)
+            .unwrap()
+            .verify(real, sig)
+            .unwrap();
+        check_payload(real, COSIGN_TYPE, &d, &r).unwrap();
+    }
+
     #[test]
     fn signature_images_verify_with_the_cosign_reader() {
         let k = key();

@@ -174,6 +174,19 @@ mod tests {
         );
     }
 
+    /// The payload of containers/image's `signature/fixtures/image.signature` (made by
+    /// skopeo's signing code, printed by `gpg --decrypt`): ours for the same values is the
+    /// same bytes.
+    #[test]
+    fn the_payload_matches_one_containers_signed() {
+        let real = r#"{"critical":{"identity":{"docker-reference":"testing/manifest"},"image":{"docker-manifest-digest":"sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55"},"type":"atomic container signature"},"optional":{"creator":"atomic ","timestamp":1458239713}}"#;
+        let d: Digest = "sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55"
+            .parse()
+            .unwrap();
+        let ours = simple_signing_payload("testing/manifest", &d, "atomic ", 1458239713);
+        assert_eq!(String::from_utf8(ours).unwrap(), real);
+    }
+
     #[test]
     fn signatures_land_in_the_lookaside_and_verify_with_the_reader() {
         let tmp = tempfile::tempdir().unwrap();
