@@ -89,6 +89,11 @@ impl CosignSigningKey {
                              makes cosign signatures)"
                         )
                     })?,
+                "ENCRYPTED PRIVATE KEY" => bail!(
+                    "{origin}: a password-protected PKCS#8 key (`ENCRYPTED PRIVATE KEY`) is not \
+                     read; decrypt it (`openssl pkcs8 -in KEY -out PLAIN`) or import it with \
+                     `cosign import-key-pair`"
+                ),
                 other => bail!(
                     "{origin}: PEM `{other}` is not a private key (expected `{}`, `PRIVATE KEY` \
                      or `EC PRIVATE KEY`)",
@@ -136,6 +141,17 @@ pub fn load_cosign_signing_key(path: &Path, password: &[u8]) -> Result<CosignSig
         bail!("{shown}: more than {MAX_KEY_FILE} bytes, not a key file");
     }
     CosignSigningKey::from_pem(&text, password, &shown)
+}
+
+/// The password cosign would use: `COSIGN_PASSWORD`, empty when unset (cosign prompts only
+/// on a terminal; a build has none to rely on). Its bytes as they are, not re-encoded.
+pub fn password_from_env() -> Zeroizing<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    Zeroizing::new(
+        std::env::var_os(PASSWORD_ENV)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+    )
 }
 
 fn public_of(key: &SigningKey) -> Result<CosignKey> {

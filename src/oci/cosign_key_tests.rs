@@ -154,6 +154,13 @@ fn plain_pkcs8_and_sec1_keys_load_and_other_algorithms_are_named() {
         "{e:#}"
     );
     assert!(CosignSigningKey::from_pem(b"garbage", b"", "g").is_err());
+    let pkcs8_encrypted =
+        pem::encode_string("ENCRYPTED PRIVATE KEY", LineEnding::LF, b"x").unwrap();
+    let e = CosignSigningKey::from_pem(pkcs8_encrypted.as_bytes(), b"", "p8.key").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("password-protected PKCS#8"),
+        "{e:#}"
+    );
 }
 
 #[test]

@@ -29,29 +29,29 @@ pub fn cosign_identity(reference: &ImageReference) -> String {
 }
 
 #[derive(Serialize)]
-pub(crate) struct SimplePayload<'a, O: Serialize> {
-    pub critical: Critical<'a>,
-    pub optional: O,
+struct SimplePayload<'a, O: Serialize> {
+    critical: Critical<'a>,
+    optional: O,
 }
 
 #[derive(Serialize)]
-pub(crate) struct Critical<'a> {
-    pub identity: Identity<'a>,
-    pub image: Image,
+struct Critical<'a> {
+    identity: Identity<'a>,
+    image: Image,
     #[serde(rename = "type")]
-    pub kind: &'a str,
+    kind: &'a str,
 }
 
 #[derive(Serialize)]
-pub(crate) struct Identity<'a> {
+struct Identity<'a> {
     #[serde(rename = "docker-reference")]
-    pub docker_reference: &'a str,
+    docker_reference: &'a str,
 }
 
 #[derive(Serialize)]
-pub(crate) struct Image {
+struct Image {
     #[serde(rename = "docker-manifest-digest")]
-    pub docker_manifest_digest: String,
+    docker_manifest_digest: String,
 }
 
 /// A simple-signing payload of `critical.type` `kind` with `optional` as given.
@@ -71,8 +71,9 @@ pub(crate) fn render_payload<O: Serialize>(
         },
         optional,
     };
-    // Why no error path: plain structs of strings always serialize.
-    serde_json::to_vec(&payload).unwrap_or_default()
+    // Why expect: structs of strings and the callers' `optional` (null, or strings and an
+    // integer) always serialize; an empty payload must never be signed instead.
+    serde_json::to_vec(&payload).expect("a simple-signing payload serializes")
 }
 
 /// The payload cosign signs for manifest `digest` of `docker_reference` (`host/repo`, see
@@ -187,8 +188,8 @@ pub fn render_signature_image(signed: &Digest, signatures: &[SignedPayload]) -> 
         },
         config: Empty {},
     };
-    // Why no error path: plain structs of strings always serialize.
-    let config = serde_json::to_vec(&config).unwrap_or_default();
+    // Why expect: structs of strings always serialize.
+    let config = serde_json::to_vec(&config).expect("the signature config serializes");
     let config_digest = Digest::of(&config);
     let layers = signatures
         .iter()
@@ -211,7 +212,7 @@ pub fn render_signature_image(signed: &Digest, signatures: &[SignedPayload]) -> 
         },
         layers,
     };
-    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest = serde_json::to_vec(&manifest).expect("the signature manifest serializes");
     SignatureImage {
         tag: signature_tag(signed),
         manifest_digest: Digest::of(&manifest),
