@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::cosign::{COSIGN_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag};
 use super::cosign_key::CosignSigningKey;
+use super::manifest::{Descriptor, REF_NAME_ANNOTATION};
 use super::media::{OCI_CONFIG, OCI_MANIFEST};
 use super::reference::ImageReference;
 use crate::verify::Digest;
@@ -113,14 +114,28 @@ pub struct SignatureImage {
 
 impl SignatureImage {
     /// Every blob the manifest refers to (config first, then the payloads), each once.
-    pub fn blobs(&self) -> Vec<(&Digest, &[u8])> {
-        let mut out: Vec<(&Digest, &[u8])> = vec![(&self.config_digest, &self.config)];
+    pub fn blobs(&self) -> Vec<(Digest, &[u8])> {
+        let mut out: Vec<(Digest, &[u8])> = vec![(self.config_digest, &self.config)];
         for (d, b) in &self.payloads {
-            if !out.iter().any(|(seen, _)| *seen == d) {
-                out.push((d, b));
+            if !out.iter().any(|(seen, _)| seen == d) {
+                out.push((*d, b));
             }
         }
         out
+    }
+
+    /// The manifest's descriptor; for an image layout's `index.json`, the entry that names it
+    /// by [`Self::tag`] (cosign's layouts, and containers' `oci:DIR:sha256-HEX.sig`, find
+    /// signatures that way).
+    pub fn manifest_descriptor(&self) -> Descriptor {
+        let mut d = Descriptor::new(
+            OCI_MANIFEST,
+            self.manifest_digest,
+            self.manifest.len() as u64,
+        );
+        d.annotations
+            .insert(REF_NAME_ANNOTATION.to_string(), self.tag.clone());
+        d
     }
 }
 
@@ -292,6 +307,15 @@ mod tests {
         let first = sign_image(&k, &r, &d);
         assert_eq!(first.tag, signature_tag(&d));
         assert_eq!(first.manifest_digest, Digest::of(&first.manifest));
+        let entry = first.manifest_descriptor();
+        assert_eq!(
+            (entry.digest, entry.size, entry.ref_name()),
+            (
+                Digest::of(&first.manifest),
+                first.manifest.len() as u64,
+                Some(first.tag.as_str())
+            )
+        );
         // A second signature appended after the first, as cosign adds to an existing tag.
         let other = key();
         let second = sign_payload(&other, cosign_payload(&cosign_identity(&r), &d));
@@ -317,7 +341,7 @@ mod tests {
             let (_, payload) = img
                 .blobs()
                 .into_iter()
-                .find(|(dg, _)| **dg == layer.digest)
+                .find(|(dg, _)| *dg == layer.digest)
                 .unwrap();
             assert_eq!(layer.size, payload.len() as u64);
             assert_eq!(config["rootfs"]["diff_ids"][0], layer.digest.to_string());
