@@ -72,7 +72,7 @@ impl CosignSigningKey {
     /// unencrypted `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (SEC1). `origin` names the key in
     /// messages (a file name).
     pub fn from_pem(text: &[u8], password: &[u8], origin: &str) -> Result<CosignSigningKey> {
-        let (label, body) = pem::decode_vec(text.trim_ascii())
+        let (label, body) = pem::decode_vec(key_block(text).trim_ascii())
             .map_err(|e| anyhow::anyhow!("{origin}: not a PEM private key ({e})"))?;
         let body = Zeroizing::new(body);
         let key = if ENCRYPTED_KEY_LABELS.contains(&label) {
@@ -141,6 +141,21 @@ pub fn load_cosign_signing_key(path: &Path, password: &[u8]) -> Result<CosignSig
         bail!("{shown}: more than {MAX_KEY_FILE} bytes, not a key file");
     }
     CosignSigningKey::from_pem(&text, password, &shown)
+}
+
+/// The PEM block holding the key: `openssl ecparam -genkey` writes an `EC PARAMETERS` block
+/// (the curve name, repeated inside the key) before the `EC PRIVATE KEY`, which is skipped.
+fn key_block(text: &[u8]) -> &[u8] {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    let mut rest = text;
+    while let Some(at) = rest.windows(BEGIN.len()).position(|w| w == BEGIN) {
+        let block = &rest[at..];
+        if !block[BEGIN.len()..].starts_with(b"EC PARAMETERS-----") {
+            return block;
+        }
+        rest = &block[BEGIN.len()..];
+    }
+    text
 }
 
 /// The password cosign would use: `COSIGN_PASSWORD`, empty when unset (cosign prompts only

@@ -126,6 +126,14 @@ fn plain_pkcs8_and_sec1_keys_load_and_other_algorithms_are_named() {
     let a = CosignSigningKey::from_pem(pkcs8_pem.as_bytes(), b"", "a").unwrap();
     let b = CosignSigningKey::from_pem(sec1_pem.as_bytes(), b"", "b").unwrap();
     assert_eq!(a.public_key().fingerprint, b.public_key().fingerprint);
+    // `openssl ecparam -name prime256v1 -genkey` puts the curve's OID in a block of its own
+    // before the key.
+    let with_params = format!(
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+        *sec1_pem
+    );
+    let c = CosignSigningKey::from_pem(with_params.as_bytes(), b"", "c").unwrap();
+    assert_eq!(c.public_key().fingerprint, a.public_key().fingerprint);
     let digest = Digest::of(b"payload");
     b.public_key()
         .verify(digest.hex().as_bytes(), &a.sign(digest.hex().as_bytes()))

@@ -1,6 +1,8 @@
 //! The signing side of OCI image signatures against independent producers and consumers:
 //! a cosign key file written by Python (pynacl + cryptography + hashlib.scrypt, cosign's
-//! format) opened by our loader, our ECDSA signature checked by Python's `cryptography`; a
+//! format) opened by our loader, our ECDSA signature checked by Python's `cryptography`; keys
+//! `openssl` writes (SEC1 with its EC PARAMETERS block, PKCS#8) loaded and our signatures
+//! checked by `openssl dgst -verify`; a
 //! cosign signature image we render, pushed by real skopeo into the real registry, read back
 //! over the registry API and verified by Python and by the binary's own pull; and a simple
 //! signing signature we write into a lookaside store, read by real GnuPG and accepted by
@@ -160,6 +162,63 @@ fn a_cosign_key_written_by_python_opens_and_our_signatures_verify_in_python() {
         "{msg}"
     );
     assert!(!msg.contains("pass-word"), "the password leaks: {msg}");
+}
+
+#[test]
+fn openssl_keys_load_and_openssl_verifies_our_signatures() {
+    let env = TestEnv::new();
+    let dir = env.scratch("openssl");
+    let openssl = || Command::new(crate::harness::require_tool("openssl"));
+    let sec1 = dir.join("sec1.pem");
+    let pkcs8 = dir.join("pkcs8.pem");
+    let public = dir.join("pub.pem");
+    crate::harness::run_tool(
+        openssl()
+            .args(["ecparam", "-name", "prime256v1", "-genkey", "-out"])
+            .arg(&sec1),
+        None,
+    );
+    crate::harness::run_tool(
+        openssl()
+            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+            .arg(&sec1)
+            .arg("-out")
+            .arg(&pkcs8),
+        None,
+    );
+    crate::harness::run_tool(
+        openssl()
+            .args(["ec", "-pubout", "-in"])
+            .arg(&sec1)
+            .arg("-out")
+            .arg(&public),
+        None,
+    );
+    let payload = dir.join("payload");
+    std::fs::write(&payload, b"{\"critical\":{}}").expect("writing the payload");
+    for key_file in [&sec1, &pkcs8] {
+        let key = load_cosign_signing_key(key_file, b"").expect("loading an openssl key");
+        let expected = CosignKey::from_pem(&std::fs::read_to_string(&public).expect("reading"))
+            .expect("openssl's public key");
+        assert_eq!(key.public_key().fingerprint, expected.fingerprint);
+        let signature = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            key.sign(b"{\"critical\":{}}"),
+        )
+        .expect("base64");
+        let sig_file = dir.join("payload.sig");
+        std::fs::write(&sig_file, signature).expect("writing the signature");
+        let out = crate::harness::run_tool(
+            openssl()
+                .args(["dgst", "-sha256", "-verify"])
+                .arg(&public)
+                .arg("-signature")
+                .arg(&sig_file)
+                .arg(&payload),
+            None,
+        );
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "Verified OK");
+    }
 }
 
 /// A registry holding `init_image` as `repo:1`, and the manifest digest it serves.
