@@ -2,11 +2,10 @@
 //! a cosign key file written by Python (pynacl + cryptography + hashlib.scrypt, cosign's
 //! format) opened by our loader, our ECDSA signature checked by Python's `cryptography`; keys
 //! `openssl` writes (SEC1 with its EC PARAMETERS block, PKCS#8) loaded and our signatures
-//! checked by `openssl dgst -verify`; a
-//! cosign signature image we render, pushed by real skopeo into the real registry, read back
-//! over the registry API and verified by Python and by the binary's own pull; and a simple
-//! signing signature we write into a lookaside store, read by real GnuPG and accepted by
-//! skopeo's own `signedBy` policy check.
+//! checked by `openssl dgst -verify`; a cosign signature image we render, pushed by real
+//! skopeo into the real registry, read back over the registry API and verified by Python and
+//! by the binary's own pull; and a simple signing signature we write into a lookaside store,
+//! read by real GnuPG and accepted by skopeo's own `signedBy` policy check.
 //!
 //! Debian's skopeo is built with sigstore disabled ("Debian-local change: sigstore
 //! disabled"), for signing and for `sigstoreSigned` policy checks alike, so it can neither
