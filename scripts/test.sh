@@ -11,6 +11,7 @@ declare -A need=(
   [systemd-nspawn]=systemd-container [skopeo]=skopeo [umoci]=umoci
   [setfattr]=attr [getfacl]=acl [lsattr]=e2fsprogs [curl]=curl
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [debootstrap]=debootstrap
+  [openssl]=openssl
 )
 missing=()
 for tool in "${!need[@]}"; do
@@ -18,6 +19,10 @@ for tool in "${!need[@]}"; do
 done
 # PyYAML reads YAML as cloud-init does (1.1): a test checks composed cloud-configs with it.
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+# pynacl and cryptography write cosign's encrypted key format and check ECDSA signatures
+# independently of the Rust code (tests/it/oci_signing.rs).
+/usr/bin/python3 -c 'import nacl.secret' 2>/dev/null || missing+=(python3-nacl)
+/usr/bin/python3 -c 'import cryptography.hazmat.primitives.asymmetric.ec' 2>/dev/null || missing+=(python3-cryptography)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing test dependencies: ${missing[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -26,7 +26,6 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sequoia_openpgp as openpgp;
 
 use super::compose::Composition;
 use super::execute::{self, BuildRequest, Pulled};
@@ -38,6 +37,9 @@ use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
 use crate::verify::Digest;
 use crate::verify::digest::HashingWriter;
+// The OpenPGP signing helpers live with the rest of the OpenPGP code (simple signing of OCI
+// images uses them too); re-exported here for the callers of the export.
+pub use crate::verify::openpgp::{SigningKey, load_signing_key, sign_detached};
 
 /// The tarball's compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -249,72 +251,6 @@ fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// A secret signing key, ready to sign.
-pub struct SigningKey {
-    keypair: openpgp::crypto::KeyPair,
-    pub fingerprint: String,
-}
-
-/// Reads an OpenPGP secret key file (armored or binary) and picks its signing-capable secret
-/// (sub)key valid now under the standard policy. The key must not be encrypted.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
-    use openpgp::parse::Parse as _;
-    use openpgp::policy::StandardPolicy;
-    let cert = openpgp::Cert::from_file(path)
-        .with_context(|| format!("reading the OpenPGP key {}", path.display()))?;
-    let policy = StandardPolicy::new();
-    let Some(ka) = cert
-        .keys()
-        .with_policy(&policy, None)
-        .alive()
-        .revoked(false)
-        .secret()
-        .for_signing()
-        .next()
-    else {
-        bail!(
-            "{}: no usable secret signing key (a public key, or every signing key expired or revoked?)",
-            path.display()
-        );
-    };
-    let keypair = ka.key().clone().into_keypair().with_context(|| {
-        format!(
-            "{}: the signing key is encrypted or unusable (export it without a passphrase)",
-            path.display()
-        )
-    })?;
-    Ok(SigningKey {
-        keypair,
-        fingerprint: cert.fingerprint().to_hex(),
-    })
-}
-
-/// A detached SHA-256 signature over `data`, binary or ASCII-armored.
-pub fn sign_detached(key: &SigningKey, data: &[u8], armor: bool) -> Result<Vec<u8>> {
-    use openpgp::serialize::stream::{Armorer, Message, Signer};
-    let what = || format!("signing with {}", key.fingerprint);
-    let mut out = Vec::new();
-    {
-        let mut message = Message::new(&mut out);
-        if armor {
-            message = Armorer::new(message)
-                .kind(openpgp::armor::Kind::Signature)
-                .build()
-                .with_context(what)?;
-        }
-        let mut signer = Signer::new(message, key.keypair.clone())
-            .with_context(what)?
-            .detached()
-            .hash_algo(openpgp::types::HashAlgorithm::SHA256)
-            .with_context(what)?
-            .build()
-            .with_context(what)?;
-        signer.write_all(data).with_context(what)?;
-        signer.finalize().with_context(what)?;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,45 +266,5 @@ mod tests {
             "tar.xz"
         );
         assert!(ExportCompression::parse("gzip").is_err());
-    }
-
-    #[test]
-    fn signatures_verify_with_the_public_key() {
-        use openpgp::cert::CertBuilder;
-        use openpgp::parse::Parse as _;
-        use openpgp::serialize::Serialize as _;
-        let (cert, _) = CertBuilder::general_purpose(Some("ci@example.org"))
-            .generate()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("key.pgp");
-        let mut bytes = Vec::new();
-        cert.as_tsk().serialize(&mut bytes).unwrap();
-        fs::write(&key_file, &bytes).unwrap();
-        let key = load_signing_key(&key_file).unwrap();
-        for armor in [false, true] {
-            let sig = sign_detached(&key, b"data\n", armor).unwrap();
-            assert_eq!(sig.starts_with(b"-----BEGIN PGP SIGNATURE-----"), armor);
-            let parsed = openpgp::Packet::from_bytes(&sig).unwrap();
-            let openpgp::Packet::Signature(s) = parsed else {
-                panic!("not a signature: {parsed:?}");
-            };
-            let signer = cert
-                .keys()
-                .subkeys()
-                .find(|k| {
-                    s.get_issuers()
-                        .iter()
-                        .any(|i| i.aliases(k.key().key_handle()))
-                })
-                .unwrap();
-            s.verify_message(signer.key(), b"data\n").unwrap();
-            assert_eq!(s.hash_algo(), openpgp::types::HashAlgorithm::SHA256);
-        }
-        // A public key alone cannot sign.
-        let mut public = Vec::new();
-        cert.serialize(&mut public).unwrap();
-        fs::write(&key_file, &public).unwrap();
-        assert!(load_signing_key(&key_file).is_err());
     }
 }

@@ -40,7 +40,9 @@
 //! mounts, manifest PUTs, `push_image`, on the same client), `auth` (credentials from
 //! flags, auth files and helpers), `policy` (which `docker://` images may be pulled and which
 //! signatures they need), `cosign` (cosign signature payloads and keys), `lookaside`
-//! (registries.d lookaside stores of simple signing). The
+//! (registries.d lookaside stores of simple signing); for signing: `cosign_key` (cosign
+//! private keys, encrypted or not), `cosign_sign` (cosign payloads and `.sig` images),
+//! `simple_sign` (simple signing messages written into a lookaside store). The
 //! cache and machine side of a pull is `source::oci_pull`.
 
 pub mod archive;
@@ -48,6 +50,8 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod cosign;
+pub mod cosign_key;
+pub mod cosign_sign;
 pub mod image;
 pub mod layers;
 pub mod layout;
@@ -61,6 +65,7 @@ pub mod policy;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod simple_sign;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! Integration tests: the real `sandbox` binary against real servers and tools on 127.0.0.1.
 //! One test binary (faster to link, shares the harness); each module is one concern.
 //! The suite runs as root (device nodes, foreign owners, chattr) and needs nginx-light, gnupg,
-//! GNU tar, gzip, xz-utils, zstd, bzip2 and e2fsprogs; the harness names whatever is missing.
+//! GNU tar, gzip, xz-utils, zstd, bzip2, e2fsprogs, python3-nacl and python3-cryptography; the
+//! harness names whatever is missing.
 
 mod build;
 mod build_export;
@@ -23,6 +24,7 @@ mod keys;
 mod ls_rm;
 mod oci;
 mod oci_signatures;
+mod oci_signing;
 mod pull_tarball;
 mod push;
 mod settings;

@@ -16,7 +16,8 @@
 //!
 //! Layout: `store` (the certificates and where each came from, loading keyrings), `policy`
 //! (the pinned-SHA-1 exception), `detached` (verifying a signature over a stream), `inline`
-//! (signed messages that carry their data: containers simple signing),
+//! (signed messages that carry their data: containers simple signing), `sign` (making
+//! detached signatures and signed messages with a secret key file),
 //! `keys` (`sandbox keys add|ls|rm` on the keys directory).
 //!
 //! Trusting a pinned key "for its source only" (the LXC key for LXC image pulls) is the caller's
@@ -26,6 +27,7 @@ mod detached;
 mod inline;
 pub mod keys;
 mod policy;
+mod sign;
 mod store;
 
 #[cfg(test)]
@@ -34,6 +36,7 @@ mod tests;
 pub use detached::{SignatureCheck, SignatureError, verify_detached};
 pub use inline::{MAX_INLINE_MESSAGE, verify_inline};
 pub use policy::PinnedPolicy;
+pub use sign::{SigningKey, load_signing_key, sign_detached, sign_message};
 pub use store::{TrustStore, TrustedCert, keyring_files_in_dir, load_trust_store};
 
 use sequoia_openpgp::Cert;

@@ -42,7 +42,7 @@ pub fn require_tool(tool: &str) -> PathBuf {
         "gpg" | "gpgconf" => "gnupg",
         "xz" => "xz-utils",
         "lsattr" | "chattr" => "e2fsprogs",
-        "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" => tool,
+        "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" | "openssl" => tool,
         "htpasswd" => "apache2-utils",
         _ => "coreutils",
     };
