@@ -46,6 +46,8 @@ pub struct BuildRequest {
     pub force: bool,
     /// `nvidia-container-cli list`, parsed, when a template needs it.
     pub nvidia: Option<NvidiaFiles>,
+    /// `--offline`: the base image from the cache alone.
+    pub offline: bool,
 }
 
 /// What a build did.
@@ -287,7 +289,9 @@ pub(crate) fn pull_and_render(
     // Before anything is pulled: a template the host cannot serve fails now.
     render(comp, req, "sandbox-check".into())?;
     let cache = Cache::open(&paths.cache_dir())?;
-    let fetched = fetch_verified(paths, progress, &cache, &pull_spec(spec))?;
+    let mut pull = pull_spec(spec);
+    pull.offline = req.offline;
+    let fetched = fetch_verified(paths, progress, &cache, &pull)?;
     let plan = render(
         comp,
         req,
@@ -316,9 +320,13 @@ pub(crate) fn unpack_and_layer(
     Ok((staging, fixups))
 }
 
+/// The plan's files and the fix-ups, then the bake steps (which see the finished tree).
 fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {
     let root = Root::open(rootfs)?;
-    fixups::layer(&root, plan).with_context(|| format!("preparing the rootfs {}", rootfs.display()))
+    let report = fixups::layer(&root, plan)
+        .with_context(|| format!("preparing the rootfs {}", rootfs.display()))?;
+    super::bake::run(rootfs, plan)?;
+    Ok(report)
 }
 
 fn make_state(

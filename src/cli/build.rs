@@ -29,6 +29,10 @@ pub struct BuildArgs {
     /// Replace an existing sandbox of the same name.
     #[arg(long)]
     pub force: bool,
+    /// Build from the cache alone: the base image (and its checksums and signatures) as an
+    /// earlier pull or build left them; fails when they are not there.
+    #[arg(long)]
+    pub offline: bool,
     /// Write the built rootfs to a directory instead of installing it: `tar:DIR` gives
     /// DIR/NAME.tar.xz, DIR/NAME.nspawn and DIR/SHA256SUMS; nothing on this host changes.
     /// Reproducible with SOURCE_DATE_EPOCH set (later mtimes are clamped to it).
@@ -102,10 +106,22 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         no_start: args.no_start,
         force: args.force,
         nvidia,
+        offline: args.offline,
     };
     if args.dry_run {
         print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    // Before anything is pulled; the bake code checks again where it runs the steps.
+    let steps = composition.bake_steps();
+    if let Some(first) = steps.first()
+        && !rustix::process::geteuid().is_root()
+    {
+        bail!(
+            "{}: template `{}` has bake steps ([build] run), which run as root inside the rootfs: run sandbox build as root",
+            first.place,
+            first.template
+        );
     }
     if let Some(output) = &args.output {
         let opts = ExportOptions {
