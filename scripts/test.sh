@@ -11,6 +11,7 @@ declare -A need=(
   [systemd-nspawn]=systemd-container [skopeo]=skopeo [umoci]=umoci
   [setfattr]=attr [getfacl]=acl [lsattr]=e2fsprogs [curl]=curl
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [debootstrap]=debootstrap
+  [busybox]=busybox-static
 )
 missing=()
 for tool in "${!need[@]}"; do

@@ -21,7 +21,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt as _;
@@ -213,7 +212,7 @@ pub fn run(rootfs: &Path, plan: &BuildPlan) -> Result<()> {
         let ns = StepRoot {
             rootfs: rootfs_fd.as_fd(),
             hostname: &plan.machine,
-            resolv_conf: prepared.resolv_conf.as_ref().map(AsFd::as_fd),
+            bind_resolv_conf: prepared.bind_resolv_conf,
             make_proc: prepared.made_proc,
             make_dev: prepared.made_dev,
         };
@@ -310,7 +309,7 @@ fn dev_listing(root: &Root, rootfs: &Path) -> Result<DevListing> {
 /// `restore`, or on drop when the step could not even start.
 struct Prepared<'r> {
     root: &'r Root,
-    resolv_conf: Option<File>,
+    bind_resolv_conf: bool,
     made_proc: bool,
     made_dev: bool,
     resolv_fix: ResolvFix,
@@ -333,20 +332,21 @@ impl<'r> Prepared<'r> {
             |rel: &str| -> Result<bool> { Ok(root.inspect(Path::new(rel))? == Existing::Missing) };
         let mut prepared = Prepared {
             root,
-            resolv_conf: None,
+            bind_resolv_conf: false,
             made_proc: missing("proc")?,
             made_dev: missing("dev")?,
             resolv_fix: ResolvFix::Nothing,
             restored: false,
         };
-        let host = match File::open(HOST_RESOLV_CONF) {
-            Ok(f) => f,
+        match std::fs::metadata(HOST_RESOLV_CONF) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => bail!("{HOST_RESOLV_CONF} on this host is not a file"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::info!("{HOST_RESOLV_CONF} does not exist: bake steps keep the rootfs's");
                 return Ok(prepared);
             }
-            Err(e) => return Err(e).with_context(|| format!("opening {HOST_RESOLV_CONF}")),
-        };
+            Err(e) => return Err(e).with_context(|| format!("inspecting {HOST_RESOLV_CONF}")),
+        }
         let rel = Path::new(RESOLV_CONF);
         let fix = match root.lookup_in_root(rel)? {
             Some(m) if m.is_file() => ResolvFix::Nothing,
@@ -372,7 +372,7 @@ impl<'r> Prepared<'r> {
                 .context("making a mount point at /etc/resolv.conf in the rootfs")?;
         }
         prepared.resolv_fix = fix;
-        prepared.resolv_conf = Some(host);
+        prepared.bind_resolv_conf = true;
         Ok(prepared)
     }
 

@@ -18,18 +18,18 @@
 //!
 //! Paths inside the rootfs are only ever used after `chroot`, so the kernel resolves them
 //! inside it (a hostile `/etc/resolv.conf -> /etc/shadow` symlink leads to the rootfs's own
-//! `/etc/shadow`, never the host's). The host's resolver file is opened before the fork and
-//! bind-mounted read-only through `/proc/self/fd/N`, so the step can read it but not change
-//! the host's copy.
+//! `/etc/shadow`, never the host's). The host's resolver file is opened in the new namespace
+//! before the chroot and bind-mounted read-only through `/proc/self/fd/N` after it, so the
+//! step can read it but not change the host's copy.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus, Stdio};
 
-use rustix::fs::{self as rfs, CWD, FileType, Mode};
+use rustix::fs::{self as rfs, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{self, MountFlags, MountPropagationFlags};
 use rustix::thread::UnshareFlags;
@@ -41,8 +41,8 @@ pub(super) struct StepRoot<'a> {
     pub rootfs: BorrowedFd<'a>,
     /// The sandbox name, set as the hostname.
     pub hostname: &'a str,
-    /// The host's `/etc/resolv.conf`, opened read-only, bound over the rootfs's.
-    pub resolv_conf: Option<BorrowedFd<'a>>,
+    /// Bind the host's `/etc/resolv.conf` (read-only) over the rootfs's.
+    pub bind_resolv_conf: bool,
     /// Whether `/proc` and `/dev` must be created first (the rootfs has none); the caller
     /// removes them again afterwards.
     pub make_proc: bool,
@@ -82,21 +82,13 @@ pub(super) fn run(
     let (mut reader, mut why_reader) = (File::from(reader), File::from(why_reader));
     let fds = ChildFds {
         rootfs: above_stdio(root.rootfs)?,
-        resolv_conf: root.resolv_conf.map(above_stdio).transpose()?,
         why: above_stdio(why_writer.as_fd())?,
     };
     drop(why_writer);
-    let resolv_source = match &fds.resolv_conf {
-        Some(fd) => Some(
-            CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-                .map_err(|_| io::Error::other("internal: a path with NUL"))?,
-        ),
-        None => None,
-    };
     let setup = ChildSetup {
         rootfs: fds.rootfs.as_raw_fd(),
         hostname: root.hostname.as_bytes().to_vec(),
-        resolv_source,
+        bind_resolv_conf: root.bind_resolv_conf,
         make_proc: root.make_proc,
         make_dev: root.make_dev,
         why: fds.why.as_raw_fd(),
@@ -159,7 +151,6 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// The fds the child uses, held open (here, in the parent) until it has started.
 struct ChildFds {
     rootfs: OwnedFd,
-    resolv_conf: Option<OwnedFd>,
     why: OwnedFd,
 }
 
@@ -174,7 +165,7 @@ fn above_stdio(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 struct ChildSetup {
     rootfs: RawFd,
     hostname: Vec<u8>,
-    resolv_source: Option<CString>,
+    bind_resolv_conf: bool,
     make_proc: bool,
     make_dev: bool,
     why: RawFd,
@@ -192,6 +183,12 @@ impl ChildSetup {
                 io::Error::from_raw_os_error(e.raw_os_error())
             }
         };
+        // SAFETY: `rootfs` is open until exec, held by the parent's `ChildFds`.
+        let rootfs = unsafe { BorrowedFd::borrow_raw(self.rootfs) };
+        // Into the rootfs before the mount namespace is new: the fd (opened before the fork)
+        // refers to the old namespace's mounts, where nothing may be mounted from the new
+        // one (EINVAL); unsharing moves the working directory (and root) over to the copy.
+        rustix::process::fchdir(rootfs).map_err(fail("entering the rootfs"))?;
         // SAFETY: the child is single-threaded; nothing shares its fd table.
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::NEWUTS) }
             .map_err(fail("creating the mount and UTS namespaces"))?;
@@ -203,9 +200,17 @@ impl ChildSetup {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
             .map_err(fail("setting the parent-death signal"))?;
         rustix::system::sethostname(&self.hostname).map_err(fail("setting the hostname"))?;
-        // SAFETY: `rootfs` is open until exec, held by the parent's `ChildFds`.
-        let rootfs = unsafe { BorrowedFd::borrow_raw(self.rootfs) };
-        rustix::process::fchdir(rootfs).map_err(fail("entering the rootfs"))?;
+        // Opened in the new namespace, before the chroot: only a mount of the caller's own
+        // namespace can be bind-mounted (one opened before the fork cannot, EINVAL).
+        let resolv_conf = if self.bind_resolv_conf {
+            let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC;
+            Some(
+                rfs::open(c"/etc/resolv.conf", flags, Mode::empty())
+                    .map_err(fail("opening the host's /etc/resolv.conf"))?,
+            )
+        } else {
+            None
+        };
         rustix::process::chroot(c".").map_err(fail("chroot into the rootfs"))?;
         rustix::process::chdir(c"/").map_err(fail("chdir / in the rootfs"))?;
         // Device nodes and directories get exactly the modes given.
@@ -237,8 +242,9 @@ impl ChildSetup {
         }
         rfs::mkdirat(CWD, c"/dev/pts", mode(0o755)).map_err(fail("creating /dev/pts"))?;
         rfs::mkdirat(CWD, c"/dev/shm", mode(0o1777)).map_err(fail("creating /dev/shm"))?;
-        if let Some(source) = &self.resolv_source {
-            mount::mount_bind(source.as_c_str(), c"/etc/resolv.conf")
+        if let Some(fd) = &resolv_conf {
+            let mut buf = [0u8; 32];
+            mount::mount_bind(fd_path(&mut buf, fd.as_raw_fd()), c"/etc/resolv.conf")
                 .map_err(fail("mounting the host's /etc/resolv.conf in the rootfs"))?;
             mount::mount_remount(
                 c"/etc/resolv.conf",
@@ -252,6 +258,27 @@ impl ChildSetup {
     }
 }
 
+/// `/proc/self/fd/N` as a C string in `buf`, without allocating.
+fn fd_path(buf: &mut [u8; 32], fd: RawFd) -> &CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.unsigned_abs(), 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        buf[PREFIX.len() + i] = *d;
+    }
+    buf[PREFIX.len() + len] = 0;
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/proc/self/fd/")
+}
+
 fn mode(bits: u32) -> Mode {
     Mode::from_raw_mode(bits)
 }
@@ -262,5 +289,18 @@ fn mkdir(path: &CStr, bits: u32) -> Result<(), Errno> {
     match rfs::mkdirat(CWD, path, mode(bits)) {
         Ok(()) | Err(Errno::EXIST) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_paths_are_written_without_allocating() {
+        let mut buf = [0u8; 32];
+        assert_eq!(fd_path(&mut buf, 3), c"/proc/self/fd/3");
+        assert_eq!(fd_path(&mut buf, 1024), c"/proc/self/fd/1024");
+        assert_eq!(fd_path(&mut buf, i32::MAX), c"/proc/self/fd/2147483647");
     }
 }

@@ -4,6 +4,7 @@
 //! GNU tar, gzip, xz-utils, zstd, bzip2 and e2fsprogs; the harness names whatever is missing.
 
 mod build;
+mod build_bake;
 mod build_export;
 mod cache;
 mod cache_transfer;

@@ -44,6 +44,7 @@ pub fn require_tool(tool: &str) -> PathBuf {
         "lsattr" | "chattr" => "e2fsprogs",
         "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" => tool,
         "htpasswd" => "apache2-utils",
+        "busybox" => "busybox-static",
         _ => "coreutils",
     };
     let candidates = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
