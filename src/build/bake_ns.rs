@@ -111,7 +111,8 @@ pub(super) fn run(
         let starter = scope.spawn(move || -> io::Result<ExitStatus> {
             // SAFETY: NEWPID does not touch the fd table or memory other threads see; it only
             // decides the namespace of this thread's future children.
-            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }?;
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
+                .map_err(|e| io::Error::other(format!("creating a PID namespace: {e}")))?;
             let spawned = cmd.spawn();
             // Our copies of the pipes' write ends must go, or the reads below never end.
             drop(cmd);
@@ -137,6 +138,11 @@ pub(super) fn run(
         // The write end is closed (the child exec'd or exited): this read ends.
         let _ = why_reader.read_to_string(&mut why);
         match why.trim() {
+            // The setup got through: exec failed (or the thread above said why).
+            "" if e.kind() == io::ErrorKind::NotFound => io::Error::new(
+                e.kind(),
+                format!("running /bin/sh in the rootfs (a bake step needs a shell there): {e}"),
+            ),
             "" => e,
             what => io::Error::new(e.kind(), format!("{what}: {e}")),
         }

@@ -394,6 +394,27 @@ fn check_failure(out: &Outcome) {
 }
 
 #[test]
+fn a_rootfs_without_a_shell_is_a_clear_error() {
+    let env = TestEnv::new();
+    let image = BaseImage::new(&env);
+    crate::build::testbase(&env, &image, "m\n");
+    write_template(
+        &env,
+        "noshell",
+        &[(
+            "template.toml",
+            b"extends = [\"testbase\"]\n[build]\nrun = [\"true\"]\n",
+            0o644,
+        )],
+    );
+    let (machinectl, _) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["noshell", "web"])
+        .failure()
+        .stderr_mentions(&["bake step 1/1", "/bin/sh", "needs a shell"]);
+    assert_nothing_left(&env, "web");
+}
+
+#[test]
 fn a_background_process_dies_with_its_step() {
     let env = TestEnv::new();
     bakebase(
