@@ -198,14 +198,19 @@ pub fn run(rootfs: &Path, plan: &BuildPlan) -> Result<()> {
         std::fs::canonicalize(rootfs).with_context(|| format!("resolving {}", rootfs.display()))?;
     let rootfs_fd = rustix::fs::open(
         rootfs,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .with_context(|| format!("opening {}", rootfs.display()))?;
     for (i, step) in steps.iter().enumerate() {
         let tag = label(i, steps.len());
         let what = || format!("bake step {}/{} ({})", i + 1, steps.len(), step.place);
-        eprintln!("[{tag}] $ {}", step.command);
+        for (n, line) in step.command.lines().enumerate() {
+            eprintln!("[{tag}] {} {line}", if n == 0 { '$' } else { '>' });
+        }
         let dev_before = dev_listing(&root, rootfs)?;
         let mounts_before = host_mounts_below(&real)?;
         let prepared = Prepared::new(&root).with_context(|| format!("preparing {}", what()))?;

@@ -79,7 +79,7 @@ pub(super) fn run(
     // Setup failures in the child are reported through a pipe of their own: std passes only
     // the errno of a failed `pre_exec` back, not which of a dozen syscalls failed.
     let (why_reader, why_writer) = pipe()?;
-    let (mut reader, mut why_reader) = (File::from(reader), File::from(why_reader));
+    let (reader, mut why_reader) = (File::from(reader), File::from(why_reader));
     let fds = ChildFds {
         rootfs: above_stdio(root.rootfs)?,
         why: above_stdio(why_writer.as_fd())?,
@@ -120,6 +120,9 @@ pub(super) fn run(
             // The thread waits too: the child's parent-death signal fires when it exits.
             spawned?.wait()
         });
+        // Owned here, so that an early return closes it before the scope joins the thread:
+        // a step writing into a pipe nobody reads would never end.
+        let mut reader = reader;
         let mut buf = [0u8; 8192];
         loop {
             match reader.read(&mut buf) {

@@ -415,6 +415,32 @@ fn a_rootfs_without_a_shell_is_a_clear_error() {
 }
 
 #[test]
+fn bake_steps_need_root_and_say_so_before_pulling() {
+    let env = TestEnv::new();
+    bakebase(&env, &image_with_shell(&env, Resolv::File), &["true"]);
+    // The test root is root's alone; the unprivileged build must be able to read templates.
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut args: Vec<&str> = nobody.to_vec();
+    args.extend([env!("CARGO_BIN_EXE_sandbox"), "--root"]);
+    let root = env.root().display().to_string();
+    args.extend([root.as_str(), "build", "--no-start", "bakebase", "web"]);
+    let out = Command::new(require_tool("setpriv"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bakebase/template.toml:5: template `bakebase` has bake steps")
+            && stderr.contains("run sandbox build as root"),
+        "{stderr}"
+    );
+    assert!(!env.cache_dir().exists(), "nothing is pulled");
+    env.assert_machines(&[]);
+}
+
+#[test]
 fn a_background_process_dies_with_its_step() {
     let env = TestEnv::new();
     bakebase(

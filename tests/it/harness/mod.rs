@@ -45,6 +45,7 @@ pub fn require_tool(tool: &str) -> PathBuf {
         "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" => tool,
         "htpasswd" => "apache2-utils",
         "busybox" => "busybox-static",
+        "setpriv" => "util-linux",
         _ => "coreutils",
     };
     let candidates = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
