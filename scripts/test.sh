@@ -12,6 +12,7 @@ declare -A need=(
   [setfattr]=attr [getfacl]=acl [lsattr]=e2fsprogs [curl]=curl
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [debootstrap]=debootstrap
   [openssl]=openssl
+  [busybox]=busybox-static
 )
 missing=()
 for tool in "${!need[@]}"; do

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::bake::BakeStep;
 use super::generate::{EXTRA_BRIDGES_VAR, Generator};
 use super::library::{Content, Library, MANIFEST, Template, TemplateFile};
 use super::manifest::{self, Manifest, is_plain_relative};
@@ -88,6 +89,8 @@ pub(super) struct Parts {
     /// Per `*.conf` file: its label and text.
     pub dropins: Vec<(String, String)>,
     pub generators: Vec<(Generator, String)>,
+    /// `[build] run`, in the template's order.
+    pub bake: Vec<BakeStep>,
 }
 
 /// Templates resolved, checked and parsed: everything `render` needs except the machine.
@@ -180,6 +183,14 @@ impl Composition {
         self.parts
             .iter()
             .flat_map(|p| p.generators.iter().map(|(g, _)| *g))
+            .collect()
+    }
+
+    /// Every template's bake steps, in composition order (a base template's first).
+    pub fn bake_steps(&self) -> Vec<BakeStep> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.bake.iter().cloned())
             .collect()
     }
 
@@ -317,6 +328,14 @@ fn parse_layer(layer: &Layer, vars: &BTreeMap<String, String>) -> Result<Parts> 
             );
         }
         parts.generators.push((*generator, place));
+    }
+    // Not substituted: like everything in template.toml, a step means what it says.
+    for (command, line) in &layer.manifest.bake {
+        parts.bake.push(BakeStep {
+            command: command.clone(),
+            template: t.name.clone(),
+            place: format!("{}:{line}", t.display_path(MANIFEST)),
+        });
     }
     Ok(parts)
 }

@@ -50,6 +50,8 @@ pub struct BuildRequest {
     pub nvidia: Option<NvidiaFiles>,
     /// How an OCI base is fetched (registry options).
     pub oci: crate::pull::OciOptions,
+    /// `--offline`: the base image from the cache alone.
+    pub offline: bool,
 }
 
 /// What a build did.
@@ -300,6 +302,7 @@ pub(crate) fn pull_and_render(
     let cache = Cache::open(&paths.cache_dir())?;
     let mut pull = pull_spec(spec);
     pull.oci = req.oci.clone();
+    pull.offline = req.offline;
     let fetched = fetch_verified(paths, progress, &cache, &pull)?;
     let plan = render(
         comp,
@@ -355,9 +358,13 @@ pub(crate) fn unpack_base(
     Ok(staging)
 }
 
+/// The plan's files and the fix-ups, then the bake steps (which see the finished tree).
 pub(crate) fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {
     let root = Root::open(rootfs)?;
-    fixups::layer(&root, plan).with_context(|| format!("preparing the rootfs {}", rootfs.display()))
+    let report = fixups::layer(&root, plan)
+        .with_context(|| format!("preparing the rootfs {}", rootfs.display()))?;
+    super::bake::run(rootfs, plan)?;
+    Ok(report)
 }
 
 fn make_state(

@@ -32,6 +32,8 @@ pub struct Manifest {
     pub generate: Vec<(Generator, usize)>,
     /// Variable defaults: name → (value, line).
     pub vars: BTreeMap<String, (String, usize)>,
+    /// `[build] run`: shell commands run inside the rootfs at build time, in order, with lines.
+    pub bake: Vec<(String, usize)>,
 }
 
 /// The base image and how to verify it.
@@ -59,6 +61,13 @@ struct Raw {
     enable: Option<bool>,
     generate: Option<Vec<Spanned<String>>>,
     vars: Option<BTreeMap<Spanned<String>, Spanned<VarValue>>>,
+    build: Option<RawBuild>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    run: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +210,14 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest> {
         vars.insert(name, (value, line));
     }
 
+    let mut bake = Vec::new();
+    for step in raw.build.and_then(|b| b.run).unwrap_or_default() {
+        let line = at(&step.span());
+        let command = step.into_inner();
+        validate_step(&command).map_err(|e| anyhow!("{file}:{line}: [build] run: {e}"))?;
+        bake.push((command, line));
+    }
+
     Ok(Manifest {
         description: raw.description,
         source,
@@ -208,7 +225,20 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest> {
         enable: raw.enable,
         generate,
         vars,
+        bake,
     })
+}
+
+/// A bake step is handed to `/bin/sh -c` as one argument: it must say something, and a NUL
+/// byte cannot be passed to a program at all.
+fn validate_step(command: &str) -> Result<()> {
+    if command.trim().is_empty() {
+        bail!("an empty command");
+    }
+    if command.contains('\0') {
+        bail!("a command may not contain a NUL character");
+    }
+    Ok(())
 }
 
 /// A relative path without `.`/`..` components or empty parts: something inside the template.
@@ -245,6 +275,10 @@ generate = ["nvidia"]
 bridge = "br1"
 count = 3
 flag = false
+
+[build]
+run = ["apt-get update",
+  "apt-get install -y curl"]
 "#,
             "t/template.toml",
         )
@@ -265,6 +299,13 @@ flag = false
         assert_eq!(m.vars["bridge"], ("br1".into(), 12));
         assert_eq!(m.vars["count"].0, "3");
         assert_eq!(m.vars["flag"].0, "false");
+        assert_eq!(
+            m.bake,
+            vec![
+                ("apt-get update".into(), 17),
+                ("apt-get install -y curl".into(), 18)
+            ]
+        );
     }
 
     #[test]
@@ -327,6 +368,19 @@ flag = false
             ("[vars]\nx = \"a\\nb\"\n", "t/template.toml:2: variable `x`"),
             ("[vars]\nx = 1.5\n", "t/template.toml:2:"),
             ("description = \n", "t/template.toml:1:"),
+            (
+                "[build]\nrun = [\"true\",\n  \" \"]\n",
+                "t/template.toml:3: [build] run: an empty command",
+            ),
+            (
+                "[build]\nrun = [\"a\\u0000b\"]\n",
+                "t/template.toml:2: [build] run: a command may not contain a NUL",
+            ),
+            ("[build]\nrun = \"apt-get update\"\n", "t/template.toml:2:"),
+            (
+                "\n[build]\nrun = []\nrnu = [\"x\"]\n",
+                "t/template.toml:4: unknown field `rnu`",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);

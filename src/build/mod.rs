@@ -20,10 +20,14 @@
 //!    publishes (on ZFS into a dataset of its own, `zfs`) and hands off to machinectl.
 //!    `--output tar:DIR` (`export`) shares the pull, unpack and layering and writes the tree
 //!    as a reproducible, optionally signed tarball instead (`tarball`); the host is untouched.
+//!    Between layering and publishing, the templates' bake steps (`[build] run`) run inside the
+//!    rootfs in namespaces of their own (`bake`, `bake_ns`).
 //!
 //! Every error about a template names the file and line it comes from. The rules are
 //! documented for template authors in `templates/README.md`.
 
+pub mod bake;
+mod bake_ns;
 pub mod cloudinit;
 pub mod compose;
 pub mod delta;

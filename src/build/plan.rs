@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use super::bake::BakeStep;
 use super::compose::Composition;
 use super::generate::{self, EXTRA_BRIDGES_VAR, Generator, NvidiaFiles};
 use super::library::Content;
@@ -99,6 +100,8 @@ pub struct BuildPlan {
     pub files: Vec<PlannedFile>,
     /// Rootfs-relative paths to remove if present, before the files are written.
     pub remove: Vec<String>,
+    /// Commands run inside the rootfs after the files are written, in order.
+    pub bake: Vec<BakeStep>,
 }
 
 impl BuildPlan {
@@ -154,6 +157,15 @@ impl BuildPlan {
                     )),
                 },
             }
+        }
+        for (i, step) in self.bake.iter().enumerate() {
+            out.push_str(&format!(
+                "\n== {} ({}, template {})\n{}\n",
+                super::bake::label(i, self.bake.len()),
+                step.place,
+                step.template,
+                step.command
+            ));
         }
         out
     }
@@ -341,6 +353,7 @@ impl Composition {
             spec: self.spec.clone(),
             files,
             remove: vec![CLOUD_INIT_DISABLED.to_string()],
+            bake: self.bake_steps(),
         })
     }
 }

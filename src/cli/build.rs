@@ -32,6 +32,10 @@ pub struct BuildArgs {
     /// Replace an existing sandbox of the same name.
     #[arg(long)]
     pub force: bool,
+    /// Build from the cache alone: the base image (and its checksums and signatures) as an
+    /// earlier pull or build left them; fails when they are not there.
+    #[arg(long)]
+    pub offline: bool,
     /// Write the build somewhere instead of installing it; nothing on this host changes.
     /// `tar:DIR` gives DIR/NAME.tar.xz, DIR/NAME.nspawn and DIR/SHA256SUMS;
     /// `oci-layout:DIR[:TAG]` an OCI image layout; `docker://REGISTRY/REPO[:TAG]` pushes.
@@ -123,10 +127,22 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
             tls_verify: args.tls_verify,
             ..Default::default()
         },
+        offline: args.offline,
     };
     if args.dry_run {
         print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    // Before anything is pulled; the bake code checks again where it runs the steps.
+    let steps = composition.bake_steps();
+    if let Some(first) = steps.first()
+        && !rustix::process::geteuid().is_root()
+    {
+        bail!(
+            "{}: template `{}` has bake steps ([build] run), which run as root inside the rootfs: run sandbox build as root",
+            first.place,
+            first.template
+        );
     }
     if let Some(output) = &args.output {
         let output = Output::parse(output)?;

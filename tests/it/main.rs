@@ -5,6 +5,7 @@
 //! harness names whatever is missing.
 
 mod build;
+mod build_bake;
 mod build_export;
 mod build_oci;
 mod cache;

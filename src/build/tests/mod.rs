@@ -1,6 +1,7 @@
 //! Composition tests over whole templates: in-memory ones built here, user directories in temp
 //! dirs, and every shipped template.
 
+mod bake;
 mod compose;
 mod render;
 mod shipped;

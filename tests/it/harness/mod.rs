@@ -44,6 +44,8 @@ pub fn require_tool(tool: &str) -> PathBuf {
         "lsattr" | "chattr" => "e2fsprogs",
         "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" | "openssl" => tool,
         "htpasswd" => "apache2-utils",
+        "busybox" => "busybox-static",
+        "setpriv" => "util-linux",
         _ => "coreutils",
     };
     let candidates = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
