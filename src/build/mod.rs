@@ -44,6 +44,7 @@ pub mod manifest;
 pub mod nspawn;
 pub mod oci_image;
 pub mod oci_output;
+pub mod oci_signing;
 pub mod output;
 pub mod plan;
 pub mod state;

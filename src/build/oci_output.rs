@@ -26,6 +26,7 @@ use super::execute::{self, BuildRequest, Pulled};
 use super::export::{planned_nspawn, staging_parent};
 use super::fixups::FixupReport;
 use super::oci_image::{self, BaseInfo, ComposedImage, ImageInputs, NewLayer};
+use super::oci_signing::{SignatureRecord, Signers, SigningOptions};
 use super::tarball;
 use crate::cache::Cache;
 use crate::oci::auth::{Credentials, find_credentials};
@@ -57,6 +58,7 @@ pub struct OciOutputOptions {
     /// `--creds` for the registry pushed to; otherwise the auth files are read.
     pub creds: Option<Credentials>,
     pub tls_verify: bool,
+    pub signing: SigningOptions,
 }
 
 /// What an OCI output wrote.
@@ -73,6 +75,7 @@ pub struct OciExportReport {
     pub changed_paths: usize,
     /// Where it went, as shown (`oci-layout:DIR:TAG`, `docker://…`).
     pub destination: String,
+    pub signatures: Vec<SignatureRecord>,
     pub fixups: FixupReport,
 }
 
@@ -104,6 +107,12 @@ pub fn export_oci(
 ) -> Result<OciExportReport> {
     crate::machine::name::validate(&req.name)?;
     let spec = comp.spec();
+    // Keys that cannot sign fail before anything is pulled.
+    let destination_ref = match &opts.destination {
+        OciDestination::Registry(r) => Some(r),
+        OciDestination::Layout { .. } => None,
+    };
+    let signers = Signers::load(&opts.signing, destination_ref)?;
     let Pulled {
         cache,
         fetched,
@@ -168,14 +177,15 @@ pub fn export_oci(
         nspawn: &nspawn,
     })?;
     let blobs = image_blobs(&cache, &image, &layers)?;
-    let destination = match &opts.destination {
+    let (destination, signatures) = match &opts.destination {
         OciDestination::Layout { dir, tag } => {
             write_layout(dir, tag, &image, &blobs)?;
-            format!("oci-layout:{}:{tag}", dir.display())
+            let signatures = signers.sign_layout(dir, &image.manifest_descriptor.digest)?;
+            (format!("oci-layout:{}:{tag}", dir.display()), signatures)
         }
         OciDestination::Registry(reference) => {
-            let digest = push(reference, opts, &image, &blobs)?;
-            format!("docker://{reference}@{digest}")
+            let (digest, signatures) = push(reference, opts, &signers, &image, &blobs)?;
+            (format!("docker://{reference}@{digest}"), signatures)
         }
     };
     Ok(OciExportReport {
@@ -186,6 +196,7 @@ pub fn export_oci(
         new_layers: new.len(),
         changed_paths: delta.changed,
         destination,
+        signatures,
         fixups,
     })
 }
@@ -265,13 +276,14 @@ fn write_layout(
     layout.tag(&image.manifest_descriptor, tag)
 }
 
-/// Every blob the registry lacks, then the manifest by tag.
+/// Every blob the registry lacks, then the manifest by tag, then the signatures.
 fn push(
     reference: &ImageReference,
     opts: &OciOutputOptions,
+    signers: &Signers,
     image: &ComposedImage,
     layers: &[(Descriptor, PathBuf)],
-) -> Result<Digest> {
+) -> Result<(Digest, Vec<SignatureRecord>)> {
     let creds = match &opts.creds {
         Some(c) => Some(c.clone()),
         None => find_credentials(reference)?,
@@ -305,7 +317,8 @@ fn push(
             image.manifest_descriptor.digest
         );
     }
-    Ok(digest)
+    let signatures = runtime.block_on(signers.sign_pushed(&registry, &digest))?;
+    Ok((digest, signatures))
 }
 
 #[cfg(test)]

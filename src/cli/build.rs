@@ -10,6 +10,7 @@ use super::Settings;
 use crate::build::execute::{self, BuildRequest};
 use crate::build::export::{self, ExportCompression, ExportOptions, ExportReport};
 use crate::build::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
+use crate::build::oci_signing::SigningOptions;
 use crate::build::output::Output;
 use crate::build::{Composition, Library, parse_nvidia_list, parse_set};
 use crate::machine::host::SystemHost;
@@ -54,6 +55,19 @@ pub struct BuildArgs {
     /// pushed to); `false` also allows plain http (a registry on localhost).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+    /// Sign the OCI output in cosign's format with this private key (cosign's encrypted PEM,
+    /// password from $COSIGN_PASSWORD, or an unencrypted PKCS#8/SEC1 P-256 key): a
+    /// `sha256-<hex>.sig` image next to it.
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub cosign_key: Option<std::path::PathBuf>,
+    /// With --sign-key and an OCI output: write a containers simple-signing signature into
+    /// this lookaside directory (`REPO@sha256=<hex>/signature-N`).
+    #[arg(long, value_name = "DIR", requires = "sign_key")]
+    pub lookaside: Option<std::path::PathBuf>,
+    /// The reference the signatures of an oci-layout: output name (REGISTRY/REPO[:TAG]), where
+    /// the image will be copied to.
+    #[arg(long, value_name = "REFERENCE", requires = "output")]
+    pub sign_identity: Option<String>,
     /// The tarball's compression with --output: xz (default) or zstd.
     #[arg(long, value_name = "xz|zstd", requires = "output")]
     pub compress: Option<String>,
@@ -164,6 +178,19 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
             source_date_epoch: source_date_epoch()?,
             creds: args.creds.clone(),
             tls_verify: args.tls_verify,
+            signing: SigningOptions {
+                cosign_key: args.cosign_key.clone(),
+                sign_key: args.sign_key.clone(),
+                lookaside: args.lookaside.clone(),
+                identity: args
+                    .sign_identity
+                    .as_deref()
+                    .map(|r| {
+                        crate::oci::ImageReference::parse(r.trim_start_matches("docker://"))
+                            .with_context(|| format!("--sign-identity `{r}`"))
+                    })
+                    .transpose()?,
+            },
         };
         let report = oci_output::export_oci(
             &settings.paths,
@@ -225,6 +252,11 @@ fn run_tar_export(
     if args.creds.is_some() {
         bail!("--creds is for docker:// outputs");
     }
+    if args.cosign_key.is_some() || args.lookaside.is_some() || args.sign_identity.is_some() {
+        bail!(
+            "--cosign-key, --lookaside and --sign-identity sign OCI outputs; a tar: output is signed with --sign-key alone"
+        );
+    }
     let opts = ExportOptions {
         dir,
         compression: match &args.compress {
@@ -247,6 +279,7 @@ struct OciExportJson<'a> {
     layers: Vec<String>,
     new_layers: usize,
     changed_paths: usize,
+    signatures: Vec<serde_json::Value>,
     fixups: &'a [String],
 }
 
@@ -260,6 +293,13 @@ fn print_oci_export(settings: &Settings, report: &OciExportReport) -> Result<Exi
             layers: report.layers.iter().map(|l| l.digest.to_string()).collect(),
             new_layers: report.new_layers,
             changed_paths: report.changed_paths,
+            signatures: report
+                .signatures
+                .iter()
+                .map(|s| {
+                    serde_json::json!({"kind": s.kind, "signer": s.signer, "location": s.location})
+                })
+                .collect(),
             fixups: &report.fixups.notes,
         })?;
     } else {
@@ -272,6 +312,9 @@ fn print_oci_export(settings: &Settings, report: &OciExportReport) -> Result<Exi
             report.changed_paths,
             report.base
         ));
+        for s in &report.signatures {
+            settings.say(format!("Signed ({}, {}): {}", s.kind, s.signer, s.location));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod build;
 mod build_bake;
 mod build_export;
 mod build_oci;
+mod build_oci_signed;
 mod cache;
 mod cache_transfer;
 mod harness;

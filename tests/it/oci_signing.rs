@@ -102,7 +102,7 @@ fn python() -> PathBuf {
 }
 
 /// A Python-written cosign key pair in `dir`: (private key, public key).
-fn python_cosign_key(dir: &Path, name: &str, password: &str) -> (PathBuf, PathBuf) {
+pub fn python_cosign_key(dir: &Path, name: &str, password: &str) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).expect("creating the key dir");
     let key = dir.join(format!("{name}.key"));
     let public = dir.join(format!("{name}.pub"));
@@ -232,7 +232,7 @@ fn registry_with_image(env: &TestEnv, repo: &str) -> (Registry, Digest) {
 
 /// `skopeo copy` of `repo:1` out of `registry` under `policy` and `registries_d`; whether it
 /// succeeded, and its stderr.
-fn skopeo_pull(
+pub fn skopeo_pull(
     env: &TestEnv,
     registry: &Registry,
     repo: &str,
@@ -260,7 +260,7 @@ fn skopeo_pull(
 }
 
 /// policy.json requiring `requirement` for `scope` and rejecting everything else.
-fn policy_for(scope: &str, requirement: serde_json::Value) -> serde_json::Value {
+pub fn policy_for(scope: &str, requirement: serde_json::Value) -> serde_json::Value {
     json!({"default": [{"type": "reject"}],
            "transports": {"docker": {scope: [requirement]}}})
 }
