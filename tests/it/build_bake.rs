@@ -22,7 +22,7 @@ const APPLETS: [&str; 16] = [
 
 /// How the image's `/etc/resolv.conf` looks.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Resolv {
+pub(crate) enum Resolv {
     /// A regular file with [`IMAGE_RESOLV`].
     File,
     /// systemd-resolved's dangling stub symlink (kept by the fix-ups: the image has the unit).
@@ -33,7 +33,7 @@ const IMAGE_RESOLV: &str = "nameserver 192.0.2.53\n";
 const STUB: &str = "../run/systemd/resolve/stub-resolv.conf";
 
 /// An OS tree with a shell, packed by GNU tar; returns the image file.
-fn image_with_shell(env: &TestEnv, resolv: Resolv) -> PathBuf {
+pub(crate) fn image_with_shell(env: &TestEnv, resolv: Resolv) -> PathBuf {
     let dir = tempfile::tempdir_in(env.scratch("trees")).unwrap();
     let d = dir.path();
     let spec = TreeSpec::new();
@@ -61,7 +61,7 @@ fn image_with_shell(env: &TestEnv, resolv: Resolv) -> PathBuf {
 }
 
 /// The template `bakebase`: the image pinned by checksum, and `steps` as its `[build] run`.
-fn bakebase(env: &TestEnv, image: &Path, steps: &[&str]) {
+pub(crate) fn bakebase(env: &TestEnv, image: &Path, steps: &[&str]) {
     let bytes = std::fs::read(image).unwrap();
     let manifest = format!(
         "source = \"file://{}\"\nchecksum = \"sha256:{}\"\n\n[build]\nrun = {}\n",

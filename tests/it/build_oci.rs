@@ -343,3 +343,83 @@ fn a_pushed_build_pulls_back_as_the_local_build_and_a_rebuild_uploads_nothing_ne
         "the pulled image differs from a local build"
     );
 }
+
+#[test]
+fn what_a_bake_step_removes_becomes_a_whiteout_that_pulls_and_umoci_honour() {
+    use crate::build_bake::{Resolv, bakebase, image_with_shell};
+    let env = TestEnv::new();
+    let image = image_with_shell(&env, Resolv::File);
+    bakebase(
+        &env,
+        &image,
+        &["rm /usr/bin/true && echo baked > /etc/baked"],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    export(&env, &layout, "v1", "bakebase", "web").success();
+    let (_, m) = manifest(&layout, "v1");
+    let layers = m["layers"].as_array().unwrap();
+    let delta = layer_paths(&layout, layers[1]["digest"].as_str().unwrap());
+    assert!(delta.contains("usr/bin/.wh.true"), "{delta:?}");
+    assert!(delta.contains("etc/baked"), "{delta:?}");
+    assert!(!delta.contains("usr/bin/busybox"), "{delta:?}");
+
+    let other = TestEnv::new();
+    other
+        .sandbox(&[
+            "pull",
+            &format!("oci-layout:{}:v1", layout.display()),
+            "web",
+        ])
+        .success();
+    assert!(!other.machine("web").join("usr/bin/true").exists());
+    let bundle = out.path().join("bundle");
+    run_tool(
+        Command::new(require_tool("umoci"))
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:v1", layout.display()))
+            .arg(&bundle),
+        None,
+    );
+    let (machinectl, _log) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["--no-start", "bakebase", "web"]).success();
+    let local = snapshot(&env.machine("web"));
+    assert!(!env.machine("web").join("usr/bin/true").exists());
+    assert_eq!(snapshot(&other.machine("web")), local, "our pull differs");
+    assert_eq!(snapshot(&bundle.join("rootfs")), local, "umoci differs");
+}
+
+#[test]
+fn a_registry_base_builds_offline_from_the_cache() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.sandboxes_dir()).unwrap();
+    std::fs::write(env.sandboxes_dir().join("policy.json"), ALLOW_ALL).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let base_dir = scratch.path().join("base");
+    oci_base(&base_dir);
+    let registry = crate::harness::registry::Registry::start(&env.scratch("registry"), None);
+    registry.push(&base_dir, "base", "os/base:1");
+    let manifest_toml = format!("source = \"{}\"\n", registry.reference("os/base:1"));
+    write_template(
+        &env,
+        "regbase",
+        &[
+            ("template.toml", manifest_toml.as_bytes(), 0o644),
+            ("files/etc/motd", b"offline\n", 0o644),
+        ],
+    );
+    let layout = scratch.path().join("out");
+    let output = format!("oci-layout:{}:web", layout.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--json", "build", "--tls-verify=false"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--output", &output, "regbase", "web"]);
+        env.sandbox_with_env(&args, &[("SOURCE_DATE_EPOCH", EPOCH)])
+    };
+    let online = run(&[]).success().json();
+    drop(registry);
+    run(&[]).failure();
+    let offline = run(&["--offline"]).success().json();
+    assert_eq!(offline["manifest_digest"], online["manifest_digest"]);
+}
