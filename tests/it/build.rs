@@ -408,7 +408,8 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 }
 
 /// Asserts a failed build left nothing: no machine, no staging dir, no host file, no record.
-fn assert_nothing_left(env: &TestEnv, name: &str) {
+#[track_caller]
+pub fn assert_nothing_left(env: &TestEnv, name: &str) {
     env.assert_machines(&[]);
     assert!(
         !env.root()

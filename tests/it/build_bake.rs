@@ -123,21 +123,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 /// Nothing of a failed build anywhere: machine, staging, record, host files, mounts.
 #[track_caller]
 fn assert_nothing_left(env: &TestEnv, name: &str) {
-    env.assert_machines(&[]);
-    assert!(
-        !env.root()
-            .join(format!("etc/systemd/nspawn/{name}.nspawn"))
-            .exists()
-    );
-    assert!(
-        !env.root().join("etc/systemd/system").exists(),
-        "drop-ins left behind"
-    );
-    assert!(
-        !env.sandboxes_dir()
-            .join(format!("state/{name}.json"))
-            .exists()
-    );
+    crate::build::assert_nothing_left(env, name);
     assert!(
         dir_names(&env.sandboxes_dir().join("tmp")).is_empty(),
         "a staging tree was left behind"

@@ -3,9 +3,9 @@
 //! its own first); real skopeo reads the layout; pulling it back gives the tree of a local
 //! build; two builds with one SOURCE_DATE_EPOCH give the same digests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -14,6 +14,7 @@ use crate::build::{BaseImage, build, recorder, snapshot, testbase, write_templat
 use crate::harness::env::{Outcome, TestEnv};
 use crate::harness::ocimage::{self, Comp, Entry, ImageSpec, LayerSpec};
 use crate::harness::{require_tool, run_tool};
+use crate::oci::ALLOW_ALL;
 
 const EPOCH: &str = "1700000000";
 
@@ -69,6 +70,45 @@ fn layer_paths(layout: &Path, digest: &str) -> BTreeSet<String> {
             p.trim_start_matches("./").trim_end_matches('/').to_string()
         })
         .collect()
+}
+
+/// The tree of a local `sandbox build --no-start TEMPLATE web` (machinectl recorded).
+pub fn local_build(env: &TestEnv, template: &str) -> BTreeMap<PathBuf, String> {
+    let (machinectl, _log) = recorder(env, "machinectl", "");
+    build(env, &machinectl, &["--no-start", template, "web"]).success();
+    snapshot(&env.machine("web"))
+}
+
+/// `umoci unpack` of the layout's `tag` into `bundle`; returns its rootfs.
+fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    run_tool(
+        Command::new(require_tool("umoci"))
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(bundle),
+        None,
+    );
+    bundle.join("rootfs")
+}
+
+/// A template `name` on `source` with one file of its own, `/etc/motd`.
+fn source_template(env: &TestEnv, name: &str, source: &str) {
+    let manifest = format!("source = \"{source}\"\n");
+    write_template(
+        env,
+        name,
+        &[
+            ("template.toml", manifest.as_bytes(), 0o644),
+            ("files/etc/motd", b"from the template\n", 0o644),
+        ],
+    );
+}
+
+/// A policy.json that accepts any docker:// image (the tests pin digests themselves).
+pub fn allow_all(env: &TestEnv) {
+    std::fs::create_dir_all(env.sandboxes_dir()).unwrap();
+    std::fs::write(env.sandboxes_dir().join("policy.json"), ALLOW_ALL).unwrap();
 }
 
 /// `skopeo inspect` of the layout: its digest and layers, read by a real tool.
@@ -131,11 +171,10 @@ fn a_tarball_base_becomes_a_layer_and_the_image_pulls_back_as_the_local_build() 
     let other = TestEnv::new();
     let source = format!("oci-layout:{}:v1", layout.display());
     other.sandbox(&["pull", &source, "web"]).success();
-    let (machinectl, _log) = recorder(&env, "machinectl", "");
-    build(&env, &machinectl, &["--no-start", "testbase", "web"]).success();
+    let local = local_build(&env, "testbase");
     assert_eq!(
         snapshot(&other.machine("web")),
-        snapshot(&env.machine("web")),
+        local,
         "the pulled image differs from a local build"
     );
     assert_eq!(
@@ -144,18 +183,10 @@ fn a_tarball_base_becomes_a_layer_and_the_image_pulls_back_as_the_local_build() 
     );
 
     // umoci, applying the layers its own way, makes the same tree.
-    let bundle = out.path().join("bundle");
-    run_tool(
-        Command::new(require_tool("umoci"))
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:v1", layout.display()))
-            .arg(&bundle),
-        None,
-    );
+    let bundle = umoci_unpack(&layout, "v1", &out.path().join("bundle"));
     assert_eq!(
-        snapshot(&bundle.join("rootfs")),
-        snapshot(&env.machine("web")),
+        snapshot(&bundle),
+        local,
         "umoci unpacks the image differently"
     );
 
@@ -212,14 +243,10 @@ fn an_oci_base_keeps_its_layers_and_the_delta_holds_only_the_changes() {
     let scratch = tempfile::tempdir().unwrap();
     let base_dir = scratch.path().join("base");
     let base = oci_base(&base_dir);
-    let manifest_toml = format!("source = \"oci-layout:{}:base\"\n", base_dir.display());
-    write_template(
+    source_template(
         &env,
         "ocibase",
-        &[
-            ("template.toml", manifest_toml.as_bytes(), 0o644),
-            ("files/etc/motd", b"from the template\n", 0o644),
-        ],
+        &format!("oci-layout:{}:base", base_dir.display()),
     );
     let layout = scratch.path().join("out");
     let report = export(&env, &layout, "web", "ocibase", "web")
@@ -265,18 +292,15 @@ fn an_oci_base_keeps_its_layers_and_the_delta_holds_only_the_changes() {
             "web",
         ])
         .success();
-    let (machinectl, _log) = recorder(&env, "machinectl", "");
-    build(&env, &machinectl, &["--no-start", "ocibase", "web"]).success();
+    let local = local_build(&env, "ocibase");
     assert_eq!(
         snapshot(&other.machine("web")),
-        snapshot(&env.machine("web")),
+        local,
         "the pulled image differs from a local build"
     );
     let inspected = skopeo_inspect(&layout, "web");
     assert_eq!(inspected["Digest"], digest.as_str());
 }
-
-const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}"#;
 
 #[test]
 fn a_pushed_build_pulls_back_as_the_local_build_and_a_rebuild_uploads_nothing_new() {
@@ -330,16 +354,14 @@ fn a_pushed_build_pulls_back_as_the_local_build_and_a_rebuild_uploads_nothing_ne
 
     // Pulled elsewhere: the tree of a local build.
     let other = TestEnv::new();
-    std::fs::create_dir_all(other.sandboxes_dir()).unwrap();
-    std::fs::write(other.sandboxes_dir().join("policy.json"), ALLOW_ALL).unwrap();
+    allow_all(&other);
     other
         .sandbox(&["pull", "--tls-verify=false", &reference, "web"])
         .success();
-    let (machinectl, _log) = recorder(&env, "machinectl", "");
-    build(&env, &machinectl, &["--no-start", "testbase", "web"]).success();
+    let local = local_build(&env, "testbase");
     assert_eq!(
         snapshot(&other.machine("web")),
-        snapshot(&env.machine("web")),
+        local,
         "the pulled image differs from a local build"
     );
 }
@@ -373,42 +395,23 @@ fn what_a_bake_step_removes_becomes_a_whiteout_that_pulls_and_umoci_honour() {
         ])
         .success();
     assert!(!other.machine("web").join("usr/bin/true").exists());
-    let bundle = out.path().join("bundle");
-    run_tool(
-        Command::new(require_tool("umoci"))
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:v1", layout.display()))
-            .arg(&bundle),
-        None,
-    );
-    let (machinectl, _log) = recorder(&env, "machinectl", "");
-    build(&env, &machinectl, &["--no-start", "bakebase", "web"]).success();
-    let local = snapshot(&env.machine("web"));
+    let bundle = umoci_unpack(&layout, "v1", &out.path().join("bundle"));
+    let local = local_build(&env, "bakebase");
     assert!(!env.machine("web").join("usr/bin/true").exists());
     assert_eq!(snapshot(&other.machine("web")), local, "our pull differs");
-    assert_eq!(snapshot(&bundle.join("rootfs")), local, "umoci differs");
+    assert_eq!(snapshot(&bundle), local, "umoci differs");
 }
 
 #[test]
 fn a_registry_base_builds_offline_from_the_cache() {
     let env = TestEnv::new();
-    std::fs::create_dir_all(env.sandboxes_dir()).unwrap();
-    std::fs::write(env.sandboxes_dir().join("policy.json"), ALLOW_ALL).unwrap();
+    allow_all(&env);
     let scratch = tempfile::tempdir().unwrap();
     let base_dir = scratch.path().join("base");
     oci_base(&base_dir);
     let registry = crate::harness::registry::Registry::start(&env.scratch("registry"), None);
     registry.push(&base_dir, "base", "os/base:1");
-    let manifest_toml = format!("source = \"{}\"\n", registry.reference("os/base:1"));
-    write_template(
-        &env,
-        "regbase",
-        &[
-            ("template.toml", manifest_toml.as_bytes(), 0o644),
-            ("files/etc/motd", b"offline\n", 0o644),
-        ],
-    );
+    source_template(&env, "regbase", &registry.reference("os/base:1"));
     let layout = scratch.path().join("out");
     let output = format!("oci-layout:{}:web", layout.display());
     let run = |extra: &[&str]| {

@@ -9,16 +9,17 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::build::{BaseImage, build, recorder, snapshot, testbase};
+use crate::build::{BaseImage, snapshot, testbase};
+use crate::build_oci::local_build;
 use crate::harness::env::{Outcome, TestEnv};
 use crate::harness::fixture::arg;
 use crate::harness::gpg::{Gpg, KeyAlgo};
 use crate::harness::registry::Registry;
+use crate::oci::ALLOW_ALL;
 use crate::oci_signing::{policy_for, python_cosign_key, skopeo_pull};
 
 const EPOCH: &str = "1700000000";
 const PASSWORD: &str = "correct horse";
-const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}"#;
 
 fn publish(env: &TestEnv, password: &str, args: &[&str]) -> Outcome {
     let mut full = vec!["--json", "build", "--tls-verify=false"];
@@ -118,11 +119,10 @@ fn a_signed_push_pulls_back_verified_as_the_local_build() {
         .json();
     assert_eq!(pulled["manifest_digest"], digest.as_str());
     assert_eq!(pulled["verification"]["mode"], "signature");
-    let (machinectl, _log) = recorder(&env, "machinectl", "");
-    build(&env, &machinectl, &["--no-start", "testbase", "web"]).success();
+    let local = local_build(&env, "testbase");
     assert_eq!(
         snapshot(&other.machine("web")),
-        snapshot(&env.machine("web")),
+        local,
         "the verified pull differs from a local build"
     );
     // Another key's signature is required: refused.

@@ -14,7 +14,7 @@ use crate::harness::ocimage::{
 };
 use crate::harness::registry::Registry;
 
-const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}"#;
+pub(crate) const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}"#;
 
 /// Three layers: gzip, zstd, plain; a whiteout, an opaque directory, a hardlink to a file of
 /// a lower layer, a symlink, and a file replaced; no init, so a `.nspawn` is expected.

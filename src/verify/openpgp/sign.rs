@@ -107,20 +107,27 @@ mod tests {
     use super::*;
     use std::fs;
 
-    #[test]
-    fn signatures_verify_with_the_public_key() {
+    /// A new signing-capable certificate, written as a secret key file and loaded from it.
+    fn generated_key(key_file: &std::path::Path) -> (openpgp::Cert, SigningKey) {
         use openpgp::cert::CertBuilder;
-        use openpgp::parse::Parse as _;
         use openpgp::serialize::Serialize as _;
         let (cert, _) = CertBuilder::general_purpose(Some("ci@example.org"))
             .generate()
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("key.pgp");
         let mut bytes = Vec::new();
         cert.as_tsk().serialize(&mut bytes).unwrap();
-        fs::write(&key_file, &bytes).unwrap();
-        let key = load_signing_key(&key_file).unwrap();
+        fs::write(key_file, &bytes).unwrap();
+        let key = load_signing_key(key_file).unwrap();
+        (cert, key)
+    }
+
+    #[test]
+    fn signatures_verify_with_the_public_key() {
+        use openpgp::parse::Parse as _;
+        use openpgp::serialize::Serialize as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.pgp");
+        let (cert, key) = generated_key(&key_file);
         for armor in [false, true] {
             let sig = sign_detached(&key, b"data\n", armor).unwrap();
             assert_eq!(sig.starts_with(b"-----BEGIN PGP SIGNATURE-----"), armor);
@@ -150,17 +157,9 @@ mod tests {
     #[test]
     fn signed_messages_carry_their_data_and_verify() {
         use crate::verify::openpgp::{TrustStore, verify_inline};
-        use openpgp::cert::CertBuilder;
-        use openpgp::serialize::Serialize as _;
-        let (cert, _) = CertBuilder::general_purpose(Some("ci@example.org"))
-            .generate()
-            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("key.pgp");
-        let mut bytes = Vec::new();
-        cert.as_tsk().serialize(&mut bytes).unwrap();
-        fs::write(&key_file, &bytes).unwrap();
-        let key = load_signing_key(&key_file).unwrap();
+        let (cert, key) = generated_key(&key_file);
         let msg = sign_message(&key, b"{\"payload\":1}").unwrap();
         let mut store = TrustStore::new();
         store.add_cert(cert.clone().strip_secret_key_material(), "test", false);
