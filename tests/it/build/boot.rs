@@ -95,10 +95,15 @@ mkdir -p /var/lib/sandbox-check
   echo "machine-id=$(cat /etc/machine-id)"
   echo "pid1=$(cat /proc/1/comm)"
   echo "networkd=$(systemctl is-enabled systemd-networkd.service)"
+  echo "baked=$(/usr/bin/hello)"
 } > /var/lib/sandbox-check/result.tmp
 mv /var/lib/sandbox-check/result.tmp /var/lib/sandbox-check/result
 systemctl poweroff --no-block
 "#;
+
+/// A bake step that installs a package from the mirror with apt, as CI pre-baking does: it
+/// needs the host's resolv.conf, /dev/null and /proc inside the chroot.
+const BAKE: &str = "[build]\nrun = [\"apt-get update -o Acquire::Retries=3 && apt-get install -y --no-install-recommends hello && apt-get clean\"]\n";
 
 #[test]
 fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
@@ -107,7 +112,7 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
     let env = TestEnv::new();
     let marker = token();
     let manifest = format!(
-        "description = \"boot test\"\nsource = \"file://{}\"\nchecksum = \"sha256:{}\"\n",
+        "description = \"boot test\"\nsource = \"file://{}\"\nchecksum = \"sha256:{}\"\n\n{BAKE}",
         tarball.display(),
         sha256_hex(&bytes)
     );
@@ -144,7 +149,10 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
     )
     .unwrap();
     let (machinectl, _) = recorder(&env, "machinectl", "");
-    super::build(&env, &machinectl, &["--no-start", "boottest", "boottest1"]).success();
+    // The step's apt output streams under its label.
+    super::build(&env, &machinectl, &["--no-start", "boottest", "boottest1"])
+        .success()
+        .stderr_mentions(&["[bake 1/1]", "Setting up hello"]);
 
     let root = env.machine("boottest1");
     // The .nspawn lives in ROOT/etc/systemd/nspawn, which systemd-nspawn does not read under
@@ -194,6 +202,7 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
     assert_eq!(value("marker"), marker);
     assert_eq!(value("user-data"), "#cloud-config");
     assert_eq!(value("pid1"), "systemd");
+    assert_eq!(value("baked"), "Hello, world!");
     // The build enabled it (the default drop-in gives the sandbox a veth link).
     assert_eq!(value("networkd"), "enabled");
     let meta = read(&root.join("var/lib/cloud/seed/nocloud/meta-data"));
