@@ -426,3 +426,46 @@ fn a_registry_base_builds_offline_from_the_cache() {
     let offline = run(&["--offline"]).success().json();
     assert_eq!(offline["manifest_digest"], online["manifest_digest"]);
 }
+
+#[test]
+fn a_push_to_a_registry_with_auth_takes_creds_and_never_shows_them() {
+    let env = TestEnv::new();
+    let image = BaseImage::new(&env);
+    testbase(&env, &image, "auth\n");
+    let registry = crate::harness::registry::Registry::start(
+        &env.scratch("registry"),
+        Some(("ci", "pushpw-7f3a")),
+    );
+    let reference = registry.reference("team/web:1");
+    let push = |extra: &[&str]| {
+        let mut args = vec!["-v", "build", "--tls-verify=false", "--output", &reference];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["testbase", "web"]);
+        env.sandbox(&args)
+    };
+    push(&[])
+        .failure()
+        .stderr_mentions(&["no push access to team/web", "--creds"]);
+    let wrong = push(&["--creds", "ci:wrong-pw-91c2"])
+        .failure()
+        .stderr_mentions(&["no push access", "`ci`"]);
+    assert!(!wrong.stderr.contains("wrong-pw-91c2"), "{}", wrong.stderr);
+    let ok = push(&["--creds", "ci:pushpw-7f3a"]).success();
+    assert!(
+        !ok.stderr.contains("pushpw-7f3a") && !ok.stdout.contains("pushpw-7f3a"),
+        "the password reached the output"
+    );
+    let skopeo = require_tool("skopeo");
+    let inspected: Value = serde_json::from_slice(&run_tool(
+        Command::new(&skopeo).args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "ci:pushpw-7f3a",
+            &reference,
+        ]),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(inspected["Labels"]["org.sandboxes.template"], "testbase");
+}
