@@ -15,6 +15,7 @@ use crate::oci::auth::{Credentials, CredsParser};
 use crate::oci::{OciSource, PlatformSpec};
 use crate::pull::{PullSpec, fetch_verified};
 use crate::source::SourceRef;
+use crate::source::oci_materialise;
 use crate::source::oci_pull::{self, OciRequest};
 use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
@@ -267,7 +268,7 @@ fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCod
     let name = match args.name.as_deref() {
         Some("-") => None,
         Some(n) => Some(n.to_string()),
-        None => Some(oci_pull::default_name(&oci).with_context(|| {
+        None => Some(oci_materialise::default_name(&oci).with_context(|| {
             format!("cannot derive a machine name from {oci}; give one as the second argument")
         })?),
     };
@@ -311,9 +312,15 @@ fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCod
             force: args.force,
             read_only: args.read_only,
         };
-        let done =
-            oci_pull::materialise_oci(&cache, &fetched, machines_dir, n, &result.source, &opts)
-                .with_context(|| format!("materialising {oci} into {}", machines_dir.display()))?;
+        let done = oci_materialise::materialise_oci(
+            &cache,
+            &fetched,
+            machines_dir,
+            n,
+            &result.source,
+            &opts,
+        )
+        .with_context(|| format!("materialising {oci} into {}", machines_dir.display()))?;
         result.path = Some(done.path);
         result.nspawn = done.nspawn;
     }

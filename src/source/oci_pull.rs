@@ -1,5 +1,4 @@
-//! Pulling an OCI image (`docker://`, `oci-layout:`, `oci-archive:`) into the cache, then
-//! into a machine.
+//! Pulling an OCI image (`docker://`, `oci-layout:`, `oci-archive:`) into the cache.
 //!
 //! # Fetch
 //!
@@ -16,12 +15,7 @@
 //!
 //! A re-pull finds every blob in the cache and transfers only the top manifest.
 //!
-//! # Materialise
-//!
-//! A staging directory in the machines dir, [`apply_image`] from the cached blobs (each
-//! verified again as it is read, and each layer's diff_id), an `[Exec]` `.nspawn` when the
-//! image has no init (or, for an image `sandbox build` made, the `.nspawn` its templates
-//! rendered, from the `org.sandboxes.nspawn` label), and an atomic publish.
+//! Materialising a fetched image into a machine is `oci_materialise`.
 //!
 //! `docker://` pulls first ask the signature policy ([`crate::oci::policy`]); local sources
 //! are named by the person pulling and checked by digest, so the policy does not apply.
@@ -30,7 +24,7 @@
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt as _, TryStreamExt as _};
@@ -39,7 +33,6 @@ use crate::cache::lock::LockGuard;
 use crate::cache::refs::now_rfc3339;
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
-use crate::machine::materialise::{self, MaterialiseOptions, Staging};
 use crate::oci::auth::{Credentials, find_credentials};
 use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
@@ -47,14 +40,13 @@ use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
 use crate::oci::{
-    Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, apply_image,
-    extract_oci_archive, has_init, render_exec_section, resolve_image,
+    Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, extract_oci_archive,
+    resolve_image,
 };
 use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
 use crate::source::sums::VerifyMode;
-use crate::unpack::{Root, UnpackOptions};
 use crate::verify::Digest;
 
 /// Registry layer downloads in flight at once.
@@ -549,71 +541,4 @@ fn write_ref(
         fetched_at: now_rfc3339(),
     };
     cache.write_ref(RefKind::Oci, &ref_key(req.source, &req.platform), &r)
-}
-
-/// Where a materialised image went.
-pub struct Materialised {
-    pub path: PathBuf,
-    pub nspawn: Option<PathBuf>,
-}
-
-/// Applies `fetched`'s layers from the cache into a new machine `name` (see the module
-/// documentation). `image_name` names the image in the `.nspawn` comment.
-pub fn materialise_oci(
-    cache: &Cache,
-    fetched: &OciFetched,
-    machines_dir: &Path,
-    name: &str,
-    image_name: &str,
-    opts: &MaterialiseOptions,
-) -> Result<Materialised> {
-    materialise::ensure_machines_dir(machines_dir)?;
-    let staging = Staging::create(machines_dir, name)?;
-    let nspawn = {
-        let root = Root::open(staging.path())
-            .with_context(|| format!("opening {}", staging.path().display()))?;
-        apply_image(
-            &root,
-            &CacheBlobs(cache),
-            &fetched.resolved,
-            &UnpackOptions::for_this_host(),
-        )?;
-        let init = has_init(&root).context("looking for an init system in the image")?;
-        let built = fetched
-            .resolved
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get(crate::build::oci_image::LABEL_NSPAWN));
-        if let Some(settings) = built {
-            // An image `sandbox build` made: the settings its template rendered. In the
-            // machines dir, systemd-nspawn trusts only unprivileged settings from it.
-            Some(settings.clone().into_bytes())
-        } else if init {
-            None
-        } else {
-            let section = render_exec_section(fetched.resolved.config.config.as_ref(), image_name)?;
-            Some(section.into_bytes())
-        }
-    };
-    let path = materialise::publish(staging, machines_dir, name, nspawn.as_deref(), opts)?;
-    Ok(Materialised {
-        path,
-        nspawn: nspawn.map(|_| machines_dir.join(format!("{name}.nspawn"))),
-    })
-}
-
-/// A machine name for `source`: the repository's last component, or the layout directory's
-/// or archive's file name (without `.tar`).
-pub fn default_name(source: &OciSource) -> Option<String> {
-    let name = match source {
-        OciSource::Registry(r) => r.repository.rsplit('/').next()?.to_string(),
-        OciSource::Layout { dir, .. } => dir.file_name()?.to_string_lossy().into_owned(),
-        OciSource::Archive { file, .. } => {
-            let n = file.file_name()?.to_string_lossy().into_owned();
-            crate::source::strip_tar_suffix(&n).to_string()
-        }
-    };
-    (!name.is_empty()).then_some(name)
 }
