@@ -110,7 +110,10 @@ pub fn export_oci(
     // Keys that cannot sign fail before anything is pulled.
     let destination_ref = match &opts.destination {
         OciDestination::Registry(r) => Some(r),
-        OciDestination::Layout { .. } => None,
+        OciDestination::Layout { dir, .. } => {
+            LayoutWriter::check(dir)?;
+            None
+        }
     };
     let signers = Signers::load(&opts.signing, destination_ref)?;
     let Pulled {

@@ -30,21 +30,10 @@ impl LayoutWriter {
     /// Opens `dir` as a layout, creating it (and its marker) when it does not exist or is
     /// empty. A directory with other content is refused: it is not ours to add to.
     pub fn create(dir: &Path) -> Result<LayoutWriter> {
+        Self::check(dir)?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let marker = dir.join("oci-layout");
-        if marker.exists() {
-            OciLayout::open(dir)?;
-        } else {
-            let mut entries = fs::read_dir(dir)
-                .with_context(|| format!("listing {}", dir.display()))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name());
-            if let Some(first) = entries.next() {
-                bail!(
-                    "{} is not empty and not an OCI image layout (it holds {first:?}); choose an empty or new directory",
-                    dir.display()
-                );
-            }
+        if !marker.exists() {
             write_atomically(&marker, MARKER)?;
         }
         let blobs = dir.join("blobs").join("sha256");
@@ -52,6 +41,29 @@ impl LayoutWriter {
         Ok(LayoutWriter {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Fails unless `dir` is missing, empty, or an image layout: what [`Self::create`] accepts,
+    /// checked without writing (a build checks before it starts).
+    pub fn check(dir: &Path) -> Result<()> {
+        if dir.join("oci-layout").exists() {
+            OciLayout::open(dir)?;
+            return Ok(());
+        }
+        let mut entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        if let Some(first) = entries.next() {
+            let first = first.with_context(|| format!("listing {}", dir.display()))?;
+            bail!(
+                "{} is not empty and not an OCI image layout (it holds {:?}); choose an empty or new directory",
+                dir.display(),
+                first.file_name()
+            );
+        }
+        Ok(())
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {

@@ -131,6 +131,19 @@ fn a_tarball_base_becomes_a_layer_and_the_image_pulls_back_as_the_local_build() 
     let out = tempfile::tempdir().unwrap();
     let layout = out.path().join("layout");
 
+    // A directory that is not a layout is refused before anything is pulled, and kept.
+    let notes = out.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("todo.txt"), "mine").unwrap();
+    export(&env, &notes, "v1", "testbase", "web")
+        .failure()
+        .stderr_mentions(&["not empty and not an OCI image layout"]);
+    assert_eq!(crate::harness::dir_names(&notes), ["todo.txt"]);
+    assert!(
+        !env.cache_dir().join("v1/blobs").exists(),
+        "it pulled first"
+    );
+
     let report = export(&env, &layout, "v1", "testbase", "web")
         .success()
         .json();
