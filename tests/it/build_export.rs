@@ -67,21 +67,30 @@ fn run_stock_pull_tar(
         "{} is missing (package systemd-container)",
         pull.display()
     );
-    let root = tempfile::tempdir().unwrap();
-    let script = format!(
-        "mount --bind '{}' /usr/lib/systemd/import-pubring.gpg && \
-         if [ -e /etc/systemd/import-pubring.gpg ]; then mount --bind '{}' /etc/systemd/import-pubring.gpg; fi && \
-         exec {} tar --verify=signature --image-root='{}' '{url}' {name}",
-        pubring.display(),
-        pubring.display(),
-        pull.display(),
-        root.path().display()
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    (root, out)
+    // Seen once under a loaded CI run: systemd-pull 252 served every file (nginx logged all
+    // four) but never closed its pipe to tar, waiting forever. That hang is systemd's, not the
+    // export's: each attempt gets a time limit, and a timed-out attempt (status 124) is retried.
+    for _ in 0..3 {
+        let root = tempfile::tempdir().unwrap();
+        let script = format!(
+            "mount --bind '{}' /usr/lib/systemd/import-pubring.gpg && \
+             if [ -e /etc/systemd/import-pubring.gpg ]; then mount --bind '{}' /etc/systemd/import-pubring.gpg; fi && \
+             exec timeout 60 {} tar --verify=signature --image-root='{}' '{url}' {name}",
+            pubring.display(),
+            pubring.display(),
+            pull.display(),
+            root.path().display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.code() != Some(124) {
+            return (root, out);
+        }
+    }
+    panic!("systemd-pull hung three times (60 s each) pulling {url}");
 }
 
 #[test]
