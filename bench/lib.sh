@@ -234,3 +234,64 @@ bench_debootstrap_tree() {
 	fi
 	printf '%s\n' "$tree"
 }
+
+# bench_mib BYTES -> BYTES in MiB with one decimal
+bench_mib() {
+	awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'
+}
+
+# bench_rootfs_tarball CACHE SUITE MIRROR
+# Makes sure CACHE/www/rootfs.tar.xz is the debootstrap tree of bench_debootstrap_tree packed with
+# `tar --numeric-owner --xattrs --sort=name | xz -T0 -6`, with CACHE/www/SHA256SUMS next to it and
+# facts about it in CACHE/rootfs.info (entries, tree_bytes); rebuilt when a file is missing or the
+# sum no longer matches. Prints the tarball's path. Shared by the benchmarks that start from the
+# same rootfs tarball (pull-tarball.sh serves it, export-tarball.sh builds from it).
+bench_rootfs_tarball() {
+	local cache=$1 suite=$2 mirror=$3
+	local www="$cache/www"
+	local tarball="$www/rootfs.tar.xz" info="$cache/rootfs.info"
+	if [[ -f $tarball && -f $www/SHA256SUMS && -f $info ]] && (cd "$www" && sha256sum --quiet -c SHA256SUMS); then
+		bench_log "using cached $tarball"
+	else
+		local tree
+		tree=$(bench_debootstrap_tree "$cache" "$suite" "$mirror")
+		mkdir -p "$www"
+		bench_log "archiving $tree with tar | xz -T0 -6"
+		# --sort=name: a reproducible member order, as image builders (debuerreotype, mkosi) produce.
+		tar --numeric-owner --xattrs --xattrs-include='*' --sort=name -C "$tree" -cf - . |
+			xz -T0 -6 >"$tarball.tmp"
+		mv -- "$tarball.tmp" "$tarball"
+		(cd "$www" && sha256sum rootfs.tar.xz >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+		{
+			echo "suite=$suite"
+			echo "mirror=$mirror"
+			echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+			echo "debootstrap=$(dpkg-query -W -f '${Version}' debootstrap)"
+			echo "entries=$(tar -tJf "$tarball" | wc -l)"
+			echo "tree_bytes=$(du -sb "$tree" | cut -f1)"
+		} >"$info"
+	fi
+	printf '%s\n' "$tarball"
+}
+
+# bench_sandbox_bin REPO_DIR
+# Prints the `sandbox` binary to measure: $SANDBOX_BIN when set, else the one
+# `cargo build --release --bin sandbox` builds in REPO_DIR (honouring CARGO_TARGET_DIR).
+bench_sandbox_bin() {
+	local repo=$1
+	if [[ -n ${SANDBOX_BIN:-} ]]; then
+		[[ -x $SANDBOX_BIN ]] || bench_die "SANDBOX_BIN=$SANDBOX_BIN is not an executable file"
+		printf '%s\n' "$SANDBOX_BIN"
+		return 0
+	fi
+	command -v cargo >/dev/null 2>&1 || bench_die "cargo not found; install Rust or set SANDBOX_BIN"
+	bench_log "cargo build --release --bin sandbox (target dir ${CARGO_TARGET_DIR:-default})"
+	(cd "$repo" && cargo build --release --bin sandbox) >&2 ||
+		bench_die "cargo build --release --bin sandbox failed"
+	# Ask cargo where it put the binary: CARGO_TARGET_DIR may be relative, or set in .cargo/config.
+	local target_dir
+	target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+		sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+	[[ -x $target_dir/release/sandbox ]] || bench_die "cargo reported success but $target_dir/release/sandbox is missing"
+	printf '%s\n' "$target_dir/release/sandbox"
+}

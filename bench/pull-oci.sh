@@ -82,7 +82,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+mib() { bench_mib "$@"; }
 
 # --- the OCI layout, built once and cached ----------------------------------------------------
 
@@ -180,19 +180,7 @@ bench_log "layer: $(mib "$layer_bytes") MiB gzip, $(mib "$tar_bytes") MiB tar, $
 
 # --- the contenders ---------------------------------------------------------------------------
 
-if [[ -n ${SANDBOX_BIN:-} ]]; then
-	[[ -x $SANDBOX_BIN ]] || bench_die "SANDBOX_BIN=$SANDBOX_BIN is not an executable file"
-else
-	command -v cargo >/dev/null 2>&1 || bench_die "cargo not found; install Rust or set SANDBOX_BIN"
-	bench_log "cargo build --release --bin sandbox (target dir ${CARGO_TARGET_DIR:-default})"
-	(cd "$REPO_DIR" && cargo build --release --bin sandbox) >&2 ||
-		bench_die "cargo build --release --bin sandbox failed"
-	# Ask cargo where it put the binary: CARGO_TARGET_DIR may be relative, or set in .cargo/config.
-	target_dir=$(cd "$REPO_DIR" && cargo metadata --format-version 1 --no-deps |
-		sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-	SANDBOX_BIN="$target_dir/release/sandbox"
-	[[ -x $SANDBOX_BIN ]] || bench_die "cargo reported success but $SANDBOX_BIN is missing"
-fi
+SANDBOX_BIN=$(bench_sandbox_bin "$REPO_DIR")
 # A binary from before OCI support would fail every round with an unhelpful "unknown source":
 # refuse it up front.
 "$SANDBOX_BIN" pull --help 2>&1 | grep -q -- '--tls-verify' ||

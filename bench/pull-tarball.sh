@@ -73,35 +73,8 @@ trap 'exit 130' INT TERM
 # --- the rootfs tarball, built once and cached --------------------------------------------------
 
 WWW="$BENCH_CACHE/www"
-TARBALL="$WWW/rootfs.tar.xz"
 INFO="$BENCH_CACHE/rootfs.info"
-
-build_rootfs() {
-	local mirror=${BENCH_MIRROR:-$(bench_debian_mirror "$BENCH_SUITE")}
-	local tree
-	tree=$(bench_debootstrap_tree "$BENCH_CACHE" "$BENCH_SUITE" "$mirror")
-	mkdir -p "$WWW"
-	bench_log "archiving $tree with tar | xz -T0 -6"
-	# --sort=name: a reproducible member order, as image builders (debuerreotype, mkosi) produce.
-	tar --numeric-owner --xattrs --xattrs-include='*' --sort=name -C "$tree" -cf - . |
-		xz -T0 -6 >"$TARBALL.tmp"
-	mv -- "$TARBALL.tmp" "$TARBALL"
-	(cd "$WWW" && sha256sum rootfs.tar.xz >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
-	{
-		echo "suite=$BENCH_SUITE"
-		echo "mirror=$mirror"
-		echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-		echo "debootstrap=$(dpkg-query -W -f '${Version}' debootstrap)"
-		echo "entries=$(tar -tJf "$TARBALL" | wc -l)"
-		echo "tree_bytes=$(du -sb "$tree" | cut -f1)"
-	} >"$INFO"
-}
-
-if [[ -f $TARBALL && -f $WWW/SHA256SUMS && -f $INFO ]] && (cd "$WWW" && sha256sum --quiet -c SHA256SUMS); then
-	bench_log "using cached $TARBALL"
-else
-	build_rootfs
-fi
+TARBALL=$(bench_rootfs_tarball "$BENCH_CACHE" "$BENCH_SUITE" "${BENCH_MIRROR:-$(bench_debian_mirror "$BENCH_SUITE")}")
 
 # Facts about the archive, for the report: the block count says whether a parallel xz decoder has
 # anything to parallelise (xz -T0 writes independent blocks of 3 x dictionary size, 24 MiB at -6).
@@ -111,26 +84,14 @@ xz_compressed=$(awk -F'\t' '$1 == "file" { print $4 }' <<<"$xz_list")
 xz_uncompressed=$(awk -F'\t' '$1 == "file" { print $5 }' <<<"$xz_list")
 entries=$(sed -n 's/^entries=//p' "$INFO")
 tree_bytes=$(sed -n 's/^tree_bytes=//p' "$INFO")
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+mib() { bench_mib "$@"; }
 bench_log "rootfs.tar.xz: $(mib "$xz_compressed") MiB compressed, $(mib "$xz_uncompressed") MiB tar stream," \
 	"$(mib "$tree_bytes") MiB tree (du), $entries entries, $xz_blocks xz blocks"
 
 # --- the contenders ---------------------------------------------------------------------------
 
 OURS_AVAILABLE=1
-if [[ -n ${SANDBOX_BIN:-} ]]; then
-	[[ -x $SANDBOX_BIN ]] || bench_die "SANDBOX_BIN=$SANDBOX_BIN is not an executable file"
-else
-	command -v cargo >/dev/null 2>&1 || bench_die "cargo not found; install Rust or set SANDBOX_BIN"
-	bench_log "cargo build --release --bin sandbox (target dir ${CARGO_TARGET_DIR:-default})"
-	(cd "$REPO_DIR" && cargo build --release --bin sandbox) >&2 ||
-		bench_die "cargo build --release --bin sandbox failed"
-	# Ask cargo where it put the binary: CARGO_TARGET_DIR may be relative, or set in .cargo/config.
-	target_dir=$(cd "$REPO_DIR" && cargo metadata --format-version 1 --no-deps |
-		sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-	SANDBOX_BIN="$target_dir/release/sandbox"
-	[[ -x $SANDBOX_BIN ]] || bench_die "cargo reported success but $SANDBOX_BIN is missing"
-fi
+SANDBOX_BIN=$(bench_sandbox_bin "$REPO_DIR")
 # A binary without the pull command (the skeleton's empty main exits 0 for anything) must not be
 # timed as if it had pulled: ask for the pull help and look for the option the benchmark uses.
 if ! "$SANDBOX_BIN" pull --help 2>&1 | grep -q -- '--verify'; then
