@@ -49,6 +49,7 @@
 
 mod acl;
 pub mod decompress;
+mod entry_meta;
 mod error;
 mod hook;
 pub mod layers;

@@ -13,6 +13,7 @@ use rustix::fs::Timespec;
 use tracing::{debug, warn};
 
 use super::acl;
+use super::entry_meta::Meta;
 use super::error::{UnpackError, Violation, show_bytes};
 use super::hook::{EntryAction, EntryHook, UnpackAll};
 use super::path::EntryPath;
@@ -94,18 +95,6 @@ struct Deferred {
     mode: Option<u32>,
     atime: Timespec,
     mtime: Timespec,
-}
-
-/// What every entry carries besides its path and type.
-struct Meta {
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    mtime: Timespec,
-    atime: Timespec,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    acl_access: Option<String>,
-    acl_default: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -580,47 +569,5 @@ impl<'a> Extractor<'a> {
             }
         }
         Ok(self.summary)
-    }
-}
-
-impl Meta {
-    fn new(header: &tar::Header, pax: &PaxMeta, entry: &str) -> Result<Meta, UnpackError> {
-        let bad = |what: &str, e: std::io::Error| {
-            UnpackError::invalid(entry, format!("bad {what} in the header: {e}"))
-        };
-        let id = |what: &str,
-                  pax: Option<u64>,
-                  header: std::io::Result<u64>|
-         -> Result<u32, UnpackError> {
-            let value = match pax {
-                Some(v) => v,
-                None => header.map_err(|e| bad(what, e))?,
-            };
-            // u32::MAX is chown's "leave unchanged", never a real id.
-            u32::try_from(value)
-                .ok()
-                .filter(|&v| v != u32::MAX)
-                .ok_or_else(|| {
-                    UnpackError::invalid(entry, format!("{what} {value} is out of range"))
-                })
-        };
-        let mtime = match pax.mtime {
-            Some(t) => t,
-            None => Timespec {
-                tv_sec: i64::try_from(header.mtime().map_err(|e| bad("mtime", e))?)
-                    .unwrap_or(i64::MAX),
-                tv_nsec: 0,
-            },
-        };
-        Ok(Meta {
-            uid: id("uid", pax.uid, header.uid())?,
-            gid: id("gid", pax.gid, header.gid())?,
-            mode: header.mode().map_err(|e| bad("mode", e))? & 0o7777,
-            mtime,
-            atime: pax.atime.unwrap_or(mtime),
-            xattrs: pax.xattrs.clone(),
-            acl_access: pax.acl_access.clone(),
-            acl_default: pax.acl_default.clone(),
-        })
     }
 }
