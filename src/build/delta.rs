@@ -69,7 +69,8 @@ pub struct Delta {
     pub include: BTreeSet<PathBuf>,
     /// Directory → names removed from it (archived as `.wh.NAME`).
     pub whiteouts: BTreeMap<PathBuf, Vec<OsString>>,
-    /// How many paths changed (parents included only for the changed paths not counted).
+    /// How many paths are new, changed or removed (parents archived only as parents are not
+    /// counted).
     pub changed: usize,
 }
 

@@ -155,6 +155,7 @@ impl Signers {
                 .into_iter()
                 .map(|(d, bytes)| {
                     (
+                        // The upload needs only digest and size; the manifest names the types.
                         Descriptor::new(media::OCI_CONFIG, d, bytes.len() as u64),
                         BlobFrom::Bytes(bytes.to_vec()),
                     )

@@ -9,7 +9,7 @@
 //! requests that carry a Range header: a resumed download must not wait out the limit again.
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ impl Nginx {
         // so another test may grab it in between; nginx then exits and we try a new port.
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             let config = render_config(docroot, state_dir, port);
             let config_path = state_dir.join("nginx.conf");
             std::fs::write(&config_path, config)
@@ -157,14 +157,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
 }
 
 /// The nginx.conf for one test: single process in the foreground, everything under `state`.

@@ -6,7 +6,7 @@
 //! longer match the digest it was asked for, as a hostile or broken mirror would.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ impl Registry {
         let mut last_error = String::new();
         // Why retries: the port is free when picked but another test may take it first.
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             let config = format!(
                 "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 storage.display()
@@ -183,14 +183,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
 }
 
 /// The status line and headers of a plain GET.
