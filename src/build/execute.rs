@@ -221,6 +221,8 @@ pub fn build(
     let machines_dir = &paths.machines_dir;
     let target = machines_dir.join(&req.name);
     let nspawn_path = paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name));
+    // Refused before anything is pulled, `--force` or not: NAME holding another machine's file.
+    materialise::existing_machine(machines_dir, &req.name)?;
     if !req.force {
         for existing in [&target, &nspawn_path] {
             if std::fs::symlink_metadata(existing).is_ok() {

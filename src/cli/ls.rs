@@ -15,9 +15,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Settings;
+use crate::machine::artifacts::{state_dir, state_record_path};
 use crate::machine::host::{self, SystemHost};
 use crate::machine::name;
-use crate::machine::remove::{read_state_record, state_dir, state_record_path};
+use crate::machine::remove::read_state_record;
 use crate::paths::HostPaths;
 
 #[derive(Args, Debug)]

@@ -218,7 +218,10 @@ fn check_name(settings: &Settings, n: &str, force: bool) -> Result<()> {
     name::validate(n)
         .map_err(|e| anyhow::anyhow!("{e}; give another name as the second argument"))?;
     let target = settings.paths.machines_dir.join(n);
-    if !force && std::fs::symlink_metadata(&target).is_ok() {
+    // Something there that is not a machine (another machine's settings file) is refused
+    // before anything is fetched, `--force` or not.
+    let exists = crate::machine::materialise::existing_machine(&settings.paths.machines_dir, n)?;
+    if !force && exists {
         bail!(
             "machine `{n}` already exists at {}; pass --force to replace it",
             target.display()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rustix::fs::{CWD, IFlags, RenameFlags, ioctl_getflags, ioctl_setflags, renameat_with};
 
+use super::artifacts::{self, Artifact, Kind, Shape};
 use crate::cache::store::write_atomic;
 use crate::progress::Progress;
 use crate::unpack::decompress;
@@ -146,6 +147,24 @@ fn flatten(staging: &mut Staging, machines_dir: &Path, name: &str) -> Result<()>
     staging.replace_with(inner)
 }
 
+/// Whether machine `name` exists in `machines_dir`. An error when something that is not a
+/// machine is there, which no `--force` may replace: a regular file at NAME is another
+/// machine's settings file when NAME is `x.nspawn`.
+pub fn existing_machine(machines_dir: &Path, name: &str) -> Result<bool> {
+    let target = machines_dir.join(name);
+    let Some(shape) = Shape::at(&target) else {
+        return Ok(false);
+    };
+    let root = Artifact {
+        path: target,
+        kind: Kind::Root,
+    };
+    match artifacts::refusal(&root, shape) {
+        None => Ok(true),
+        Some(why) => bail!("not making machine `{name}` there: {why}"),
+    }
+}
+
 /// Publishes `staging` as `machines_dir/NAME` (and `NAME.nspawn` when given).
 pub fn publish(
     mut staging: Staging,
@@ -156,7 +175,20 @@ pub fn publish(
 ) -> Result<PathBuf> {
     let target = machines_dir.join(name);
     let nspawn_path = machines_dir.join(format!("{name}.nspawn"));
-    let exists = fs::symlink_metadata(&target).is_ok();
+    // Neither path may be something other than what it is for, `--force` or not (see
+    // `existing_machine`); a directory at NAME.nspawn is the machine `NAME.nspawn`.
+    let exists = existing_machine(machines_dir, name)?;
+    if nspawn.is_some()
+        && let Some(shape) = Shape::at(&nspawn_path)
+    {
+        let settings = Artifact {
+            path: nspawn_path.clone(),
+            kind: Kind::Settings,
+        };
+        if let Some(why) = artifacts::refusal(&settings, shape) {
+            bail!("not publishing machine `{name}` with its settings file: {why}");
+        }
+    }
     if exists && !opts.force {
         bail!(
             "machine `{name}` already exists at {}; pass --force to replace it",

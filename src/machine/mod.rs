@@ -3,6 +3,7 @@
 //!
 //! Nothing here fetches or verifies: it is handed verified blobs from the cache.
 
+pub mod artifacts;
 pub mod host;
 pub mod hostsetup;
 pub mod materialise;

@@ -3,7 +3,9 @@
 //!
 //! The paths come from the name alone (validated first, so nothing can point outside the
 //! machines dir), never from the state record: a record edited by hand must not make `rm`
-//! delete some other tree. The only thing taken from the record is the ZFS dataset, and only
+//! delete some other tree. A path is removed only when it has the shape of what it is for
+//! (`artifacts`): machine `x`'s settings path `x.nspawn` is never taken for the root of
+//! machine `x.nspawn`. The only thing taken from the record is the ZFS dataset, and only
 //! when its last component is the sandbox's name.
 
 use std::path::{Path, PathBuf};
@@ -12,20 +14,11 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::artifacts::{self, Artifact, Shape, state_dir, state_record_path};
 use super::host::{self, Host, Program, run_str};
-use super::hostsetup;
 use super::materialise::remove_tree;
 use super::name;
 use crate::paths::HostPaths;
-
-/// `<sandboxes_dir>/state`: one `NAME.json` provenance record per built sandbox.
-pub fn state_dir(paths: &HostPaths) -> PathBuf {
-    paths.sandboxes_dir.join("state")
-}
-
-pub fn state_record_path(paths: &HostPaths, name: &str) -> PathBuf {
-    state_dir(paths).join(format!("{name}.json"))
-}
 
 /// The record of `name` as loose JSON (another module owns its schema; every field is
 /// optional here). `Ok(None)` when there is none.
@@ -37,38 +30,6 @@ pub fn read_state_record(path: &Path) -> Result<Option<Value>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading the state record {}", path.display())),
     }
-}
-
-/// Every path that may belong to sandbox `name`, in the order they are removed: the rootfs
-/// first (the biggest and the one that makes it a sandbox), the record last, so an interrupted
-/// `rm` can be run again and still finds the sandbox.
-///
-/// Both `.nspawn` places count (importd puts it next to the image, `build` in
-/// `/etc/systemd/nspawn`), and `machines.target.wants/systemd-nspawn@NAME.service` is listed
-/// because `machinectl remove` leaves it behind. The persisted copies under
-/// `<sandboxes_dir>/persist/` (see `hostsetup`) are listed too: when `host setup` has bound
-/// them into place they are the same files, otherwise they would come back at the next setup.
-pub fn artifacts(paths: &HostPaths, name: &str) -> Vec<PathBuf> {
-    let unit = format!("systemd-nspawn@{name}.service");
-    let nspawn = format!("{name}.nspawn");
-    let persist = hostsetup::persist_dir(paths);
-    vec![
-        paths.machines_dir.join(name),
-        persist.join(hostsetup::PERSIST_MACHINES).join(name),
-        paths.machines_dir.join(&nspawn),
-        persist.join(hostsetup::PERSIST_MACHINES).join(&nspawn),
-        paths.host("/etc/systemd/nspawn").join(&nspawn),
-        persist.join(hostsetup::PERSIST_NSPAWN).join(&nspawn),
-        paths.host("/etc/systemd/system").join(format!("{unit}.d")),
-        persist
-            .join(hostsetup::PERSIST_DROPINS)
-            .join(format!("{unit}.d")),
-        paths
-            .host("/etc/systemd/system/machines.target.wants")
-            .join(&unit),
-        persist.join(hostsetup::PERSIST_WANTS).join(&unit),
-        state_record_path(paths, name),
-    ]
 }
 
 /// The ZFS dataset a record names for `name`, when it names one. Refused unless it looks
@@ -105,23 +66,49 @@ pub struct Removal {
     pub stopped: bool,
     pub zfs_dataset: Option<String>,
     pub removed: Vec<PathBuf>,
+    /// Paths derived from the name that hold something else (another machine's root at
+    /// `NAME.nspawn`, say): left alone, each with the reason.
+    pub kept: Vec<Kept>,
 }
 
-/// Whether anything of sandbox `name` exists; the error names where it looked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// What is at `artifact`'s path: `None` when nothing is, else whether it is the sandbox's
+/// (`Ok`) or something else's (`Err` with the reason).
+fn inspect(artifact: &Artifact) -> Option<Result<(), String>> {
+    let shape = Shape::at(&artifact.path)?;
+    Some(match artifacts::refusal(artifact, shape) {
+        None => Ok(()),
+        Some(why) => Err(why),
+    })
+}
+
+/// Whether anything of sandbox `name` exists; the error names where it looked, and what it
+/// found there that is not the sandbox's.
 pub fn ensure_exists(paths: &HostPaths, name: &str) -> Result<()> {
     name::validate(name)?;
-    let found = artifacts(paths, name)
-        .iter()
-        .any(|p| std::fs::symlink_metadata(p).is_ok());
-    if !found {
-        bail!(
-            "there is no sandbox named `{name}` (nothing at {}, no .nspawn file and no state \
-             record in {})",
-            paths.machines_dir.join(name).display(),
-            state_dir(paths).display()
-        );
+    let mut others = Vec::new();
+    for artifact in artifacts::artifacts(paths, name) {
+        match inspect(&artifact) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(why)) => others.push(why),
+            None => {}
+        }
     }
-    Ok(())
+    let mut message = format!(
+        "there is no sandbox named `{name}` (nothing at {}, no .nspawn file and no state \
+         record in {})",
+        paths.machines_dir.join(name).display(),
+        state_dir(paths).display()
+    );
+    for why in others {
+        message.push_str(&format!("; {why}"));
+    }
+    bail!(message)
 }
 
 /// Stops, disables and removes sandbox `name`. The caller has asked for confirmation.
@@ -161,10 +148,21 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
     }
 
     let mut removed = Vec::new();
-    for path in artifacts(paths, name) {
-        if std::fs::symlink_metadata(&path).is_err() {
-            continue;
+    let mut kept = Vec::new();
+    for artifact in artifacts::artifacts(paths, name) {
+        match inspect(&artifact) {
+            None => continue,
+            Some(Err(reason)) => {
+                tracing::warn!("leaving {}: {reason}", artifact.path.display());
+                kept.push(Kept {
+                    path: artifact.path,
+                    reason,
+                });
+                continue;
+            }
+            Some(Ok(())) => {}
         }
+        let path = artifact.path;
         // A drop-in dir bound into place by `host setup` is a mount point: unmount it first,
         // or removing it fails with EBUSY after emptying the persisted copy.
         if path.is_dir() && host::is_mountpoint(host, &path) {
@@ -180,6 +178,7 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
         stopped,
         zfs_dataset: dataset,
         removed,
+        kept,
     })
 }
 
@@ -192,38 +191,7 @@ fn is_not_running(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::PathInputs;
     use serde_json::json;
-
-    fn paths() -> HostPaths {
-        HostPaths::resolve(&PathInputs {
-            root: Some("/r".into()),
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn artifacts_stay_in_their_directories() {
-        let p = paths();
-        let list = artifacts(&p, "web");
-        let shown: Vec<String> = list.iter().map(|p| p.display().to_string()).collect();
-        for want in [
-            "/r/var/lib/machines/web",
-            "/r/var/lib/machines/web.nspawn",
-            "/r/etc/systemd/nspawn/web.nspawn",
-            "/r/etc/systemd/system/systemd-nspawn@web.service.d",
-            "/r/etc/systemd/system/machines.target.wants/systemd-nspawn@web.service",
-            "/r/var/lib/sandboxes/state/web.json",
-            "/r/var/lib/sandboxes/persist/machines/web",
-        ] {
-            assert!(shown.iter().any(|s| s == want), "{want} missing: {shown:?}");
-        }
-        assert!(shown.iter().all(|s| s.starts_with("/r/")), "{shown:?}");
-        assert_eq!(
-            shown.last().map(String::as_str),
-            Some("/r/var/lib/sandboxes/state/web.json")
-        );
-    }
 
     #[test]
     fn only_a_dataset_named_after_the_sandbox_is_destroyed() {

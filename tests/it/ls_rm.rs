@@ -285,3 +285,87 @@ fn rm_refuses_missing_escaping_and_unconfirmed() {
     assert!(env.machine("keep").is_dir());
     assert!(rec.changes().is_empty(), "{:?}", rec.changes());
 }
+
+/// `x.nspawn` is a valid machine name and also the path of `x`'s settings file next to its
+/// image: `rm x` must remove only what is x's, and nothing may be published over the other.
+#[test]
+fn rm_of_x_never_touches_the_machine_x_nspawn() {
+    let env = TestEnv::new();
+    let rec = Recorder::new(&env.scratch("recorder"));
+    pull(&env, "x.nspawn");
+    pull(&env, "x");
+    pull(&env, "y.nspawn");
+    let other = env.machine("x.nspawn");
+    let other_files = files_under(&other);
+    assert!(
+        other_files.len() > 3,
+        "the image has files: {other_files:?}"
+    );
+
+    let rows = run(&env, &rec, &["--json", "ls"]).success().json();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["x", "x.nspawn", "y.nspawn"]);
+
+    let out = run(&env, &rec, &["--json", "rm", "--yes", "x"]).success();
+    let report = out.json();
+    assert!(!exists(&env.machine("x")), "x was not removed");
+    assert_eq!(
+        files_under(&other),
+        other_files,
+        "rm x changed the machine x.nspawn"
+    );
+    let removed: Vec<&str> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        removed,
+        [env.machine("x").to_str().unwrap()],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(report["kept"][0]["path"], other.to_str().unwrap());
+    let reason = report["kept"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is a directory, not a settings file")
+            && reason.contains("the machine `x.nspawn`"),
+        "{reason}"
+    );
+    out.stderr_mentions(&["leaving", "x.nspawn"]);
+
+    // Only `y.nspawn` exists: there is no sandbox `y`, and the answer says what is there.
+    run(&env, &rec, &["rm", "--yes", "y"])
+        .failure()
+        .stderr_mentions(&["no sandbox named `y`", "the machine `y.nspawn`"]);
+    assert!(env.machine("y.nspawn").is_dir());
+
+    // The other way round: `x`'s settings file is no machine, and no --force replaces it.
+    pull(&env, "x");
+    let settings = env.machines_dir().join("z.nspawn");
+    std::fs::write(&settings, "[Exec]\nBoot=yes\n").unwrap();
+    pull(&env, "z");
+    let image = Image::new(&env, Compression::Gzip);
+    let path = env.scratch("images").join("again.tar.gz");
+    std::fs::write(&path, &image.bytes).unwrap();
+    env.sandbox(&["pull", "--verify=no", "--force", arg(&path), "z.nspawn"])
+        .failure()
+        .stderr_mentions(&["z.nspawn", "is a regular file, not a machine directory"]);
+    assert_eq!(std::fs::read(&settings).unwrap(), b"[Exec]\nBoot=yes\n");
+    run(&env, &rec, &["rm", "--yes", "z.nspawn"])
+        .failure()
+        .stderr_mentions(&["no sandbox named `z.nspawn`"]);
+    assert!(settings.is_file());
+
+    // Each goes with its own rm.
+    run(&env, &rec, &["rm", "--yes", "x.nspawn"]).success();
+    run(&env, &rec, &["rm", "--yes", "z"]).success();
+    assert!(!exists(&settings), "z's settings file stays behind");
+    env.assert_machines(&["x", "y.nspawn"]);
+}
