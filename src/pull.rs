@@ -1,6 +1,8 @@
-//! Pulling a source into the cache, verified: the orchestration `sandbox pull` and
-//! `sandbox build` share. Chooses the source kind, builds the trust store, fetches, and
-//! re-hashes a cached image before it is used (a corrupt blob is a miss: fetched again).
+//! Pulling a source into the cache, verified: the one entry every command uses (`sandbox
+//! pull`, the base of `sandbox build`, `--offline`). Chooses the source kind, builds the trust
+//! store, fetches, and re-hashes a cached image before it is used (a corrupt blob is a miss:
+//! fetched again). What comes out is one typed [`FetchedImage`], whatever the source kind;
+//! `machine::materialise` turns it into a tree.
 
 use std::path::PathBuf;
 
@@ -55,6 +57,8 @@ pub struct OciOptions {
     pub cosign_key: Option<PathBuf>,
     /// `--lookaside`: the simple signing store to read instead of the configured one.
     pub lookaside: Option<PathBuf>,
+    /// `--platform` [default: the host's].
+    pub platform: Option<PlatformSpec>,
 }
 
 impl Default for OciOptions {
@@ -64,6 +68,7 @@ impl Default for OciOptions {
             tls_verify: true,
             cosign_key: None,
             lookaside: None,
+            platform: None,
         }
     }
 }
@@ -94,19 +99,38 @@ impl PullSpec {
     }
 }
 
-/// A verified image in the cache.
+/// A verified image in the cache, whatever kind of source it came from.
 pub struct FetchedImage {
+    /// What names the image: the tarball, or an OCI image's manifest.
     pub image: RefBlob,
-    /// The blob's path, its bytes checked against `image.digest` in this run.
-    pub blob: PathBuf,
+    pub content: Content,
+    /// The `.nspawn` file published with a tarball (importd's companion file).
     pub nspawn: Option<RefBlob>,
     pub verification: Verification,
     /// The image version (LXC images).
     pub version: Option<String>,
+    /// What the image is called in messages (the tarball's file name, the OCI reference).
     pub file_name: String,
-    /// An OCI base: its resolved image, every layer in the cache. `image` is then its
-    /// manifest and `blob` the manifest's cache path; the layers are what gets unpacked.
-    pub oci: Option<OciFetched>,
+}
+
+/// What a tree is made from.
+pub enum Content {
+    /// A rootfs tarball; `blob` is its cache path, its bytes checked against the image
+    /// digest in this run.
+    Tarball { blob: PathBuf },
+    /// An OCI image: its resolved manifest, config and ordered layers, every blob in the
+    /// cache (each is verified again as it is read). Boxed: it is large, and one per pull.
+    Oci(Box<OciFetched>),
+}
+
+impl FetchedImage {
+    /// The OCI image, when it is one.
+    pub fn oci(&self) -> Option<&OciFetched> {
+        match &self.content {
+            Content::Oci(o) => Some(o),
+            Content::Tarball { .. } => None,
+        }
+    }
 }
 
 /// Every `--keyring` file, `<sandboxes_dir>/keys/`, and importd's keyrings; with
@@ -184,10 +208,7 @@ pub fn fetch_verified(
             };
             Request::Images(Box::new(req), trust)
         }
-        SourceRef::Oci(s) => {
-            return fetch_oci_base(paths, cache, spec, s)
-                .with_context(|| format!("pulling {}", source.display()));
-        }
+        SourceRef::Oci(s) => return fetch_oci_base(paths, cache, spec, s),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -210,12 +231,11 @@ pub fn fetch_verified(
                     .context("internal: the image left the cache")?;
                 let image = FetchedImage {
                     image: t.image,
-                    blob,
+                    content: Content::Tarball { blob },
                     nspawn: t.nspawn,
                     verification: t.verification,
                     version: None,
                     file_name: t.file_name,
-                    oci: None,
                 };
                 Ok((image, t.image_fresh))
             }
@@ -230,12 +250,11 @@ pub fn fetch_verified(
                     .context("internal: the image left the cache")?;
                 let image = FetchedImage {
                     image: i.image,
-                    blob,
+                    content: Content::Tarball { blob },
                     nspawn: None,
                     verification: i.verification,
                     version: Some(i.version),
                     file_name: i.file_name,
-                    oci: None,
                 };
                 Ok((image, i.image_fresh))
             }
@@ -246,7 +265,10 @@ pub fn fetch_verified(
         return Ok(fetched);
     }
     // A blob that rotted in the cache since it was verified is a miss: drop it, fetch again.
-    let (actual, _) = hash_file(&fetched.blob)?;
+    let Content::Tarball { blob } = &fetched.content else {
+        return Ok(fetched);
+    };
+    let (actual, _) = hash_file(blob)?;
     if actual == fetched.image.digest {
         return Ok(fetched);
     }
@@ -254,15 +276,15 @@ pub fn fetch_verified(
         "the cached image {} is corrupt (its bytes now hash to {actual}); fetching it again",
         fetched.image.digest
     );
-    std::fs::remove_file(&fetched.blob)
-        .with_context(|| format!("removing corrupt blob {}", fetched.blob.display()))?;
+    std::fs::remove_file(blob)
+        .with_context(|| format!("removing corrupt blob {}", blob.display()))?;
     let (fetched, _) =
         fetch_once().with_context(|| format!("pulling {} again", source.display()))?;
     Ok(fetched)
 }
 
-/// An OCI base (`docker://`, `oci-layout:`, `oci-archive:`) for the host's platform, through
-/// the same verified path as `sandbox pull` (policy, signatures, every blob checked).
+/// An OCI image (`docker://`, `oci-layout:`, `oci-archive:`) for the asked platform (the
+/// host's by default), verified (policy, signatures, every blob checked).
 fn fetch_oci_base(
     paths: &HostPaths,
     cache: &Cache,
@@ -281,7 +303,7 @@ fn fetch_oci_base(
     let oci = OciSource::parse(source)?;
     let req = OciRequest {
         source: &oci,
-        platform: PlatformSpec::host(),
+        platform: spec.oci.platform.clone().unwrap_or_else(PlatformSpec::host),
         creds: spec.oci.creds.clone(),
         tls_verify: spec.oci.tls_verify,
         verify: spec.mode(),
@@ -291,11 +313,8 @@ fn fetch_oci_base(
         registries_d: paths.sandboxes_dir.join("registries.d"),
         lookaside: spec.oci.lookaside.clone(),
     };
-    let fetched = fetch_oci(&req, cache)?;
+    let fetched = fetch_oci(&req, cache).with_context(|| format!("pulling {oci}"))?;
     let manifest = &fetched.resolved.manifest.descriptor;
-    let blob = cache
-        .blob(&manifest.digest)
-        .context("internal: the manifest left the cache")?;
     Ok(FetchedImage {
         image: RefBlob {
             role: "manifest".to_string(),
@@ -305,11 +324,10 @@ fn fetch_oci_base(
             etag: None,
             last_modified: None,
         },
-        blob,
         nspawn: None,
         verification: fetched.verification.clone(),
         version: None,
         file_name: oci.to_string(),
-        oci: Some(fetched),
+        content: Content::Oci(Box::new(fetched)),
     })
 }

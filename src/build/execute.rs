@@ -25,14 +25,12 @@ use crate::cache::layout::{CacheLayout, RefKind};
 use crate::cache::{Cache, Ref};
 use crate::machine::host::{Host, Program, run_str};
 use crate::machine::materialise::{self, MaterialiseOptions, Staging};
-use crate::oci::apply_image;
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
 use crate::pull::{FetchedImage, PullSpec, fetch_verified};
 use crate::source::SourceRef;
-use crate::source::oci_pull::CacheBlobs;
 use crate::source::sums::VerifyMode;
-use crate::unpack::{Root, UnpackOptions};
+use crate::unpack::Root;
 use crate::verify::Digest;
 use crate::verify::digest::Hasher;
 
@@ -334,9 +332,8 @@ pub(crate) fn unpack_and_layer(
     Ok((staging, fixups))
 }
 
-/// Unpacks the base into a new staging directory in `staging_parent` (removed on drop): a
-/// tarball with importd's flattening, or an OCI image's layers from the cache (each layer
-/// verified again as it is read, and its diff_id).
+/// Unpacks the base into a new staging directory in `staging_parent` (removed on drop), as
+/// every pull does (`materialise::materialise`).
 pub(crate) fn unpack_base(
     progress: ProgressMode,
     cache: &Cache,
@@ -345,19 +342,8 @@ pub(crate) fn unpack_base(
     name: &str,
 ) -> Result<Staging> {
     let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
-    let Some(oci) = &fetched.oci else {
-        return materialise::unpack_into_staging(&fetched.blob, staging_parent, name, &bar);
-    };
-    let staging = Staging::create(staging_parent, name)?;
-    let root = Root::open(staging.path())?;
-    apply_image(
-        &root,
-        &CacheBlobs(cache),
-        &oci.resolved,
-        &UnpackOptions::for_this_host(),
-    )?;
-    bar.finish();
-    Ok(staging)
+    // The build renders its own settings: an image's `.nspawn` is not used here.
+    materialise::materialise(cache, fetched, staging_parent, name, &bar)
 }
 
 /// The plan's files and the fix-ups, then the bake steps (which see the finished tree).

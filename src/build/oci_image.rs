@@ -28,7 +28,7 @@ pub const LABEL_TEMPLATE: &str = "org.sandboxes.template";
 pub const LABEL_TEMPLATE_HASH: &str = "org.sandboxes.template.hash";
 pub const LABEL_BASE_SOURCE: &str = "org.sandboxes.base.source";
 pub const LABEL_BASE_DIGEST: &str = "org.sandboxes.base.digest";
-pub const LABEL_NSPAWN: &str = "org.sandboxes.nspawn";
+use crate::oci::LABEL_NSPAWN;
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";

@@ -131,7 +131,7 @@ pub fn export_oci(
     let staging = execute::unpack_base(progress, &cache, &fetched, &tmp, &req.name)
         .with_context(|| format!("unpacking {}", spec.source.source.display()))?;
     let mut layers = Vec::new();
-    if fetched.oci.is_none() {
+    if fetched.oci().is_none() {
         let bar = progress.task("Archiving the base as a layer");
         layers.push(write_layer(&work.0.join("base.tar.gz"), |w| {
             tarball::write_tree(staging.path(), w, clamp)
@@ -153,7 +153,7 @@ pub fn export_oci(
     let source = spec.source.source.display();
     let new: Vec<NewLayer> = layers.iter().map(|l| l.layer.clone()).collect();
     let host = PlatformSpec::host();
-    let base = match &fetched.oci {
+    let base = match fetched.oci() {
         Some(oci) => BaseInfo::Oci {
             source: &source,
             name: match crate::oci::OciSource::parse(&source) {

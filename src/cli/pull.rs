@@ -13,13 +13,11 @@ use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
 use crate::oci::auth::{Credentials, CredsParser};
 use crate::oci::{OciSource, PlatformSpec};
-use crate::pull::{PullSpec, fetch_verified};
-use crate::source::SourceRef;
-use crate::source::oci_materialise;
-use crate::source::oci_pull::{self, OciRequest};
+use crate::pull::{FetchedImage, OciOptions, PullSpec, fetch_verified};
+use crate::source::oci_pull::OciFetched;
 use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
-use crate::source::tarball;
+use crate::source::{SourceRef, naming};
 use crate::verify::Digest;
 
 #[derive(Args, Debug)]
@@ -93,31 +91,15 @@ struct PullResult {
 
 pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
     let source = SourceRef::parse(&args.source)?;
-    let alias = match &source {
-        SourceRef::Images(a) => Some(ss::parse_alias(a)?),
-        SourceRef::Oci(s) => return run_oci(settings, &args, s),
-        SourceRef::Url(_) | SourceRef::File(_) => None,
-    };
-    if args.platform.is_some() || args.creds.is_some() || !args.tls_verify {
-        bail!(
-            "--platform, --creds and --tls-verify are for OCI sources (docker://, oci-layout:, oci-archive:)"
-        );
-    }
-    if args.cosign_key.is_some() || args.lookaside.is_some() {
-        bail!("--cosign-key and --lookaside are for docker:// sources");
-    }
+    let oci = check_options(&source, &args)?;
+    // How the image is named in messages and records (an OCI reference as parsed).
+    let shown = oci
+        .as_ref()
+        .map_or_else(|| source.display(), |o| o.to_string());
     let name = match args.name.as_deref() {
         Some("-") => None,
         Some(n) => Some(n.to_string()),
-        None => Some(match &alias {
-            Some(a) => ss::default_machine_name(a),
-            None => tarball::default_name(&source).with_context(|| {
-                format!(
-                    "cannot derive a machine name from {}; give one as the second argument",
-                    source.display()
-                )
-            })?,
-        }),
+        None => Some(default_name(&source)?),
     };
     if let Some(n) = &name {
         check_name(settings, n, args.force)?;
@@ -132,60 +114,124 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         arch: args.arch.clone(),
         images_server: args.images_server.clone(),
         allow_downgrade: args.allow_downgrade,
-        oci: Default::default(),
+        oci: OciOptions {
+            creds: args.creds.clone(),
+            tls_verify: args.tls_verify,
+            cosign_key: args.cosign_key.clone(),
+            lookaside: args.lookaside.clone(),
+            platform: match &args.platform {
+                Some(p) => Some(PlatformSpec::parse(p)?),
+                None => None,
+            },
+        },
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let fetched = fetch_verified(&settings.paths, settings.progress, &cache, &spec)?;
-    let blob = fetched.blob.clone();
 
-    let mut result = PullResult {
-        name: name.clone(),
-        path: None,
-        source: source.display(),
-        digest: fetched.image.digest,
-        verification: fetched.verification.clone(),
-        version: fetched.version.clone(),
-        nspawn: None,
-    };
+    let mut placed = Placed::default();
     if let Some(n) = &name {
+        let machines_dir = &settings.paths.machines_dir;
         let _lock = cache.lock(
-            &format!("machine-{}", settings.paths.machines_dir.join(n).display()),
+            &format!("machine-{}", machines_dir.join(n).display()),
             &format!("another pull into machine `{n}`"),
         )?;
-        let nspawn = match &fetched.nspawn {
-            Some(b) => Some(cache.read_blob(&b.digest)?),
-            None => None,
-        };
-        materialise::ensure_machines_dir(&settings.paths.machines_dir)?;
+        materialise::ensure_machines_dir(machines_dir)?;
         let bar = settings
             .progress
             .task(&format!("Unpacking {}", fetched.file_name));
+        let into = || format!("materialising {shown} into {}", machines_dir.display());
         let staging =
-            materialise::unpack_into_staging(&blob, &settings.paths.machines_dir, n, &bar)
-                .with_context(|| {
-                    format!(
-                        "materialising {} into {}",
-                        source.display(),
-                        settings.paths.machines_dir.display()
-                    )
-                })?;
+            materialise::materialise(&cache, &fetched, machines_dir, n, &bar).with_context(into)?;
+        let nspawn = materialise::image_settings(&cache, &fetched, &staging).with_context(into)?;
         let opts = MaterialiseOptions {
             force: args.force,
             read_only: args.read_only,
         };
-        let path = materialise::publish(
-            staging,
-            &settings.paths.machines_dir,
-            n,
-            nspawn.as_deref(),
-            &opts,
-        )?;
-        if nspawn.is_some() {
-            result.nspawn = Some(settings.paths.machines_dir.join(format!("{n}.nspawn")));
-        }
-        result.path = Some(path);
+        let path = materialise::publish(staging, machines_dir, n, nspawn.as_deref(), &opts)
+            .with_context(into)?;
+        placed = Placed {
+            path: Some(path),
+            nspawn: nspawn.map(|_| machines_dir.join(format!("{n}.nspawn"))),
+        };
     }
+    match fetched.oci() {
+        None => report_tarball(settings, shown, name, &fetched, placed),
+        Some(o) => report_oci(settings, shown, name, o, placed),
+    }
+}
 
+/// The options that only some source kinds take: refused for the others. For an OCI source,
+/// its parsed form.
+fn check_options(source: &SourceRef, args: &PullArgs) -> Result<Option<OciSource>> {
+    let SourceRef::Oci(s) = source else {
+        if let SourceRef::Images(a) = source {
+            ss::parse_alias(a)?;
+        }
+        if args.platform.is_some() || args.creds.is_some() || !args.tls_verify {
+            bail!(
+                "--platform, --creds and --tls-verify are for OCI sources (docker://, oci-layout:, oci-archive:)"
+            );
+        }
+        if args.cosign_key.is_some() || args.lookaside.is_some() {
+            bail!("--cosign-key and --lookaside are for docker:// sources");
+        }
+        return Ok(None);
+    };
+    let oci = OciSource::parse(s)?;
+    if (args.cosign_key.is_some() || args.lookaside.is_some())
+        && !matches!(oci, OciSource::Registry(_))
+    {
+        bail!(
+            "--cosign-key and --lookaside are for docker:// sources: {oci} is checked by digest only"
+        );
+    }
+    if args.checksum.is_some() {
+        bail!("--checksum pins tarballs; pin an OCI image by its digest: docker://REPO@sha256:HEX");
+    }
+    if !args.keyring.is_empty() {
+        bail!(
+            "--keyring is for tarball and images: signatures; OCI signatures are not yet checked"
+        );
+    }
+    if let Some(p) = &args.platform {
+        PlatformSpec::parse(p)?;
+    }
+    Ok(Some(oci))
+}
+
+/// The machine name when none is given (`source::naming`).
+fn default_name(source: &SourceRef) -> Result<String> {
+    naming::default_name(source)?.with_context(|| {
+        format!(
+            "cannot derive a machine name from {}; give one as the second argument",
+            source.display()
+        )
+    })
+}
+
+/// Where a pull put its machine, when it made one.
+#[derive(Default)]
+struct Placed {
+    path: Option<PathBuf>,
+    nspawn: Option<PathBuf>,
+}
+
+fn report_tarball(
+    settings: &Settings,
+    source: String,
+    name: Option<String>,
+    fetched: &FetchedImage,
+    placed: Placed,
+) -> Result<ExitCode> {
+    let result = PullResult {
+        name,
+        path: placed.path,
+        source,
+        digest: fetched.image.digest,
+        verification: fetched.verification.clone(),
+        version: fetched.version.clone(),
+        nspawn: placed.nspawn,
+    };
     if settings.json {
         super::print_json(&result)?;
     } else {
@@ -246,87 +292,26 @@ struct OciPullResult {
     layer_bytes_fetched: u64,
 }
 
-/// `sandbox pull docker://…|oci-layout:…|oci-archive:…`.
-fn run_oci(settings: &Settings, args: &PullArgs, source: &str) -> Result<ExitCode> {
-    let oci = OciSource::parse(source)?;
-    if (args.cosign_key.is_some() || args.lookaside.is_some())
-        && !matches!(oci, OciSource::Registry(_))
-    {
-        bail!(
-            "--cosign-key and --lookaside are for docker:// sources: {oci} is checked by digest only"
-        );
-    }
-    if args.checksum.is_some() {
-        bail!("--checksum pins tarballs; pin an OCI image by its digest: docker://REPO@sha256:HEX");
-    }
-    if !args.keyring.is_empty() {
-        bail!(
-            "--keyring is for tarball and images: signatures; OCI signatures are not yet checked"
-        );
-    }
-    let platform = match &args.platform {
-        Some(p) => PlatformSpec::parse(p)?,
-        None => PlatformSpec::host(),
-    };
-    let name = match args.name.as_deref() {
-        Some("-") => None,
-        Some(n) => Some(n.to_string()),
-        None => Some(oci_materialise::default_name(&oci).with_context(|| {
-            format!("cannot derive a machine name from {oci}; give one as the second argument")
-        })?),
-    };
-    if let Some(n) = &name {
-        check_name(settings, n, args.force)?;
-    }
-    let req = OciRequest {
-        source: &oci,
-        platform,
-        creds: args.creds.clone(),
-        tls_verify: args.tls_verify,
-        verify: args.verify,
-        policy_file: settings.paths.sandboxes_dir.join("policy.json"),
-        offline: args.offline,
-        cosign_key: args.cosign_key.clone(),
-        registries_d: settings.paths.sandboxes_dir.join("registries.d"),
-        lookaside: args.lookaside.clone(),
-    };
-    let cache = Cache::open(&settings.paths.cache_dir())?;
-    let fetched = oci_pull::fetch_oci(&req, &cache).with_context(|| format!("pulling {oci}"))?;
+fn report_oci(
+    settings: &Settings,
+    source: String,
+    name: Option<String>,
+    fetched: &OciFetched,
+    placed: Placed,
+) -> Result<ExitCode> {
     let manifest_digest = fetched.resolved.manifest.descriptor.digest;
-    let mut result = OciPullResult {
-        name: name.clone(),
-        path: None,
-        source: oci.to_string(),
+    let result = OciPullResult {
+        name,
+        path: placed.path,
+        source,
         digest: manifest_digest,
         manifest_digest,
         config_digest: fetched.resolved.image.config.digest,
         platform: fetched.platform.clone(),
         verification: fetched.verification.clone(),
-        nspawn: None,
+        nspawn: placed.nspawn,
         layer_bytes_fetched: fetched.layer_bytes_fetched,
     };
-    if let Some(n) = &name {
-        let machines_dir = &settings.paths.machines_dir;
-        let _lock = cache.lock(
-            &format!("machine-{}", machines_dir.join(n).display()),
-            &format!("another pull into machine `{n}`"),
-        )?;
-        let opts = MaterialiseOptions {
-            force: args.force,
-            read_only: args.read_only,
-        };
-        let done = oci_materialise::materialise_oci(
-            &cache,
-            &fetched,
-            machines_dir,
-            n,
-            &result.source,
-            &opts,
-        )
-        .with_context(|| format!("materialising {oci} into {}", machines_dir.display()))?;
-        result.path = Some(done.path);
-        result.nspawn = done.nspawn;
-    }
     if settings.json {
         super::print_json(&result)?;
     } else {

@@ -1,5 +1,7 @@
-//! Materialising a verified image into the machines dir: unpack into a private staging
-//! directory next to the target, then publish with one rename.
+//! Materialising a verified image into the machines dir: [`materialise`] makes its tree in a
+//! private staging directory next to the target (a tarball unpacked, or an OCI image's layers
+//! applied), then [`publish`] puts it in place with one rename. `sandbox pull` and `sandbox
+//! build` both go this way.
 //!
 //! The staging directory is `.#NAME<random>` with mode 0700 (machined hides `.#` entries, and
 //! nobody else can look into a half-written tree). On any failure it is removed, so the machines
@@ -14,8 +16,12 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{CWD, IFlags, RenameFlags, ioctl_getflags, ioctl_setflags, renameat_with};
 
 use super::artifacts::{self, Artifact, Kind, Shape};
+use crate::cache::Cache;
 use crate::cache::store::write_atomic;
+use crate::oci::{apply_image, settings_for};
 use crate::progress::Progress;
+use crate::pull::{Content, FetchedImage};
+use crate::source::oci_pull::CacheBlobs;
 use crate::unpack::decompress;
 use crate::unpack::{Root, UnpackOptions, unpack_tar};
 
@@ -84,8 +90,58 @@ pub fn ensure_machines_dir(machines_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes the tree of `image` in a new staging directory in `parent` (the machines dir, or
+/// where a build assembles its rootfs): a tarball is unpacked, an OCI image's layers are
+/// applied from the cache (each blob verified again as it is read, each layer against its
+/// diff_id), with the same safety and options either way.
+pub fn materialise(
+    cache: &Cache,
+    image: &FetchedImage,
+    parent: &Path,
+    name: &str,
+    progress: &Progress,
+) -> Result<Staging> {
+    match &image.content {
+        Content::Tarball { blob } => unpack_into_staging(blob, parent, name, progress),
+        Content::Oci(oci) => {
+            let staging = Staging::create(parent, name)?;
+            let root = Root::open(staging.path())
+                .with_context(|| format!("opening {}", staging.path().display()))?;
+            apply_image(
+                &root,
+                &CacheBlobs(cache),
+                &oci.resolved,
+                &UnpackOptions::for_this_host(),
+            )?;
+            progress.finish();
+            Ok(staging)
+        }
+    }
+}
+
+/// The `.nspawn` that goes next to `image`'s tree in `staging` when it is pulled as a
+/// machine: a tarball's companion file, or what an OCI image needs (`oci::settings_for`).
+pub fn image_settings(
+    cache: &Cache,
+    image: &FetchedImage,
+    staging: &Staging,
+) -> Result<Option<Vec<u8>>> {
+    match &image.content {
+        Content::Tarball { .. } => match &image.nspawn {
+            Some(b) => Ok(Some(cache.read_blob(&b.digest)?)),
+            None => Ok(None),
+        },
+        Content::Oci(oci) => {
+            let root = Root::open(staging.path())
+                .with_context(|| format!("opening {}", staging.path().display()))?;
+            let config = oci.resolved.config.config.as_ref();
+            Ok(settings_for(&root, config, &image.file_name)?.map(String::into_bytes))
+        }
+    }
+}
+
 /// Unpacks the (compressed) tarball at `blob` into a new staging directory and returns it.
-pub fn unpack_into_staging(
+fn unpack_into_staging(
     blob: &Path,
     machines_dir: &Path,
     name: &str,

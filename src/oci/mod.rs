@@ -77,7 +77,7 @@ pub use image::{ImageProvenance, ResolvedImage, choose_manifest, resolve_image};
 pub use layers::{AppliedLayer, apply_image, apply_layers};
 pub use layout::OciLayout;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, parse_manifest};
-pub use nspawn::{has_init, render_exec_section};
+pub use nspawn::{LABEL_NSPAWN, has_init, render_exec_section, settings_for};
 pub use platform::{Platform, PlatformSpec};
 pub use push::{BlobFrom, push_image};
 pub use reference::{ImageReference, OciSource};

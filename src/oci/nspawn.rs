@@ -25,6 +25,31 @@ use std::path::Path;
 use super::config::ContainerConfig;
 use crate::unpack::{Root, UnpackError};
 
+/// The label in which `sandbox build` carries the `.nspawn` its templates rendered.
+pub const LABEL_NSPAWN: &str = "org.sandboxes.nspawn";
+
+/// The `.nspawn` that goes next to an image unpacked at `root`: for an image `sandbox build`
+/// made, the settings its templates rendered ([`LABEL_NSPAWN`]; in the machines dir,
+/// systemd-nspawn trusts only their unprivileged settings); for an image without init, the
+/// `[Exec]` section that runs its process; none for an image that boots.
+pub fn settings_for(
+    root: &Root,
+    config: Option<&ContainerConfig>,
+    image: &str,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    let built = config
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(LABEL_NSPAWN));
+    if let Some(settings) = built {
+        return Ok(Some(settings.clone()));
+    }
+    if has_init(root).context("looking for an init system in the image")? {
+        return Ok(None);
+    }
+    Ok(Some(render_exec_section(config, image)?))
+}
+
 /// Where an init system is looked for, resolved inside the rootfs.
 pub const INIT_PATHS: [&str; 3] = [
     "/sbin/init",

@@ -7,7 +7,7 @@ pub mod fetch;
 pub mod http;
 pub mod images;
 mod images_verify;
-pub mod oci_materialise;
+pub mod naming;
 pub mod oci_pull;
 pub mod oci_signatures;
 pub mod simplestreams;

@@ -39,11 +39,6 @@ pub struct CachedTarball {
     pub file_name: String,
 }
 
-/// The machine name a tarball source gets when none is given.
-pub fn default_name(source: &SourceRef) -> Option<String> {
-    source.file_name().map(|f| strip_tar_suffix(&f).to_string())
-}
-
 fn site_of(source: &SourceRef, http: &Http) -> Result<(Site, String)> {
     let file_name = source
         .file_name()
@@ -258,13 +253,5 @@ mod tests {
         assert_eq!(nspawn_name("debian.tar.xz"), "debian.nspawn");
         assert_eq!(nspawn_name("rootfs.tgz"), "rootfs.nspawn");
         assert_eq!(nspawn_name("raw"), "raw.nspawn");
-    }
-
-    #[test]
-    fn default_names() {
-        let s = SourceRef::parse("https://example.org/images/fedora.tar.zst").unwrap();
-        assert_eq!(default_name(&s).as_deref(), Some("fedora"));
-        let s = SourceRef::parse("/srv/x/alpine.tar").unwrap();
-        assert_eq!(default_name(&s).as_deref(), Some("alpine"));
     }
 }
