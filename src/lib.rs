@@ -8,12 +8,15 @@
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod digest;
+pub mod export;
 pub mod machine;
 pub mod oci;
 pub mod paths;
 pub mod progress;
 pub mod pull;
 pub mod source;
+pub mod template;
 pub mod transfer;
 pub mod unpack;
 pub mod verify;

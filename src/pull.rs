@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, RefBlob, Verification};
+use crate::digest::Digest;
 use crate::oci::auth::Credentials;
 use crate::oci::{OciSource, PlatformSpec};
 use crate::paths::HostPaths;
@@ -22,7 +23,6 @@ use crate::source::oci_pull::{OciFetched, OciRequest, fetch_oci};
 use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
 use crate::source::tarball::{self, TarballRequest};
-use crate::verify::Digest;
 use crate::verify::openpgp::{LXC_IMAGES_ORIGIN, TrustStore, load_trust_store, lxc_images_cert};
 
 /// What to pull and how to verify it.

@@ -30,23 +30,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
 use super::bake_ns::{self, StepRoot};
-use super::plan::BuildPlan;
+use crate::template::plan::{BakeStep, BuildPlan, label};
 use crate::unpack::Root;
 use crate::unpack::root::Existing;
-
-/// One `[build] run` entry and where it comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BakeStep {
-    /// Passed to `/bin/sh -c` as written (never substituted).
-    pub command: String,
-    /// The template it belongs to.
-    pub template: String,
-    /// `file:line` of the entry.
-    pub place: String,
-}
 
 /// The resolver configuration steps get: the host's, even with `--root`, since a step uses
 /// the host's network.
@@ -55,11 +43,6 @@ const RESOLV_CONF: &str = "etc/resolv.conf";
 /// A longer line is passed on in pieces, so a step printing without newlines cannot make the
 /// build hold its output in memory.
 const MAX_LINE: usize = 16 * 1024;
-
-/// `bake 2/3`. Pure.
-pub fn label(index: usize, count: usize) -> String {
-    format!("bake {}/{count}", index + 1)
-}
 
 /// The whole environment of a step: nothing of the build's own leaks in. Pure.
 pub fn step_env(name: &str) -> Vec<(&'static str, String)> {

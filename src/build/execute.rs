@@ -13,26 +13,27 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::compose::Composition;
 use super::fixups::{self, FixupReport};
-use super::generate::NvidiaFiles;
 use super::hostfiles::HostFiles;
-use super::library::Content;
-use super::plan::{Base, BuildPlan, Keyring, RenderInputs, TemplateSpec};
-use super::state::{self, SandboxState};
-use super::{dropin, zfs};
 use crate::cache::layout::{CacheLayout, RefKind};
 use crate::cache::{Cache, Ref};
+use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::machine::host::{Host, Program, run_str};
 use crate::machine::materialise::{self, MaterialiseOptions, Staging};
+use crate::machine::state::{self, SandboxState};
+use crate::machine::zfs;
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
 use crate::pull::{FetchedImage, PullSpec, fetch_verified};
 use crate::source::SourceRef;
 use crate::source::sums::VerifyMode;
+use crate::template::compose::Composition;
+use crate::template::dropin;
+use crate::template::generate::NvidiaFiles;
+use crate::template::library::Content;
+use crate::template::plan::{Base, BuildPlan, Keyring, RenderInputs, TemplateSpec};
 use crate::unpack::Root;
-use crate::verify::Digest;
-use crate::verify::digest::Hasher;
 
 /// What to build.
 #[derive(Debug, Clone, Default)]

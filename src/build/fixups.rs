@@ -27,9 +27,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::ini;
-use super::library::Content;
-use super::plan::{Base, BuildPlan};
+use crate::template::ini;
+use crate::template::library::Content;
+use crate::template::plan::{Base, BuildPlan};
 use crate::unpack::Root;
 use crate::unpack::root::Existing;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 pub const LAYOUT_VERSION: &str = "v1";
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::layout::LAYOUT_VERSION;
 use super::store::{Cache, hash_file, read_dir_sorted};
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 #[derive(Debug, Serialize)]
 pub struct RefRow {

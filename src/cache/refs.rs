@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// One blob a ref uses, with the HTTP validators it was fetched with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use super::layout::{CACHEDIR_TAG, CacheLayout, RefKind};
 use super::lock::{self, LockGuard, LockMode};
 use super::refs::Ref;
-use crate::verify::Digest;
-use crate::verify::digest::HashingWriter;
+use crate::digest::Digest;
+use crate::digest::HashingWriter;
 
 /// An open cache. Holds the cache's lock (shared, or exclusive for gc) for its whole life.
 pub struct Cache {
@@ -317,7 +317,7 @@ pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Hashes a file.
 pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    crate::verify::digest::digest_reader(io::BufReader::with_capacity(256 * 1024, f))
+    crate::digest::digest_reader(io::BufReader::with_capacity(256 * 1024, f))
         .with_context(|| format!("reading {}", path.display()))
 }
 

@@ -8,13 +8,13 @@ use serde::Serialize;
 
 use super::Settings;
 use crate::build::execute::{self, BuildRequest};
-use crate::build::export::{self, ExportCompression, ExportOptions, ExportReport};
-use crate::build::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
-use crate::build::oci_signing::SigningOptions;
-use crate::build::output::Output;
-use crate::build::{Composition, Library, parse_nvidia_list, parse_set};
+use crate::export::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
+use crate::export::output::Output;
+use crate::export::sign::SigningOptions;
+use crate::export::tar_output::{self, ExportCompression, ExportOptions, ExportReport};
 use crate::machine::host::SystemHost;
 use crate::oci::auth::{Credentials, CredsParser};
+use crate::template::{Composition, Library, parse_nvidia_list, parse_set};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -85,7 +85,7 @@ pub struct BuildArgs {
 #[derive(Serialize)]
 struct BuildJson<'a> {
     #[serde(flatten)]
-    state: &'a crate::build::state::SandboxState,
+    state: &'a crate::machine::state::SandboxState,
     fixups: &'a [String],
     handoff: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,7 +93,7 @@ struct BuildJson<'a> {
 }
 
 /// The host's NVIDIA driver files, from `nvidia-container-cli list`.
-fn nvidia_files() -> Result<crate::build::NvidiaFiles> {
+fn nvidia_files() -> Result<crate::template::NvidiaFiles> {
     let out = std::process::Command::new("nvidia-container-cli")
         .arg("list")
         .output()
@@ -266,7 +266,7 @@ fn run_tar_export(
         sign_key: args.sign_key.clone(),
         source_date_epoch: source_date_epoch()?,
     };
-    let report = export::export(&settings.paths, settings.progress, composition, req, &opts)?;
+    let report = tar_output::export(&settings.paths, settings.progress, composition, req, &opts)?;
     print_export(settings, &report)
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Settings;
 use crate::cache::{Cache, Verification};
+use crate::digest::Digest;
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
 use crate::oci::auth::{Credentials, CredsParser};
@@ -18,7 +19,6 @@ use crate::source::oci_pull::OciFetched;
 use crate::source::simplestreams as ss;
 use crate::source::sums::VerifyMode;
 use crate::source::{SourceRef, naming};
-use crate::verify::Digest;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {

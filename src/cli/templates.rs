@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Settings;
-use crate::build::{Library, TemplateInfo};
+use crate::template::{Library, TemplateInfo};
 
 #[derive(Args, Debug)]
 pub struct TemplatesArgs {}

@@ -19,10 +19,10 @@ use anyhow::{Context, Result, bail};
 use tracing::debug;
 
 use super::manifest::MAX_MANIFEST_SIZE;
+use crate::digest::Digest;
+use crate::digest::HashingWriter;
 use crate::unpack::decompress;
 use crate::unpack::show_bytes;
-use crate::verify::Digest;
-use crate::verify::digest::HashingWriter;
 
 /// What an archive held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

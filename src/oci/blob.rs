@@ -9,8 +9,8 @@ use std::io::{self, Read};
 use anyhow::{Context, Result, bail};
 
 use super::manifest::Descriptor;
-use crate::verify::Digest;
-use crate::verify::digest::Hasher;
+use crate::digest::Digest;
+use crate::digest::Hasher;
 
 /// Where blobs come from. Implementations only find bytes by name; checking them is done here.
 pub trait BlobSource {

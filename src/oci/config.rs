@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::platform::PlatformSpec;
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// Configs larger than this are refused before parsing (real ones are kilobytes; history
 /// entries are the only part that grows).

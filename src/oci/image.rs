@@ -13,7 +13,7 @@ use super::manifest::{
 };
 use super::media::{self, LayerCompression};
 use super::platform::PlatformSpec;
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// Nested indexes deeper than this are refused (real ones nest once, in layouts).
 const MAX_INDEX_DEPTH: usize = 4;

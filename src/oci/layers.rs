@@ -22,11 +22,11 @@ use super::blob::{BlobSource, VerifiedReader};
 use super::image::ResolvedImage;
 use super::manifest::Descriptor;
 use super::media::{LayerCompression, layer_compression};
+use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::unpack::decompress::{self, Compression, ThreadedReader};
 use crate::unpack::layers::{LayerSummary, unpack_layer};
 use crate::unpack::{Root, UnpackOptions};
-use crate::verify::Digest;
-use crate::verify::digest::Hasher;
 
 /// What applying one layer did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

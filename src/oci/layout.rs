@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::blob::BlobSource;
 use super::manifest::{Descriptor, ImageIndex, MAX_MANIFEST_SIZE, Manifest, parse_manifest};
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// The `oci-layout` marker is a few dozen bytes.
 const MAX_MARKER_SIZE: u64 = 64 << 10;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::media::{self, ManifestKind};
 use super::platform::Platform;
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// Manifests and indexes larger than this are refused before parsing.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;

@@ -7,7 +7,7 @@
 //! OciSource::parse("docker://…" | "oci-layout:DIR[:TAG]" | "oci-archive:FILE[:TAG]")
 //!   oci-archive: extract_oci_archive(file, tmp dir) ──▶ an image layout
 //!   OciLayout::open(dir)?.resolve(tag)        ──▶ top Descriptor
-//!   docker://: policy::Policy::decide, then registry::Registry::manifest ──▶ top Descriptor
+//!   docker://: verify::policy::Policy::decide, then registry::Registry::manifest ──▶ top Descriptor
 //!     (then its cosign / simple signing signatures: source::oci_signatures)
 //! resolve_image(&dyn BlobSource, &top, &PlatformSpec)
 //!   index ─▶ choose_manifest(platform) ─▶ manifest ─▶ config ─▶ layers + diff_ids
@@ -35,37 +35,26 @@
 //! manifests, indexes), `config` (image config), `platform` (os/arch/variant, matching),
 //! `blob` (verified reading, the `BlobSource` trait), `layout` (image layout directories),
 //! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying), `nspawn`
-//! (init detection and the `[Exec]` section for application images), `registry` (the
-//! distribution HTTP API: manifests, blobs, Basic and Bearer auth), `push` (blob uploads and
-//! mounts, manifest PUTs, `push_image`, on the same client), `auth` (credentials from
-//! flags, auth files and helpers), `policy` (which `docker://` images may be pulled and which
-//! signatures they need), `cosign` (cosign signature payloads and keys), `lookaside`
-//! (registries.d lookaside stores of simple signing); for signing: `cosign_key` (cosign
-//! private keys, encrypted or not), `cosign_sign` (cosign payloads and `.sig` images),
-//! `simple_sign` (simple signing messages written into a lookaside store). The
-//! cache and machine side of a pull is `source::oci_pull`.
+//! (init detection and the `.nspawn` an image needs), `registry` (the distribution HTTP API:
+//! manifests, blobs, Basic and Bearer auth), `push` (blob uploads and mounts, manifest PUTs,
+//! `push_image`, on the same client), `auth` (credentials from flags, auth files and helpers).
+//! Signature checks (policy, cosign, simple signing's lookaside) are `verify`'s; signing and
+//! layout writing are `export`'s; the cache and machine side of a pull is `source::oci_pull`.
 
 pub mod archive;
 pub mod auth;
 pub mod blob;
 pub mod config;
-pub mod cosign;
-pub mod cosign_key;
-pub mod cosign_sign;
 pub mod image;
 pub mod layers;
 pub mod layout;
-pub mod layout_write;
-pub mod lookaside;
 pub mod manifest;
 pub mod media;
 pub mod nspawn;
 pub mod platform;
-pub mod policy;
 pub mod push;
 pub mod reference;
 pub mod registry;
-pub mod simple_sign;
 
 #[cfg(test)]
 mod tests;

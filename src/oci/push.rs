@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt as _;
 
 use super::manifest::Descriptor;
 use super::registry::{Registry, error_detail, shown, shown_url, status_message};
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// How many blobs [`push_image`] uploads at once.
 const PARALLEL_UPLOADS: usize = 3;

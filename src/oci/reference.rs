@@ -16,7 +16,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's registry API is actually served.

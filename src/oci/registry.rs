@@ -335,7 +335,7 @@ impl Registry {
 
     /// The OCI 1.1 referrers of `digest` (`GET /v2/<repo>/referrers/<digest>`), or `None` when
     /// the registry does not offer that API (404, 400, 405: distribution 2.x, for one).
-    pub async fn referrers(&self, digest: &crate::verify::Digest) -> Result<Option<ImageIndex>> {
+    pub async fn referrers(&self, digest: &crate::digest::Digest) -> Result<Option<ImageIndex>> {
         let resp = self
             .get("referrers", &digest.to_string(), Some(media::OCI_INDEX))
             .await?;
@@ -358,7 +358,7 @@ impl Registry {
 
     /// GETs a blob (or, for digests the registry keeps as manifests, the manifest), as a
     /// response whose body the caller streams and verifies.
-    pub async fn blob(&self, digest: &crate::verify::Digest) -> Result<reqwest::Response> {
+    pub async fn blob(&self, digest: &crate::digest::Digest) -> Result<reqwest::Response> {
         let resp = self.get("blobs", &digest.to_string(), None).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             // Manifests inside an index live under /manifests/, not /blobs/, on most registries.

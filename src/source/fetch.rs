@@ -9,8 +9,8 @@ use super::http::{Download, PartCheck, Validators};
 use super::site::Site;
 use crate::cache::lock::LockGuard;
 use crate::cache::{Cache, RefBlob};
+use crate::digest::Digest;
 use crate::progress::{ProgressMode, ProgressReader};
-use crate::verify::Digest;
 
 /// Fetches `file_name` from `site` into the cache as a blob with `role`:
 /// - nothing is transferred when `expected` is already cached;

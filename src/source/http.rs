@@ -22,9 +22,9 @@ use url::Url;
 use super::redact_url;
 use crate::cache::Cache;
 use crate::cache::store::write_atomic;
+use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::progress::Progress;
-use crate::verify::Digest;
-use crate::verify::digest::Hasher;
 
 /// A check of a complete download before it is published (e.g. a detached signature over it).
 pub type PartCheck<'a> = dyn Fn(&Path) -> Result<()> + Sync + 'a;

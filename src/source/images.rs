@@ -25,8 +25,8 @@ use super::site::Site;
 use super::sums::{self, VerifyMode};
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
+use crate::digest::Digest;
 use crate::progress::ProgressMode;
-use crate::verify::Digest;
 use crate::verify::checksums;
 use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
 

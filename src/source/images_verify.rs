@@ -8,7 +8,7 @@ use super::images::{Build, ImagesRequest, ref_key};
 use super::site::Site;
 use super::sums::{self, VerifyMode};
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
-use crate::verify::Digest;
+use crate::digest::Digest;
 use crate::verify::checksums::ChecksumEntry;
 use crate::verify::openpgp::TrustStore;
 

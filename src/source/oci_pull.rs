@@ -17,7 +17,7 @@
 //!
 //! Materialising a fetched image into a machine is `oci_materialise`.
 //!
-//! `docker://` pulls first ask the signature policy ([`crate::oci::policy`]); local sources
+//! `docker://` pulls first ask the signature policy ([`crate::verify::policy`]); local sources
 //! are named by the person pulling and checked by digest, so the policy does not apply.
 //! cosign signatures the policy or `--cosign-key` requires are checked right after the top
 //! manifest arrives, before anything else is fetched ([`super::oci_signatures`]).
@@ -33,6 +33,7 @@ use crate::cache::lock::LockGuard;
 use crate::cache::refs::now_rfc3339;
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
+use crate::digest::Digest;
 use crate::oci::auth::{Credentials, find_credentials};
 use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
@@ -47,7 +48,6 @@ use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
 use crate::source::sums::VerifyMode;
-use crate::verify::Digest;
 
 /// Registry layer downloads in flight at once.
 const PARALLEL_LAYERS: usize = 3;

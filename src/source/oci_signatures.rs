@@ -1,6 +1,6 @@
 //! Signature checks for `docker://` pulls: cosign key-based signatures (the `sha256-HEX.sig`
-//! tag of the same repository, see [`crate::oci::cosign`]) and containers simple signing (GPG
-//! signed messages in a lookaside store, see [`crate::oci::lookaside`]).
+//! tag of the same repository, see [`crate::verify::cosign`]) and containers simple signing (GPG
+//! signed messages in a lookaside store, see [`crate::verify::lookaside`]).
 //!
 //! Every key asked for (each `sigstoreSigned` / `signedBy` requirement of the policy scope, and
 //! `--cosign-key`) must have made at least one good signature whose payload names the pulled
@@ -12,20 +12,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::cache::Verification;
-use crate::oci::cosign::{
-    COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION,
-    SIMPLESIGNING_MEDIA_TYPE, check_payload, signature_tag,
-};
-use crate::oci::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
-use crate::oci::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
+use crate::digest::Digest;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::policy::{Decision, Policy};
 use crate::oci::registry::{Registry, read_limited, shown_url};
 use crate::oci::{ImageManifest, ImageReference};
 use crate::source::oci_pull::OciRequest;
 use crate::source::sums::VerifyMode;
-use crate::verify::Digest;
+use crate::verify::cosign::{
+    COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION,
+    SIMPLESIGNING_MEDIA_TYPE, check_payload, signature_tag,
+};
+use crate::verify::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
+use crate::verify::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
 use crate::verify::openpgp::{TrustStore, verify_inline};
+use crate::verify::policy::{Decision, Policy};
 
 /// Simple signing signatures read per image at most.
 const MAX_SIMPLE_SIGNATURES: u32 = 128;

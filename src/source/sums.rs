@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use super::site::Site;
 use crate::cache::{Cache, RefBlob, Verification};
-use crate::verify::Digest;
+use crate::digest::Digest;
 use crate::verify::checksums::{self, ChecksumEntry};
 use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
 

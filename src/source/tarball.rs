@@ -15,8 +15,8 @@ use super::sums::{self, VerifiedSums, VerifyMode};
 use super::{SourceRef, strip_tar_suffix};
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
+use crate::digest::Digest;
 use crate::progress::ProgressMode;
-use crate::verify::Digest;
 use crate::verify::openpgp::TrustStore;
 
 /// What to pull and how to check it.

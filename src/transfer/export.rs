@@ -13,8 +13,8 @@ use super::archive::{self, Sink};
 use super::manifest::{self, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestRef};
 use crate::cache::Cache;
 use crate::cache::store::sync_dir;
-use crate::verify::Digest;
-use crate::verify::digest::HashingReader;
+use crate::digest::Digest;
+use crate::digest::HashingReader;
 
 #[derive(Debug, Serialize)]
 pub struct ExportReport {

@@ -17,8 +17,8 @@ use super::manifest::{
 use super::reverify::{self, Outcome};
 use crate::cache::store::write_atomic;
 use crate::cache::{Cache, RefKind};
-use crate::verify::Digest;
-use crate::verify::digest::HashingReader;
+use crate::digest::Digest;
+use crate::digest::HashingReader;
 use crate::verify::openpgp::TrustStore;
 
 #[derive(Debug, Default, Serialize)]

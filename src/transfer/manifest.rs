@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Ref, RefKind};
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// Bumped when the manifest or the entry names change incompatibly.
 pub const FORMAT_VERSION: u32 = 1;

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefKind};
+use crate::digest::Digest;
 use crate::source::sums::{self, VerifyMode};
-use crate::verify::Digest;
 use crate::verify::openpgp::{TrustStore, verify_detached};
 
 const IMAGE_SIGNATURE: &str = "image-signature";

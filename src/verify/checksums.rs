@@ -4,7 +4,7 @@
 //! `<hex> *<name>` (binary mode), `<hex> <name>`; a `.sha256` file may also hold a bare `<hex>`.
 //! Blank lines and `#` comments are skipped. Names may carry a leading `./`.
 
-use super::Digest;
+use crate::digest::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChecksumEntry {

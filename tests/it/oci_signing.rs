@@ -18,14 +18,14 @@ use std::process::Command;
 
 use serde_json::json;
 
-use sandboxes::oci::ImageReference;
-use sandboxes::oci::cosign::CosignKey;
-use sandboxes::oci::cosign_key::load_cosign_signing_key;
-use sandboxes::oci::cosign_sign::sign_image;
-use sandboxes::oci::simple_sign::{
+use sandboxes::digest::Digest;
+use sandboxes::export::sign::cosign_key::load_cosign_signing_key;
+use sandboxes::export::sign::cosign_sign::sign_image;
+use sandboxes::export::sign::simple_sign::{
     sign_simple, simple_signing_identity, write_lookaside_signature,
 };
-use sandboxes::verify::Digest;
+use sandboxes::oci::ImageReference;
+use sandboxes::verify::cosign::CosignKey;
 use sandboxes::verify::openpgp::load_signing_key;
 
 use crate::harness::env::TestEnv;

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
+use sandboxes::digest::Digest;
 use sandboxes::oci::auth::Credentials;
 use sandboxes::oci::registry::Registry as Client;
 use sandboxes::oci::{BlobFrom, Descriptor, ImageManifest, ImageReference, push_image};
-use sandboxes::verify::Digest;
 
 use crate::harness::ocimage::{BuiltImage, Comp, Entry, ImageSpec, LayerSpec, build_image};
 use crate::harness::registry::Registry;

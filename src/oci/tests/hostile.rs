@@ -7,6 +7,7 @@ use std::fs;
 use serde_json::json;
 
 use super::util::{Comp, LayoutBuilder, compress};
+use crate::digest::Digest;
 use crate::oci::manifest::Descriptor;
 use crate::oci::{
     BlobError, OciLayout, PlatformSpec, ResolvedImage, apply_image, extract_oci_archive, media,
@@ -14,7 +15,6 @@ use crate::oci::{
 };
 use crate::unpack::tests::util::{Sandbox, Tar};
 use crate::unpack::{Root, UnpackError};
-use crate::verify::Digest;
 
 /// An archive member: name and content.
 type Member = (String, Vec<u8>);

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use crate::digest::Digest;
 use crate::oci::manifest::{Descriptor, REF_NAME_ANNOTATION};
 use crate::oci::media;
 use crate::oci::platform::Platform;
-use crate::verify::Digest;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Comp {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 use super::alias::ImageVersion;
 

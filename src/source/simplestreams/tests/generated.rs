@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// An item as a newer server generation publishes it; its bytes stand for real content.
 fn item(ftype: &str, path: &str, content: &[u8]) -> Value {

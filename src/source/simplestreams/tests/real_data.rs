@@ -1,7 +1,7 @@
 use serde_json::Value;
 
 use super::*;
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 #[test]
 fn every_real_product_and_item_parses() {

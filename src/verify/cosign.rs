@@ -16,8 +16,8 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use serde::Deserialize;
 
-use super::reference::ImageReference;
-use crate::verify::Digest;
+use crate::digest::Digest;
+use crate::oci::reference::ImageReference;
 
 /// The media type of a cosign signature payload layer.
 /// The artifact type of a cosign signature attached as an OCI 1.1 referrer.

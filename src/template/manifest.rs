@@ -12,9 +12,9 @@ use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::digest::Digest;
 use crate::source::SourceRef;
 use crate::source::sums::VerifyMode;
-use crate::verify::Digest;
 
 use super::generate::Generator;
 use super::vars::validate_var_name;

@@ -31,7 +31,7 @@ use p256::pkcs8::der::pem;
 use p256::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _, LineEnding, ObjectIdentifier};
 use serde::Deserialize;
 
-use super::cosign::CosignKey;
+use crate::verify::cosign::CosignKey;
 
 /// The PEM labels of cosign's encrypted private keys (current, then pre-2.0).
 pub const ENCRYPTED_KEY_LABELS: [&str; 2] = [

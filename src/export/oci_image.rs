@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use crate::digest::Digest;
 use crate::oci::manifest::{Descriptor, ImageManifest};
 use crate::oci::media;
-use crate::verify::Digest;
 
 pub const LABEL_TEMPLATE: &str = "org.sandboxes.template";
 pub const LABEL_TEMPLATE_HASH: &str = "org.sandboxes.template.hash";

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::layout::OciLayout;
-use super::manifest::{Descriptor, ImageIndex, REF_NAME_ANNOTATION};
-use super::media;
-use crate::verify::Digest;
+use crate::digest::Digest;
+use crate::oci::layout::OciLayout;
+use crate::oci::manifest::{Descriptor, ImageIndex, REF_NAME_ANNOTATION};
+use crate::oci::media;
 
 const MARKER: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 

@@ -1,8 +1,8 @@
 //! Rendering: which files a plan holds, and how fragments from several templates combine.
 
 use super::{Set, base, chain, inputs, tpl};
-use crate::build::generate::parse_nvidia_list;
-use crate::build::plan::{Base, RenderInputs};
+use crate::template::generate::parse_nvidia_list;
+use crate::template::plan::{Base, RenderInputs};
 
 const NSPAWN: &str = "etc/systemd/nspawn/web.nspawn";
 const DROPINS: &str = "etc/systemd/system/systemd-nspawn@web.service.d";

@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::bake::BakeStep;
 use super::generate::{EXTRA_BRIDGES_VAR, Generator};
 use super::library::{Content, Library, MANIFEST, Template, TemplateFile};
 use super::manifest::{self, Manifest, is_plain_relative};
+use super::plan::BakeStep;
 use super::plan::{Keyring, SourceSpec, TemplateSpec};
 use super::yaml::Node;
 use super::{cloudinit, dropin, ini, nspawn, vars};
-use crate::verify::digest::Hasher;
+use crate::digest::Hasher;
 
 /// A template with its parsed `template.toml`.
 #[derive(Debug, Clone)]
@@ -380,7 +380,7 @@ fn overlay(files: &mut BTreeMap<String, (TemplateFile, String)>, t: &Template) -
 /// sha256 over everything composition reads: each template's name and files in order, then the
 /// final variable values. Every field is length-prefixed so no two inputs hash alike by
 /// shifting bytes between fields; origin (built-in or user dir) is not part of it.
-fn content_hash(layers: &[Layer], vars: &BTreeMap<String, String>) -> crate::verify::Digest {
+fn content_hash(layers: &[Layer], vars: &BTreeMap<String, String>) -> crate::digest::Digest {
     let mut h = Hasher::new();
     let mut field = |bytes: &[u8]| {
         h.update(&(bytes.len() as u64).to_le_bytes());

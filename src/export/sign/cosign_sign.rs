@@ -1,5 +1,5 @@
 //! Making cosign key-based signatures: the payload cosign signs, and the signature image
-//! cosign pushes as `sha256-HEX.sig` next to the signed manifest (see [`super::cosign`] for
+//! cosign pushes as `sha256-HEX.sig` next to the signed manifest (see [`crate::verify::cosign`] for
 //! how they are read back).
 //!
 //! The signature image is an OCI image manifest whose config is a small image config naming
@@ -16,12 +16,14 @@
 
 use serde::Serialize;
 
-use super::cosign::{COSIGN_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag};
-use super::cosign_key::CosignSigningKey;
-use super::manifest::{Descriptor, REF_NAME_ANNOTATION};
-use super::media::{OCI_CONFIG, OCI_MANIFEST};
-use super::reference::ImageReference;
-use crate::verify::Digest;
+use crate::digest::Digest;
+use crate::export::sign::cosign_key::CosignSigningKey;
+use crate::oci::manifest::{Descriptor, REF_NAME_ANNOTATION};
+use crate::oci::media::{OCI_CONFIG, OCI_MANIFEST};
+use crate::oci::reference::ImageReference;
+use crate::verify::cosign::{
+    COSIGN_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag,
+};
 
 /// The identity cosign puts in its payload: the repository, without tag or digest
 /// (`host/repo`).
@@ -252,8 +254,8 @@ pub fn sign_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::cosign::{CosignKey, check_payload};
     use crate::oci::manifest::{Manifest, parse_manifest};
+    use crate::verify::cosign::{CosignKey, check_payload};
     use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 
     fn key() -> CosignSigningKey {
@@ -284,9 +286,9 @@ mod tests {
     /// repository and digest is the same bytes, and its signature checks with the reader.
     #[test]
     fn the_payload_matches_one_cosign_signed() {
-        let real = include_bytes!("../../tests/fixtures/cosign/cosign-signed-payload.json");
-        let sig = include_str!("../../tests/fixtures/cosign/cosign-signed-payload.sig");
-        let public = include_str!("../../tests/fixtures/cosign/cosign-signed-payload.pub");
+        let real = include_bytes!("../../../tests/fixtures/cosign/cosign-signed-payload.json");
+        let sig = include_str!("../../../tests/fixtures/cosign/cosign-signed-payload.sig");
+        let public = include_str!("../../../tests/fixtures/cosign/cosign-signed-payload.pub");
         let d: Digest = "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00"
             .parse()
             .unwrap();

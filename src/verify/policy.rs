@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::reference::ImageReference;
+use crate::oci::reference::ImageReference;
 
 /// One requirement of a policy scope.
 #[derive(Debug, Clone, PartialEq, Eq)]

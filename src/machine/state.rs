@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Verification;
 use crate::cache::store::write_atomic;
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// One sandbox's provenance and the paths it owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,10 +5,10 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use super::{chain, inputs};
-use crate::build::compose::Composition;
-use crate::build::generate::parse_nvidia_list;
-use crate::build::library::{Content, Library, Origin, Root};
-use crate::build::plan::{Base, BuildPlan, RenderInputs};
+use crate::template::compose::Composition;
+use crate::template::generate::parse_nvidia_list;
+use crate::template::library::{Content, Library, Origin, Root};
+use crate::template::plan::{Base, BuildPlan, RenderInputs};
 
 const SHIPPED: &[&str] = &[
     "autostart",

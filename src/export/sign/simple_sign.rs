@@ -1,7 +1,7 @@
 //! Making containers simple signing ("atomic container signature") signatures, as `skopeo
 //! copy --sign-by` does: a JSON payload naming the image and manifest digest, signed as a
 //! binary OpenPGP signed message (one-pass signature, literal data, signature), stored in a
-//! lookaside directory as `DIR/REPO@sha256=HEX/signature-N` (see [`super::lookaside`]).
+//! lookaside directory as `DIR/REPO@sha256=HEX/signature-N` (see [`crate::verify::lookaside`]).
 //!
 //! Readers (containers/image, [`crate::source::oci_signatures`]) read `signature-1`,
 //! `signature-2`, … up to the first missing number, so a new signature takes the first free
@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::cosign::SIMPLE_SIGNING_TYPE;
-use super::cosign_sign::render_payload;
-use super::lookaside::signature_path;
-use super::reference::ImageReference;
-use crate::verify::Digest;
+use crate::digest::Digest;
+use crate::export::sign::cosign_sign::render_payload;
+use crate::oci::reference::ImageReference;
+use crate::verify::cosign::SIMPLE_SIGNING_TYPE;
+use crate::verify::lookaside::signature_path;
 use crate::verify::openpgp::{SigningKey, sign_message};
 
 /// Signature numbers tried at most: readers stop at 128 too.
@@ -136,7 +136,7 @@ fn write_then_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::cosign::{check_exact_tag, check_payload};
+    use crate::verify::cosign::{check_exact_tag, check_payload};
     use crate::verify::openpgp::{TrustStore, load_signing_key, verify_inline};
     use sequoia_openpgp as openpgp;
 

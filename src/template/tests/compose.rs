@@ -1,9 +1,9 @@
 //! `extends`, variables, sources, file layout, the content hash.
 
 use super::{Set, base, chain, tpl};
-use crate::build::library::{Content, TemplateFile};
-use crate::build::plan::Keyring;
 use crate::source::sums::VerifyMode;
+use crate::template::library::{Content, TemplateFile};
+use crate::template::plan::Keyring;
 
 fn order(set: &Set, names: &[&str]) -> Vec<String> {
     set.compose(names, &[]).unwrap().spec().templates.clone()
@@ -101,7 +101,7 @@ fn variables_defaults_overrides_and_errors() {
         ));
     let bridge = |names: &[&str], sets: &[(&str, &str)]| {
         let plan = set.render(names, sets).unwrap();
-        plan.text(crate::build::Base::Host, "etc/systemd/nspawn/web.nspawn")
+        plan.text(crate::template::Base::Host, "etc/systemd/nspawn/web.nspawn")
             .unwrap()
             .to_string()
     };
@@ -291,7 +291,7 @@ fn readme_and_files_are_not_parsed() {
     ));
     let plan = set.render(&["base", "ok"], &[]).unwrap();
     assert_eq!(
-        plan.text(crate::build::Base::Rootfs, "etc/motd"),
+        plan.text(crate::template::Base::Rootfs, "etc/motd"),
         Some("{{undefined}} stays\n")
     );
 }
@@ -387,7 +387,7 @@ fn the_content_hash_is_stable_and_covers_every_input() {
     assert_ne!(a, b);
     // Where a template lives is not.
     let mut moved = set.clone();
-    moved.0.get_mut("t").unwrap().origin = crate::build::Origin::Embedded;
+    moved.0.get_mut("t").unwrap().origin = crate::template::Origin::Embedded;
     assert_eq!(
         a,
         moved

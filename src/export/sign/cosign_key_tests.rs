@@ -1,5 +1,5 @@
 use super::*;
-use crate::verify::Digest;
+use crate::digest::Digest;
 use p256::pkcs8::EncodePrivateKey as _;
 
 /// cosign's encrypted PEM of `der` under `password`, made here with small scrypt parameters
@@ -190,7 +190,7 @@ fn key_files_are_read_and_named_in_errors() {
 
 /// A key cosign itself wrote (tests/fixtures/README.md): the format is cosign's, not ours.
 const COSIGN_GENERATED: &str =
-    include_str!("../../tests/fixtures/cosign/cosign-generated-hello.key");
+    include_str!("../../../tests/fixtures/cosign/cosign-generated-hello.key");
 
 #[test]
 fn a_key_written_by_cosign_opens_with_its_password() {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tar::{Builder, EntryType, Header};
 
-use super::delta::Delta;
+use crate::export::delta::Delta;
 
 /// The header's mtime: negative times (before 1970) as 0, later than `clamp` as `clamp`.
 pub fn clamped_mtime(mtime: i64, clamp: Option<u64>) -> u64 {

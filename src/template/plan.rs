@@ -8,14 +8,13 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::bake::BakeStep;
 use super::compose::Composition;
 use super::generate::{self, EXTRA_BRIDGES_VAR, Generator, NvidiaFiles};
 use super::library::Content;
 use super::{cloudinit, dropin, nspawn};
+use crate::digest::Digest;
 use crate::source::SourceRef;
 use crate::source::sums::VerifyMode;
-use crate::verify::Digest;
 
 /// Where cloud-init's NoCloud data source looks for its seed, relative to the rootfs.
 pub const SEED_DIR: &str = "var/lib/cloud/seed/nocloud";
@@ -161,7 +160,7 @@ impl BuildPlan {
         for (i, step) in self.bake.iter().enumerate() {
             out.push_str(&format!(
                 "\n== {} ({}, template {})\n{}\n",
-                super::bake::label(i, self.bake.len()),
+                label(i, self.bake.len()),
                 step.place,
                 step.template,
                 step.command
@@ -356,4 +355,20 @@ impl Composition {
             bake: self.bake_steps(),
         })
     }
+}
+
+/// One `[build] run` entry and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BakeStep {
+    /// Passed to `/bin/sh -c` as written (never substituted).
+    pub command: String,
+    /// The template it belongs to.
+    pub template: String,
+    /// `file:line` of the entry.
+    pub place: String,
+}
+
+/// `bake 2/3`. Pure.
+pub fn label(index: usize, count: usize) -> String {
+    format!("bake {}/{count}", index + 1)
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::build::yaml::{self, Kind, Node, Style};
+use crate::template::yaml::{self, Kind, Node, Style};
 
 /// Inputs that exercise every scalar style and the YAML 1.1 / 1.2 differences.
 const SAMPLES: &[&str] = &[

@@ -28,16 +28,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::compose::Composition;
-use super::execute::{self, BuildRequest, Pulled};
-use super::fixups::FixupReport;
-use super::library::Content;
-use super::plan::Base;
-use super::tarball;
+use crate::build::execute::{self, BuildRequest, Pulled};
+use crate::build::fixups::FixupReport;
+use crate::digest::Digest;
+use crate::digest::HashingWriter;
+use crate::export::tar_writer;
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
-use crate::verify::Digest;
-use crate::verify::digest::HashingWriter;
+use crate::template::compose::Composition;
+use crate::template::library::Content;
+use crate::template::plan::Base;
 // The OpenPGP signing helpers live with the rest of the OpenPGP code (simple signing of OCI
 // images uses them too); re-exported here for the callers of the export.
 pub use crate::verify::openpgp::{SigningKey, load_signing_key, sign_detached};
@@ -183,7 +183,10 @@ pub fn export(
 }
 
 /// The `.nspawn` a build of `name` installs on the host, as planned.
-pub(crate) fn planned_nspawn<'a>(plan: &'a super::BuildPlan, name: &str) -> Result<&'a [u8]> {
+pub(crate) fn planned_nspawn<'a>(
+    plan: &'a crate::template::BuildPlan,
+    name: &str,
+) -> Result<&'a [u8]> {
     let rel = format!("etc/systemd/nspawn/{name}.nspawn");
     let Some(nspawn) = plan.get(Base::Host, &rel) else {
         bail!("internal: the plan has no /{rel}");
@@ -216,12 +219,12 @@ fn compress_tree<W: Write>(root: &Path, out: W, opts: &ExportOptions) -> Result<
                 .min(XZ_MAX_THREADS);
             let stream = xz_encoder(threads, XZ_BLOCK_SIZE).with_context(what)?;
             let enc = liblzma::write::XzEncoder::new_stream(out, stream);
-            let enc = tarball::write_tree(root, enc, opts.source_date_epoch)?;
+            let enc = tar_writer::write_tree(root, enc, opts.source_date_epoch)?;
             enc.finish().with_context(what)
         }
         ExportCompression::Zstd => {
             let enc = zstd::Encoder::new(out, ZSTD_LEVEL).with_context(what)?;
-            let enc = tarball::write_tree(root, enc, opts.source_date_epoch)?;
+            let enc = tar_writer::write_tree(root, enc, opts.source_date_epoch)?;
             enc.finish().with_context(what)
         }
     }

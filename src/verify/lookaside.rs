@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::reference::ImageReference;
-use crate::verify::Digest;
+use crate::digest::Digest;
+use crate::oci::reference::ImageReference;
 
 /// The `lookaside` entries of one registries.d file: (scope, URL), `""` for `default-docker`.
 pub fn parse_registries_yaml(text: &str) -> Result<Vec<(String, String)>> {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 
 use super::yaml::{Node, Style};
-use crate::verify::Digest;
+use crate::digest::Digest;
 
 /// At most this many extra bridges: one digit keeps the host interface name short.
 pub const MAX_EXTRA_BRIDGES: usize = 9;

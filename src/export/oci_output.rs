@@ -20,24 +20,24 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use flate2::write::GzEncoder;
 
-use super::compose::Composition;
-use super::delta::Snapshot;
-use super::execute::{self, BuildRequest, Pulled};
-use super::export::{planned_nspawn, staging_parent};
-use super::fixups::FixupReport;
-use super::oci_image::{self, BaseInfo, ComposedImage, ImageInputs, NewLayer};
-use super::oci_signing::{SignatureRecord, Signers, SigningOptions};
-use super::tarball;
+use crate::build::execute::{self, BuildRequest, Pulled};
+use crate::build::fixups::FixupReport;
 use crate::cache::Cache;
+use crate::digest::Digest;
+use crate::digest::HashingWriter;
+use crate::export::delta::Snapshot;
+use crate::export::layout_write::LayoutWriter;
+use crate::export::oci_image::{self, BaseInfo, ComposedImage, ImageInputs, NewLayer};
+use crate::export::sign::{SignatureRecord, Signers, SigningOptions};
+use crate::export::tar_output::{planned_nspawn, staging_parent};
+use crate::export::tar_writer;
 use crate::oci::auth::{Credentials, find_credentials};
-use crate::oci::layout_write::LayoutWriter;
 use crate::oci::registry::Registry;
 use crate::oci::{BlobFrom, push_image};
 use crate::oci::{Descriptor, ImageReference, PlatformSpec};
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
-use crate::verify::Digest;
-use crate::verify::digest::HashingWriter;
+use crate::template::compose::Composition;
 
 /// The gzip level of the layers this build writes: fixed, so outputs do not depend on the
 /// machine.
@@ -134,7 +134,7 @@ pub fn export_oci(
     if fetched.oci().is_none() {
         let bar = progress.task("Archiving the base as a layer");
         layers.push(write_layer(&work.0.join("base.tar.gz"), |w| {
-            tarball::write_tree(staging.path(), w, clamp)
+            tar_writer::write_tree(staging.path(), w, clamp)
         })?);
         bar.finish();
     }
@@ -144,7 +144,7 @@ pub fn export_oci(
     let delta = snapshot.delta(staging.path())?;
     let bar = progress.task("Archiving the template's changes as a layer");
     layers.push(write_layer(&work.0.join("delta.tar.gz"), |w| {
-        tarball::write_delta(staging.path(), w, clamp, &delta)
+        tar_writer::write_delta(staging.path(), w, clamp, &delta)
     })?);
     bar.finish();
     drop(staging);

@@ -14,18 +14,26 @@
 //! the digest is replaced: a rebuild with the same key makes the same signature (ECDSA with
 //! RFC 6979 nonces), so nothing is lost then; other signers' signatures would be.
 
+pub mod cosign_key;
+pub mod cosign_sign;
+pub mod simple_sign;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::oci::cosign_key::{CosignSigningKey, load_cosign_signing_key, password_from_env};
-use crate::oci::cosign_sign::{SignatureImage, sign_image};
-use crate::oci::layout_write::LayoutWriter;
+use crate::digest::Digest;
+use crate::export::layout_write::LayoutWriter;
+use crate::export::sign::cosign_key::{
+    CosignSigningKey, load_cosign_signing_key, password_from_env,
+};
+use crate::export::sign::cosign_sign::{SignatureImage, sign_image};
+use crate::export::sign::simple_sign::{
+    sign_simple, simple_signing_identity, write_lookaside_signature,
+};
 use crate::oci::media;
 use crate::oci::registry::Registry;
-use crate::oci::simple_sign::{sign_simple, simple_signing_identity, write_lookaside_signature};
 use crate::oci::{BlobFrom, Descriptor, ImageReference, push_image};
-use crate::verify::Digest;
 use crate::verify::openpgp::{SigningKey, load_signing_key};
 
 /// What the user asked to sign with.
