@@ -5,6 +5,7 @@
 //! into a directory handle) → `machine` (staging, atomic publish, host hand-off).
 //! `cli` parses arguments and calls into these; nothing below `cli` prints to stdout.
 
+pub mod airgap;
 pub mod build;
 pub mod cache;
 pub mod cli;
@@ -17,6 +18,5 @@ pub mod progress;
 pub mod pull;
 pub mod source;
 pub mod template;
-pub mod transfer;
 pub mod unpack;
 pub mod verify;

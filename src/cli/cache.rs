@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::Settings;
+use crate::airgap::{export, import};
 use crate::cache::Cache;
 use crate::cache::maintenance;
-use crate::transfer::{export, import};
 
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
