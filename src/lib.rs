@@ -6,6 +6,7 @@
 //! `cli` parses arguments and calls into these; nothing below `cli` prints to stdout.
 
 pub mod airgap;
+pub mod atomic;
 pub mod build;
 pub mod cache;
 pub mod cli;

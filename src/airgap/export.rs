@@ -1,9 +1,8 @@
 //! `sandbox cache export FILE [REF…]`: the chosen refs and every blob they use, as a tar
 //! written to a temp file next to FILE and renamed over it only when complete.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::BufReader;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +11,6 @@ use serde::Serialize;
 use super::archive::{self, Sink};
 use super::manifest::{self, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestRef};
 use crate::cache::Cache;
-use crate::cache::store::sync_dir;
 use crate::digest::Digest;
 use crate::digest::HashingReader;
 
@@ -71,35 +69,12 @@ pub fn export(cache: &Cache, file: &Path, names: &[String]) -> Result<ExportRepo
     let mut json = serde_json::to_vec_pretty(&m).context("encoding the export manifest")?;
     json.push(b'\n');
 
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = file
-        .file_name()
-        .with_context(|| format!("{} names no file", file.display()))?;
-    let temp = dir.join(format!(
-        ".{}.{:016x}.tmp",
-        base.to_string_lossy(),
-        rand::random::<u64>()
-    ));
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&temp)
-        .with_context(|| format!("creating {}", temp.display()))?;
-    let result = write_tar(cache, out, archive::wants_zstd(file), &json, &blobs, &temp);
-    let bytes = match result {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let _ = fs::remove_file(&temp);
-            return Err(e);
-        }
-    };
-    fs::rename(&temp, file)
-        .with_context(|| format!("renaming {} to {}", temp.display(), file.display()))?;
-    sync_dir(&dir)?;
+    if file.file_name().is_none() {
+        bail!("{} names no file", file.display());
+    }
+    let bytes = crate::atomic::write_with(file, 0o644, |out| {
+        write_tar(cache, out, archive::wants_zstd(file), &json, &blobs, file)
+    })?;
     Ok(ExportReport {
         file: file.to_path_buf(),
         refs: chosen.iter().map(|c| c.2.source.clone()).collect(),
@@ -113,12 +88,15 @@ pub fn export(cache: &Cache, file: &Path, names: &[String]) -> Result<ExportRepo
 /// bytes written.
 fn write_tar(
     cache: &Cache,
-    out: File,
+    out: &mut File,
     zstd: bool,
     manifest_json: &[u8],
     blobs: &std::collections::BTreeSet<Digest>,
-    temp: &Path,
+    dest: &Path,
 ) -> Result<u64> {
+    let out = out
+        .try_clone()
+        .with_context(|| format!("opening {}", dest.display()))?;
     let mut builder = tar::Builder::new(Sink::new(out, zstd)?);
     let mut total = 0;
     for d in blobs {
@@ -132,7 +110,7 @@ fn write_tar(
         let mut header = entry_header(size);
         builder
             .append_data(&mut header, manifest::blob_entry(d), &mut reader)
-            .with_context(|| format!("writing {} into {}", path.display(), temp.display()))?;
+            .with_context(|| format!("writing {} into {}", path.display(), dest.display()))?;
         let (got, _) = reader.finish();
         if got != *d {
             bail!(
@@ -145,15 +123,12 @@ fn write_tar(
     let mut header = entry_header(manifest_json.len() as u64);
     builder
         .append_data(&mut header, MANIFEST_NAME, manifest_json)
-        .with_context(|| format!("writing the manifest into {}", temp.display()))?;
+        .with_context(|| format!("writing the manifest into {}", dest.display()))?;
     let sink = builder
         .into_inner()
-        .with_context(|| format!("finishing {}", temp.display()))?;
-    let file = sink
-        .finish()
-        .with_context(|| format!("finishing {}", temp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", temp.display()))?;
+        .with_context(|| format!("finishing {}", dest.display()))?;
+    sink.finish()
+        .with_context(|| format!("finishing {}", dest.display()))?;
     Ok(total)
 }
 

@@ -15,7 +15,7 @@ use super::manifest::{
     self, EntryName, FORMAT_VERSION, MANIFEST_LIMIT, Manifest, check_ref_file_name, kind_from_name,
 };
 use super::reverify::{self, Outcome};
-use crate::cache::store::write_atomic;
+use crate::atomic::write_file;
 use crate::cache::{Cache, RefKind};
 use crate::digest::Digest;
 use crate::digest::HashingReader;
@@ -132,7 +132,7 @@ pub fn import(cache: &Cache, file: &Path, trust: &Trust) -> Result<ImportReport>
                 let mut json =
                     serde_json::to_vec_pretty(&entry.reference).context("encoding a cache ref")?;
                 json.push(b'\n');
-                write_atomic(&path, &json)?;
+                write_file(&path, &json)?;
                 match outcome {
                     Outcome::Verified => {}
                     Outcome::AsRecorded(against) => report.warnings.push(format!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cache::store::{write_atomic, write_atomic_mode};
+use crate::atomic::{write_file, write_file_mode};
 
 /// Host files written so far, with what they replaced.
 #[derive(Debug, Default)]
@@ -62,7 +62,7 @@ impl HostFiles {
     pub fn write(&mut self, path: &Path, data: &[u8], mode: u32) -> Result<()> {
         self.save(path)?;
         self.make_parents(path)?;
-        write_atomic_mode(path, data, mode)
+        write_file_mode(path, data, mode)
     }
 
     /// Removes `path` if it exists (a stale drop-in of an earlier build).
@@ -83,7 +83,7 @@ impl HostFiles {
     fn rollback(&mut self) {
         for (path, previous) in self.saved.iter().rev() {
             let result = match previous {
-                Some(bytes) => write_atomic(path, bytes),
+                Some(bytes) => write_file(path, bytes),
                 None => match fs::remove_file(path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(anyhow::Error::new(e))

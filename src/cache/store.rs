@@ -48,7 +48,7 @@ impl Cache {
         }
         let tag = layout.cachedir_tag();
         if !tag.exists() {
-            write_atomic(&tag, CACHEDIR_TAG.as_bytes())?;
+            crate::atomic::write_file(&tag, CACHEDIR_TAG.as_bytes())?;
         }
         let what = match mode {
             LockMode::Shared => {
@@ -145,7 +145,7 @@ impl Cache {
         }
         fs::rename(path, &dest)
             .with_context(|| format!("publishing {} as {}", path.display(), dest.display()))?;
-        sync_dir(&self.layout.blobs_dir())?;
+        crate::atomic::sync_dir(&self.layout.blobs_dir())?;
         Ok(())
     }
 
@@ -170,7 +170,7 @@ impl Cache {
         let path = self.layout.ref_file(kind, key);
         let mut json = serde_json::to_vec_pretty(r).context("encoding a cache ref")?;
         json.push(b'\n');
-        write_atomic(&path, &json)
+        crate::atomic::write_file(&path, &json)
     }
 
     /// Every ref with its kind and file.
@@ -251,47 +251,6 @@ impl Drop for TempBlob {
             let _ = fs::remove_file(&self.path);
         }
     }
-}
-
-/// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    write_atomic_mode(path, data, 0o644)
-}
-
-pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent directory", path.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".#{name}.{:08x}", rand::random::<u32>()));
-    let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// The entries of `dir` (full paths), sorted; a missing dir is empty.

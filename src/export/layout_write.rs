@@ -9,7 +9,6 @@
 //! several images.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -34,7 +33,7 @@ impl LayoutWriter {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let marker = dir.join("oci-layout");
         if !marker.exists() {
-            write_atomically(&marker, MARKER)?;
+            crate::atomic::write_file(&marker, MARKER)?;
         }
         let blobs = dir.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
@@ -76,7 +75,7 @@ impl LayoutWriter {
         if path.exists() {
             return Ok(());
         }
-        write_atomically(&path, bytes)
+        crate::atomic::write_file(&path, bytes)
     }
 
     /// Adds a blob by copying `src` (a verified cache blob or a layer this build wrote);
@@ -86,20 +85,14 @@ impl LayoutWriter {
         if path.exists() {
             return Ok(());
         }
-        let tmp = temp_name(&path);
-        let result = (|| {
-            fs::copy(src, &tmp)
-                .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("syncing {}", tmp.display()))?;
-            fs::rename(&tmp, &path)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        // io::copy between files is copy_file_range: a reflink where the filesystem can.
+        crate::atomic::write_with(&path, 0o644, |file| {
+            let mut from =
+                fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+            std::io::copy(&mut from, file)
+                .with_context(|| format!("copying {} to {}", src.display(), path.display()))?;
+            Ok(())
+        })
     }
 
     /// Names `manifest` `tag` in `index.json` (replacing an entry of that name).
@@ -120,7 +113,7 @@ impl LayoutWriter {
         index.manifests = retag(std::mem::take(&mut index.manifests), manifest, tag);
         let mut bytes = serde_json::to_vec(&index).context("encoding index.json")?;
         bytes.push(b'\n');
-        write_atomically(&index_path, &bytes)
+        crate::atomic::write_file(&index_path, &bytes)
     }
 }
 
@@ -136,31 +129,6 @@ pub fn retag(entries: Vec<Descriptor>, manifest: &Descriptor, tag: &str) -> Vec<
         .insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
     out.push(named);
     out
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{:08x}.tmp", rand::random::<u32>()))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

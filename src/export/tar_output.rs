@@ -21,7 +21,7 @@
 //! fixed block size its output is the same whatever the thread count, and a multi-block file
 //! also decodes block-parallel (`sandbox pull`'s xz reader); zstd level 19 single-threaded.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -125,34 +125,33 @@ pub fn export(
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tar_name = format!("{}.{}", req.name, opts.compression.extension());
     let tarball = dir.join(&tar_name);
-    let tarball_sha256 = write_atomically(&tarball, |file| {
+    let tarball_sha256 = crate::atomic::write_with(&tarball, 0o644, |file| {
         let hashing = HashingWriter::new(BufWriter::new(file));
         let hashing = compress_tree(staging.path(), hashing, opts)?;
         let (buf, digest, _) = hashing.finish();
-        let file = buf
-            .into_inner()
+        buf.into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", tarball.display()))?;
-        Ok((file, digest))
+        Ok(digest)
     })?;
     drop(staging);
 
     let nspawn_name = format!("{}.nspawn", req.name);
     let nspawn_path = dir.join(&nspawn_name);
-    write_bytes(&nspawn_path, nspawn_bytes)?;
+    crate::atomic::write_file(&nspawn_path, nspawn_bytes)?;
     let sums_text = crate::verify::checksums::render(&[
         (tarball_sha256, tar_name.as_str()),
         (Digest::of(nspawn_bytes), nspawn_name.as_str()),
     ]);
     let sums = dir.join("SHA256SUMS");
-    write_bytes(&sums, sums_text.as_bytes())?;
+    crate::atomic::write_file(&sums, sums_text.as_bytes())?;
 
     let gpg = dir.join("SHA256SUMS.gpg");
     let asc = dir.join("SHA256SUMS.asc");
     let (signatures, fingerprint) = match &signer {
         Some(key) => {
-            write_bytes(&gpg, &sign_detached(key, sums_text.as_bytes(), false)?)?;
-            write_bytes(&asc, &sign_detached(key, sums_text.as_bytes(), true)?)?;
+            crate::atomic::write_file(&gpg, &sign_detached(key, sums_text.as_bytes(), false)?)?;
+            crate::atomic::write_file(&asc, &sign_detached(key, sums_text.as_bytes(), true)?)?;
             (vec![gpg, asc], Some(key.fingerprint.clone()))
         }
         None => {
@@ -240,37 +239,6 @@ pub fn xz_encoder(threads: u32, block_size: u64) -> Result<liblzma::stream::Stre
         .check(liblzma::stream::Check::Crc64)
         .encoder()
         .context("setting up the xz encoder")
-}
-
-/// Writes `path` through `fill` into a temporary file next to it, syncs and renames it.
-fn write_atomically<T>(path: &Path, fill: impl FnOnce(File) -> Result<(File, T)>) -> Result<T> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
-    let result = (|| {
-        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let (file, value) = fill(file)?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, |mut file| {
-        file.write_all(bytes)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok((file, ()))
-    })
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{CWD, IFlags, RenameFlags, ioctl_getflags, ioctl_setflags, renameat_with};
 
 use super::artifacts::{self, Artifact, Kind, Shape};
+use crate::atomic::write_file;
 use crate::cache::Cache;
-use crate::cache::store::write_atomic;
 use crate::oci::{apply_image, settings_for};
 use crate::progress::Progress;
 use crate::pull::{Content, FetchedImage};
@@ -289,7 +289,7 @@ pub fn publish(
     }
     let finish = || -> Result<()> {
         if let Some(bytes) = nspawn {
-            write_atomic(&nspawn_path, bytes)?;
+            write_file(&nspawn_path, bytes)?;
         }
         if opts.read_only {
             set_immutable(&target)?;

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::write_file;
 use crate::cache::Verification;
-use crate::cache::store::write_atomic;
 use crate::digest::Digest;
 
 /// One sandbox's provenance and the paths it owns.
@@ -67,7 +67,7 @@ pub fn write_state(sandboxes_dir: &Path, state: &SandboxState) -> Result<()> {
         .with_context(|| format!("creating the state directory {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(state).context("encoding a sandbox state record")?;
     json.push(b'\n');
-    write_atomic(&state_path(sandboxes_dir, &state.name), &json)
+    write_file(&state_path(sandboxes_dir, &state.name), &json)
 }
 
 /// The record of `name`; `None` when there is none (a machine not built by `sandbox build`).

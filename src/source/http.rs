@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::redact_url;
+use crate::atomic::write_file;
 use crate::cache::Cache;
-use crate::cache::store::write_atomic;
 use crate::digest::Digest;
 use crate::digest::Hasher;
 use crate::progress::Progress;
@@ -231,7 +231,7 @@ impl Http {
                 url: url.as_str().to_string(),
                 validators: validators.clone(),
             };
-            write_atomic(
+            write_file(
                 &meta_path,
                 &serde_json::to_vec(&meta).context("encoding partial download record")?,
             )?;

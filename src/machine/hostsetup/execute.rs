@@ -53,7 +53,7 @@ fn execute_one(host: &dyn Host, action: &Action) -> Result<()> {
                 fs::create_dir_all(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
-            crate::cache::store::write_atomic(path, contents.as_bytes())
+            crate::atomic::write_file(path, contents.as_bytes())
         }
         Action::RemoveFile { path } => match fs::remove_file(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

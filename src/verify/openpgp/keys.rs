@@ -6,9 +6,8 @@
 //! exported the wrong thing, and should hear so before the file spreads further.
 //! `rm` only ever deletes a file it found by listing `keys_dir` itself.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -203,7 +202,7 @@ pub fn add_to_dir(keys_dir: &Path, file: &Path) -> Result<Vec<String>> {
         let serialized = cert
             .to_vec()
             .with_context(|| format!("serializing key {fpr}"))?;
-        write_atomically(keys_dir, &name, &serialized)?;
+        crate::atomic::write_file(&keys_dir.join(&name), &serialized)?;
         added.push(fpr);
     }
     Ok(added)
@@ -218,30 +217,6 @@ fn merge_with_existing(cert: Cert, existing: &[u8], path: &Path) -> Result<Cert>
         .with_context(|| format!("{} does not hold key {}", path.display(), fpr_hex(&fpr)))?;
     old.merge_public(cert)
         .with_context(|| format!("merging key {} with {}", fpr_hex(&fpr), path.display()))
-}
-
-/// Temp file in `dir`, fsync, rename over `dir/name`, fsync `dir`: readers see the old file or
-/// the new one, never half of one, even after a crash.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let target = dir.join(name);
-    // A leading dot keeps the temp file out of `keyring_files_in_dir` should it survive a crash.
-    let tmp = dir.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
-    let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &target)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        // Best effort: the temp file may not exist (create failed) or be gone (rename done).
-        let _ = fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("writing {}", target.display()))
-    })
 }
 
 /// A full fingerprint as typed by a person: any case, spaces allowed, optional `0x`.
