@@ -17,6 +17,7 @@ pub mod oci;
 pub mod paths;
 pub mod progress;
 pub mod pull;
+pub mod runtime;
 pub mod source;
 pub mod template;
 pub mod unpack;

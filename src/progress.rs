@@ -1,5 +1,7 @@
 //! The one place that draws progress: indicatif bars on stderr when stderr is a terminal and
-//! neither `-q` nor `--json` was given; otherwise nothing at all.
+//! neither `-q` nor `--json` was given; otherwise nothing at all. Lines a person should see
+//! as they happen (what a bake step prints) go to stderr through [`ProgressMode::line`],
+//! unless `-q`.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -10,17 +12,30 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Debug, Clone, Copy)]
 pub struct ProgressMode {
     enabled: bool,
+    quiet: bool,
 }
 
 impl ProgressMode {
     pub fn new(quiet: bool, json: bool) -> Self {
         ProgressMode {
             enabled: !quiet && !json && std::io::stderr().is_terminal(),
+            quiet,
         }
     }
 
     pub fn hidden() -> Self {
-        ProgressMode { enabled: false }
+        ProgressMode {
+            enabled: false,
+            quiet: true,
+        }
+    }
+
+    /// One line on stderr, as it happens, unless `-q`.
+    pub fn line(&self, text: &str) {
+        if !self.quiet {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
     }
 
     /// A bar for one task, labelled `label` (e.g. "Downloading image.tar.xz").

@@ -15,14 +15,15 @@ use crate::oci::auth::Credentials;
 use crate::oci::{OciSource, PlatformSpec};
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
+use crate::runtime;
 use crate::source::SourceRef;
 use crate::source::arch::{host_debian_arch, normalise_arch};
 use crate::source::http::Http;
 use crate::source::images::{self, ImagesRequest};
 use crate::source::oci_pull::{OciFetched, OciRequest, fetch_oci};
 use crate::source::simplestreams as ss;
-use crate::source::sums::VerifyMode;
 use crate::source::tarball::{self, TarballRequest};
+use crate::verify::mode::VerifyMode;
 use crate::verify::openpgp::{LXC_IMAGES_ORIGIN, TrustStore, load_trust_store, lxc_images_cert};
 
 /// What to pull and how to verify it.
@@ -210,10 +211,6 @@ pub fn fetch_verified(
         }
         SourceRef::Oci(s) => return fetch_oci_base(paths, cache, spec, s),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let http = Http::new()?;
     let fetch_once = || -> Result<(FetchedImage, bool)> {
         match &request {
@@ -225,7 +222,7 @@ pub fn fetch_verified(
                     trust: trust.as_ref(),
                     offline: spec.offline,
                 };
-                let t = runtime.block_on(tarball::fetch(&req, cache, &http, progress))?;
+                let t = runtime::block_on(tarball::fetch(&req, cache, &http, progress))??;
                 let blob = cache
                     .blob(&t.image.digest)
                     .context("internal: the image left the cache")?;
@@ -244,7 +241,7 @@ pub fn fetch_verified(
                     trust: trust.as_ref(),
                     ..req.as_ref().clone()
                 };
-                let i = runtime.block_on(images::fetch(&req, cache, &http, progress))?;
+                let i = runtime::block_on(images::fetch(&req, cache, &http, progress))??;
                 let blob = cache
                     .blob(&i.image.digest)
                     .context("internal: the image left the cache")?;

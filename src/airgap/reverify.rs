@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefKind};
 use crate::digest::Digest;
-use crate::source::sums::{self, VerifyMode};
+use crate::source::sums;
+use crate::verify::mode::{Checked, VerifyMode};
 use crate::verify::openpgp::{TrustStore, verify_detached};
 
 const IMAGE_SIGNATURE: &str = "image-signature";
@@ -94,11 +95,11 @@ pub fn verify_image_ref(
         }
         Ok(Outcome::Verified)
     };
-    match r.verification.mode.as_str() {
-        "signature" if has("checksums") && has("signature") => {
+    match r.verification.mode {
+        Checked::Signature if has("checksums") && has("signature") => {
             with_sums(VerifyMode::Signature).map_err(|e| with_signer(e, r))
         }
-        "signature" if has(IMAGE_SIGNATURE) => {
+        Checked::Signature if has(IMAGE_SIGNATURE) => {
             let sig = r.blob(IMAGE_SIGNATURE).context("checked above")?;
             let sig_bytes = cache.read_blob(&sig.digest)?;
             let path = cache
@@ -114,16 +115,18 @@ pub fn verify_image_ref(
             .map_err(|e| with_signer(e, r))?;
             Ok(Outcome::Verified)
         }
-        "signature" => bail!("it was recorded as signature-verified but carries no signature"),
-        "checksum" if has("checksums") => with_sums(VerifyMode::Checksum),
-        "checksum" => Ok(Outcome::AsRecorded(
+        Checked::Signature => {
+            bail!("it was recorded as signature-verified but carries no signature")
+        }
+        Checked::Checksum if has("checksums") => with_sums(VerifyMode::Checksum),
+        Checked::Checksum => Ok(Outcome::AsRecorded(
             r.verification
                 .checksum_source
                 .clone()
                 .unwrap_or_else(|| "an unrecorded checksum".into()),
         )),
-        "no" => Ok(Outcome::Unverified),
-        other => bail!("unknown verification mode `{other}`"),
+        Checked::No => Ok(Outcome::Unverified),
+        Checked::Digest => bail!("verification mode `digest` cannot be checked again on import"),
     }
 }
 

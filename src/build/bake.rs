@@ -21,7 +21,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -32,6 +32,7 @@ use std::process::ExitStatus;
 use anyhow::{Context, Result, bail};
 
 use super::bake_ns::{self, StepRoot};
+use crate::progress::ProgressMode;
 use crate::template::plan::{BakeStep, BuildPlan, label};
 use crate::unpack::Root;
 use crate::unpack::root::Existing;
@@ -161,7 +162,7 @@ pub fn mounts_below(points: &[PathBuf], root: &Path) -> BTreeSet<PathBuf> {
 /// Runs the plan's bake steps in the rootfs at `rootfs`, in order; the first failure stops
 /// the build (the caller removes the tree). Prints every line of output to stderr as
 /// `[bake 2/3] …`; bars are finished by now, so nothing draws over it.
-pub fn run(rootfs: &Path, plan: &BuildPlan) -> Result<()> {
+pub fn run(rootfs: &Path, plan: &BuildPlan, out: ProgressMode) -> Result<()> {
     let steps = &plan.bake;
     if steps.is_empty() {
         return Ok(());
@@ -192,7 +193,10 @@ pub fn run(rootfs: &Path, plan: &BuildPlan) -> Result<()> {
         let tag = label(i, steps.len());
         let what = || format!("bake step {}/{} ({})", i + 1, steps.len(), step.place);
         for (n, line) in step.command.lines().enumerate() {
-            eprintln!("[{tag}] {} {line}", if n == 0 { '$' } else { '>' });
+            out.line(&format!(
+                "[{tag}] {} {line}",
+                if n == 0 { '$' } else { '>' }
+            ));
         }
         let dev_before = dev_listing(&root, rootfs)?;
         let mounts_before = host_mounts_below(&real)?;
@@ -206,15 +210,14 @@ pub fn run(rootfs: &Path, plan: &BuildPlan) -> Result<()> {
         };
         let mut lines = LineSplitter::default();
         let mut print = |bytes: &[u8]| {
-            let mut err = io::stderr().lock();
             for line in lines.push(bytes) {
-                let _ = writeln!(err, "[{tag}] {line}");
+                out.line(&format!("[{tag}] {line}"));
             }
         };
         let status = bake_ns::run(&ns, &step.command, &step_env(&plan.machine), &mut print)
             .with_context(|| format!("starting {}", what()));
         if let Some(rest) = lines.finish() {
-            eprintln!("[{tag}] {rest}");
+            out.line(&format!("[{tag}] {rest}"));
         }
         prepared
             .restore()

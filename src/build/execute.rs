@@ -27,13 +27,13 @@ use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
 use crate::pull::{FetchedImage, PullSpec, fetch_verified};
 use crate::source::SourceRef;
-use crate::source::sums::VerifyMode;
 use crate::template::compose::Composition;
 use crate::template::dropin;
 use crate::template::generate::NvidiaFiles;
 use crate::template::library::Content;
 use crate::template::plan::{Base, BuildPlan, Keyring, RenderInputs, TemplateSpec};
 use crate::unpack::Root;
+use crate::verify::mode::VerifyMode;
 
 /// What to build.
 #[derive(Debug, Clone, Default)]
@@ -329,7 +329,7 @@ pub(crate) fn unpack_and_layer(
 ) -> Result<(Staging, FixupReport)> {
     let staging = unpack_base(progress, cache, fetched, staging_parent, name)
         .with_context(|| format!("unpacking {}", plan.spec.source.source.display()))?;
-    let fixups = layer_into(staging.path(), plan)?;
+    let fixups = layer_into(staging.path(), plan, progress)?;
     Ok((staging, fixups))
 }
 
@@ -348,11 +348,15 @@ pub(crate) fn unpack_base(
 }
 
 /// The plan's files and the fix-ups, then the bake steps (which see the finished tree).
-pub(crate) fn layer_into(rootfs: &Path, plan: &BuildPlan) -> Result<FixupReport> {
+pub(crate) fn layer_into(
+    rootfs: &Path,
+    plan: &BuildPlan,
+    progress: ProgressMode,
+) -> Result<FixupReport> {
     let root = Root::open(rootfs)?;
     let report = fixups::layer(&root, plan)
         .with_context(|| format!("preparing the rootfs {}", rootfs.display()))?;
-    super::bake::run(rootfs, plan)?;
+    super::bake::run(rootfs, plan, progress)?;
     Ok(report)
 }
 
@@ -463,7 +467,7 @@ fn build_on_zfs(
     let staging = unpack_base(progress, cache, fetched, &target, &req.name)?;
     move_contents_up(&staging, &target)?;
     drop(staging);
-    let fixups = layer_into(&target, plan)?;
+    let fixups = layer_into(&target, plan, progress)?;
     let state = make_state(
         paths,
         &plan.spec,

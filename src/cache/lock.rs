@@ -72,8 +72,8 @@ pub fn acquire(path: &Path, mode: LockMode, what: &str, timeout: Duration) -> Re
             }
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 if !told {
-                    eprintln!(
-                        "Waiting for {what} (held by another sandbox process; lock {})",
+                    tracing::warn!(
+                        "waiting for {what} (held by another sandbox process; lock {})",
                         path.display()
                     );
                     told = true;

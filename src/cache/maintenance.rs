@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::layout::LAYOUT_VERSION;
 use super::store::{Cache, hash_file, read_dir_sorted};
 use crate::digest::Digest;
+use crate::verify::mode::Checked;
 
 #[derive(Debug, Serialize)]
 pub struct RefRow {
@@ -20,7 +21,7 @@ pub struct RefRow {
     pub version: Option<String>,
     pub digests: Vec<Digest>,
     pub size: u64,
-    pub verification: String,
+    pub verification: Checked,
     pub fetched_at: String,
 }
 
@@ -67,7 +68,7 @@ pub fn list(cache: &Cache) -> Result<Listing> {
             version: r.version.clone(),
             digests: r.blobs.iter().map(|b| b.digest).collect(),
             size: r.blobs.iter().map(|b| b.size).sum(),
-            verification: r.verification.mode.clone(),
+            verification: r.verification.mode,
             fetched_at: r.fetched_at.clone(),
         });
     }

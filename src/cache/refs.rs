@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::verify::mode::Checked;
 
 /// One blob a ref uses, with the HTTP validators it was fetched with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,8 +23,8 @@ pub struct RefBlob {
 /// How a source was verified: recorded in refs, provenance records and `--json` output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Verification {
-    /// `no`, `checksum` or `signature`.
-    pub mode: String,
+    /// What was checked (`no`, `checksum`, `signature`, `digest`).
+    pub mode: Checked,
     /// What the digest was checked against (a checksum file URL, `--checksum`, a products file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_source: Option<String>,
@@ -40,6 +41,21 @@ pub struct Verification {
     /// Things a reviewer should know, e.g. that a pinned key's SHA-1 self-signature was accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+impl Verification {
+    /// How people are told what was checked: `signature by FPR`, `checksum`, `digests
+    /// verified, no signature`, or `NOT verified`.
+    pub fn summary(&self) -> String {
+        match (&self.key_fingerprint, self.mode) {
+            (Some(fpr), _) => format!("signature by {fpr}"),
+            (None, Checked::Checksum) => "checksum".to_string(),
+            (None, Checked::Digest | Checked::Signature) => {
+                "digests verified, no signature".to_string()
+            }
+            (None, Checked::No) => "NOT verified".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

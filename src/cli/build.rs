@@ -217,11 +217,7 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         })?;
     } else {
         let v = &report.state.verification;
-        let how = match (&v.key_fingerprint, v.mode.as_str()) {
-            (Some(fpr), _) => format!("signature by {fpr}"),
-            (None, "checksum") => "checksum".to_string(),
-            _ => "NOT verified".to_string(),
-        };
+        let how = v.summary();
         settings.say(format!(
             "Built sandbox `{}` from {} at {} ({}, {how})",
             report.state.name,

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -12,6 +12,7 @@ use crate::cache::{Cache, RefKind};
 use crate::source::arch::normalise_arch;
 use crate::source::http::Http;
 use crate::source::images;
+use crate::verify::mode::Checked;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -39,7 +40,7 @@ struct CachedRow {
     variant: Option<String>,
     version: Option<String>,
     size: u64,
-    verification: String,
+    verification: Checked,
     key_fingerprint: Option<String>,
     fetched_at: String,
 }
@@ -50,18 +51,14 @@ pub fn run(settings: &Settings, args: ImagesArgs) -> Result<ExitCode> {
     if args.remote {
         let server = images::server_url(args.images_server.as_deref())?;
         let http = Http::new()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        let rows = runtime.block_on(images::list_remote(
+        let rows = crate::runtime::block_on(images::list_remote(
             &server,
             arch.as_deref(),
             args.filter.as_deref(),
             &cache,
             &http,
             args.offline,
-        ))?;
+        ))??;
         if settings.json {
             super::print_json(&rows)?;
         } else {
@@ -101,7 +98,7 @@ pub fn run(settings: &Settings, args: ImagesArgs) -> Result<ExitCode> {
             variant: detail("variant"),
             version: r.version.clone(),
             size: r.blob("image").map(|b| b.size).unwrap_or(0),
-            verification: r.verification.mode.clone(),
+            verification: r.verification.mode,
             key_fingerprint: r.verification.key_fingerprint.clone(),
             fetched_at: r.fetched_at.clone(),
         };

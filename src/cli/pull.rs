@@ -17,8 +17,8 @@ use crate::oci::{OciSource, PlatformSpec};
 use crate::pull::{FetchedImage, OciOptions, PullSpec, fetch_verified};
 use crate::source::oci_pull::OciFetched;
 use crate::source::simplestreams as ss;
-use crate::source::sums::VerifyMode;
 use crate::source::{SourceRef, naming};
+use crate::verify::mode::VerifyMode;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -235,14 +235,7 @@ fn report_tarball(
     if settings.json {
         super::print_json(&result)?;
     } else {
-        let how = match (
-            &result.verification.key_fingerprint,
-            result.verification.mode.as_str(),
-        ) {
-            (Some(fpr), _) => format!("signature by {fpr}"),
-            (None, "checksum") => "checksum".to_string(),
-            _ => "NOT verified".to_string(),
-        };
+        let how = result.verification.summary();
         match &result.path {
             Some(p) => settings.say(format!(
                 "Pulled {} into {} ({}, {how})",
@@ -315,11 +308,7 @@ fn report_oci(
     if settings.json {
         super::print_json(&result)?;
     } else {
-        let how = if result.verification.mode == "no" {
-            "NOT verified".to_string()
-        } else {
-            "digests verified, no signature".to_string()
-        };
+        let how = result.verification.summary();
         match &result.path {
             Some(p) => settings.say(format!(
                 "Pulled {} ({}) into {} ({}, {how})",

@@ -140,7 +140,7 @@ pub fn export_oci(
     }
     let snapshot = Snapshot::take(staging.path())?;
     snapshot.settle(&tmp)?;
-    let fixups = execute::layer_into(staging.path(), &plan)?;
+    let fixups = execute::layer_into(staging.path(), &plan, progress)?;
     let delta = snapshot.delta(staging.path())?;
     let bar = progress.task("Archiving the template's changes as a layer");
     layers.push(write_layer(&work.0.join("delta.tar.gz"), |w| {
@@ -301,26 +301,21 @@ fn push(
         BlobFrom::Bytes(image.config.clone()),
     ));
     let tag = reference.manifest_reference();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let digest = runtime
-        .block_on(push_image(
-            &registry,
-            &tag,
-            &image.manifest,
-            &image.manifest_descriptor.media_type,
-            &blobs,
-        ))
-        .with_context(|| format!("pushing to docker://{reference}"))?;
+    let digest = crate::runtime::block_on(push_image(
+        &registry,
+        &tag,
+        &image.manifest,
+        &image.manifest_descriptor.media_type,
+        &blobs,
+    ))?
+    .with_context(|| format!("pushing to docker://{reference}"))?;
     if digest != image.manifest_descriptor.digest {
         anyhow::bail!(
             "docker://{reference}: the registry stored the manifest as {digest}, not {}",
             image.manifest_descriptor.digest
         );
     }
-    let signatures = runtime.block_on(signers.sign_pushed(&registry, &digest))?;
+    let signatures = crate::runtime::block_on(signers.sign_pushed(&registry, &digest))??;
     Ok((digest, signatures))
 }
 

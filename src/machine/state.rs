@@ -85,6 +85,7 @@ pub fn read_state(sandboxes_dir: &Path, name: &str) -> Result<Option<SandboxStat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::mode::Checked;
 
     #[test]
     fn a_record_round_trips_and_a_missing_one_is_none() {
@@ -99,7 +100,7 @@ mod tests {
             source: "images:debian/bookworm/cloud".into(),
             digest: Digest::of(b"image"),
             verification: Verification {
-                mode: "signature".into(),
+                mode: Checked::Signature,
                 ..Default::default()
             },
             version: Some("20261129_05:24".into()),

@@ -11,6 +11,7 @@ use super::http::Http;
 use super::redact_url;
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
+use crate::verify::mode::Checked;
 
 /// How long a cached document is used without asking the server again.
 pub const FRESH_FOR: Duration = Duration::from_secs(300);
@@ -88,7 +89,7 @@ pub async fn get(
                 }],
                 // Index documents are not signed; what they name is checked when it is fetched.
                 verification: Verification {
-                    mode: "no".into(),
+                    mode: Checked::No,
                     ..Default::default()
                 },
                 version: None,
@@ -105,7 +106,7 @@ pub async fn get(
                 source: key.clone(),
                 blobs: Vec::new(),
                 verification: Verification {
-                    mode: "no".into(),
+                    mode: Checked::No,
                     ..Default::default()
                 },
                 version: None,

@@ -22,12 +22,13 @@ use super::images_verify::{BuildCheck, IMAGE_SIGNATURE, verify_build};
 use super::redact_url;
 use super::simplestreams::{self as ss, Alias};
 use super::site::Site;
-use super::sums::{self, VerifyMode};
+use super::sums;
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::digest::Digest;
 use crate::progress::ProgressMode;
 use crate::verify::checksums;
+use crate::verify::mode::VerifyMode;
 use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
 
 pub const DEFAULT_SERVER: &str = "https://images.linuxcontainers.org";

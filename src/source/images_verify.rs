@@ -6,10 +6,11 @@ use anyhow::{Context, Result, bail};
 
 use super::images::{Build, ImagesRequest, ref_key};
 use super::site::Site;
-use super::sums::{self, VerifyMode};
+use super::sums;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::digest::Digest;
 use crate::verify::checksums::ChecksumEntry;
+use crate::verify::mode::{Checked, VerifyMode};
 use crate::verify::openpgp::TrustStore;
 
 pub(super) type SignatureFile = (String, Vec<u8>);
@@ -41,7 +42,7 @@ pub(super) async fn verify_build(
 ) -> Result<BuildCheck> {
     let listed = build.rootfs_digest;
     let from_products = || Verification {
-        mode: req.mode.as_str().into(),
+        mode: req.mode.into(),
         checksum_source: build
             .details
             .get("products_url")
@@ -50,7 +51,7 @@ pub(super) async fn verify_build(
         ..Default::default()
     };
     let unverified = || Verification {
-        mode: "no".into(),
+        mode: Checked::No,
         ..Default::default()
     };
     let key = ref_key(&req.server, &req.alias.alias, &req.arch);
@@ -160,7 +161,7 @@ fn verify_from_cache(
         VerifyMode::No => Ok(Some(BuildCheck {
             expected: Some(image.digest),
             verification: Verification {
-                mode: "no".into(),
+                mode: Checked::No,
                 ..Default::default()
             },
             blobs: vec![],
@@ -176,7 +177,7 @@ fn verify_from_cache(
             Ok(Some(BuildCheck {
                 expected: Some(image.digest),
                 verification: Verification {
-                    mode: req.mode.as_str().into(),
+                    mode: req.mode.into(),
                     checksum_source: r.verification.checksum_source.clone(),
                     ..Default::default()
                 },
@@ -189,7 +190,7 @@ fn verify_from_cache(
         VerifyMode::Checksum if build.rootfs_digest == Some(image.digest) => Ok(Some(BuildCheck {
             expected: Some(image.digest),
             verification: Verification {
-                mode: "checksum".into(),
+                mode: Checked::Checksum,
                 checksum_source: r.verification.checksum_source.clone(),
                 ..Default::default()
             },

@@ -47,7 +47,7 @@ use crate::oci::{
 use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
-use crate::source::sums::VerifyMode;
+use crate::verify::mode::{Checked, VerifyMode};
 
 /// Registry layer downloads in flight at once.
 const PARALLEL_LAYERS: usize = 3;
@@ -168,7 +168,7 @@ pub fn ref_key(source: &OciSource, platform: &PlatformSpec) -> String {
 pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     let shown = req.source.to_string();
     let mut verification = Verification {
-        mode: "digest".to_string(),
+        mode: Checked::Digest,
         ..Verification::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

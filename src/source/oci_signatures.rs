@@ -17,13 +17,13 @@ use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::registry::{Registry, read_limited, shown_url};
 use crate::oci::{ImageManifest, ImageReference};
 use crate::source::oci_pull::OciRequest;
-use crate::source::sums::VerifyMode;
 use crate::verify::cosign::{
     COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION,
     SIMPLESIGNING_MEDIA_TYPE, check_payload, signature_tag,
 };
 use crate::verify::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
 use crate::verify::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
+use crate::verify::mode::{Checked, VerifyMode};
 use crate::verify::openpgp::{TrustStore, verify_inline};
 use crate::verify::policy::{Decision, Policy};
 
@@ -79,7 +79,7 @@ pub fn check_policy(
                 "--verify=no: the signature policy is NOT consulted for {shown}; \
                  whoever controls the registry decides what you run"
             );
-            verification.mode = "no".to_string();
+            verification.mode = Checked::No;
         }
         _ => match Policy::load(&req.policy_file)?.decide(reference) {
             Decision::Accept { scope } => verification.notes.push(format!(
@@ -157,8 +157,8 @@ pub async fn verify_signatures(
 
 /// Records a key that passed: the first one fills the main fields.
 fn record(verification: &mut Verification, source: String, fingerprint: String, req: &RequiredKey) {
-    if verification.mode != "signature" {
-        verification.mode = "signature".to_string();
+    if verification.mode != Checked::Signature {
+        verification.mode = Checked::Signature;
         verification.signature_source = Some(source.clone());
         verification.key_fingerprint = Some(fingerprint.clone());
         verification.key_origin = Some(req.path.display().to_string());

@@ -10,26 +10,8 @@ use super::site::Site;
 use crate::cache::{Cache, RefBlob, Verification};
 use crate::digest::Digest;
 use crate::verify::checksums::{self, ChecksumEntry};
+use crate::verify::mode::VerifyMode;
 use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
-
-/// `--verify=`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifyMode {
-    No,
-    Checksum,
-    Signature,
-}
-
-impl VerifyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerifyMode::No => "no",
-            VerifyMode::Checksum => "checksum",
-            VerifyMode::Signature => "signature",
-        }
-    }
-}
 
 pub const CHECKSUM_LIMIT: u64 = 4 << 20;
 pub const SIGNATURE_LIMIT: u64 = 1 << 20;
@@ -117,7 +99,7 @@ pub async fn check_named(
 ) -> Result<Option<VerifiedSums>> {
     let sums_loc = site.location(sums_name);
     let mut verification = Verification {
-        mode: mode.as_str().to_string(),
+        mode: mode.into(),
         checksum_source: Some(sums_loc.clone()),
         ..Default::default()
     };
@@ -187,7 +169,7 @@ pub fn reverify_cached(
         })?;
     let sums_bytes = cache.read_blob(&sums.digest)?;
     let mut verification = Verification {
-        mode: mode.as_str().to_string(),
+        mode: mode.into(),
         checksum_source: recorded.checksum_source.clone(),
         ..Default::default()
     };

@@ -11,12 +11,13 @@ use anyhow::{Context, Result, bail};
 use super::fetch::{Wanted, fetch_file};
 use super::http::Http;
 use super::site::Site;
-use super::sums::{self, VerifiedSums, VerifyMode};
+use super::sums::{self, VerifiedSums};
 use super::{SourceRef, strip_tar_suffix};
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::digest::Digest;
 use crate::progress::ProgressMode;
+use crate::verify::mode::{Checked, VerifyMode};
 use crate::verify::openpgp::TrustStore;
 
 /// What to pull and how to check it.
@@ -96,13 +97,13 @@ pub async fn fetch(
     };
     let verification = match (&sums, req.pinned) {
         (_, Some(pin)) => Verification {
-            mode: "checksum".into(),
+            mode: Checked::Checksum,
             checksum_source: Some(format!("--checksum {pin}")),
             ..Default::default()
         },
         (Some(s), None) => s.verification.clone(),
         (None, None) => Verification {
-            mode: "no".into(),
+            mode: Checked::No,
             ..Default::default()
         },
     };
@@ -214,13 +215,13 @@ fn fetch_offline(
                 );
             }
             Verification {
-                mode: "checksum".into(),
+                mode: Checked::Checksum,
                 checksum_source: Some(format!("--checksum {pin}")),
                 ..Default::default()
             }
         }
         (VerifyMode::No, None) => Verification {
-            mode: "no".into(),
+            mode: Checked::No,
             ..Default::default()
         },
         (mode, None) => {

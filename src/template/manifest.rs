@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::digest::Digest;
 use crate::source::SourceRef;
-use crate::source::sums::VerifyMode;
+use crate::verify::mode::VerifyMode;
 
 use super::generate::Generator;
 use super::vars::validate_var_name;

@@ -14,7 +14,7 @@ use super::library::Content;
 use super::{cloudinit, dropin, nspawn};
 use crate::digest::Digest;
 use crate::source::SourceRef;
-use crate::source::sums::VerifyMode;
+use crate::verify::mode::VerifyMode;
 
 /// Where cloud-init's NoCloud data source looks for its seed, relative to the rootfs.
 pub const SEED_DIR: &str = "var/lib/cloud/seed/nocloud";

@@ -1,5 +1,6 @@
 //! Verification: every byte that enters the cache or a machine is checked here first.
 //!
+//! - `mode`: what is asked for (`VerifyMode`) and what was checked (`Checked`), typed.
 //! - `checksums`: parsing SHA256SUMS / `<file>.sha256` (pure).
 //! - `openpgp`: the trust store and detached-signature checks (sequoia-openpgp).
 //! - `policy`: which `docker://` images may be pulled and which signatures they need (a
@@ -16,5 +17,6 @@
 pub mod checksums;
 pub mod cosign;
 pub mod lookaside;
+pub mod mode;
 pub mod openpgp;
 pub mod policy;

@@ -1,9 +1,9 @@
 //! `extends`, variables, sources, file layout, the content hash.
 
 use super::{Set, base, chain, tpl};
-use crate::source::sums::VerifyMode;
 use crate::template::library::{Content, TemplateFile};
 use crate::template::plan::Keyring;
+use crate::verify::mode::VerifyMode;
 
 fn order(set: &Set, names: &[&str]) -> Vec<String> {
     set.compose(names, &[]).unwrap().spec().templates.clone()
