@@ -15,5 +15,6 @@ pub mod progress;
 pub mod pull;
 pub mod source;
 pub mod transfer;
+pub mod transport;
 pub mod unpack;
 pub mod verify;

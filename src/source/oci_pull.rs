@@ -38,7 +38,7 @@ use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
 use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
+use crate::oci::registry::{Registry, shown_url, top_media_type};
 use crate::oci::{
     Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, extract_oci_archive,
     resolve_image,
@@ -47,6 +47,7 @@ use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
 use crate::source::sums::VerifyMode;
+use crate::transport::read_limited;
 use crate::verify::Digest;
 
 /// Registry layer downloads in flight at once.
@@ -474,7 +475,7 @@ async fn download_layer(reg: &Registry, cache: &Cache, d: &Descriptor) -> Result
     let mut got: u64 = 0;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| crate::source::http::describe(e, &url))?;
+        let chunk = chunk.map_err(|e| crate::transport::describe(e, &url))?;
         got += chunk.len() as u64;
         if got > d.size {
             bail!(

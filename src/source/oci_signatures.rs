@@ -20,10 +20,11 @@ use crate::oci::cosign::{SIMPLE_SIGNING_TYPE, check_exact_tag};
 use crate::oci::lookaside::{load_registries_d, lookaside_dir, lookaside_for, signature_path};
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::policy::{Decision, Policy};
-use crate::oci::registry::{Registry, read_limited, shown_url};
+use crate::oci::registry::{Registry, shown_url};
 use crate::oci::{ImageManifest, ImageReference};
 use crate::source::oci_pull::OciRequest;
 use crate::source::sums::VerifyMode;
+use crate::transport::read_limited;
 use crate::verify::Digest;
 use crate::verify::openpgp::{TrustStore, verify_inline};
 

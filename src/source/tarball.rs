@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::fetch::{Wanted, fetch_file};
-use super::http::Http;
 use super::site::Site;
 use super::sums::{self, VerifiedSums, VerifyMode};
 use super::{SourceRef, strip_tar_suffix};
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::progress::ProgressMode;
+use crate::transport::http::Http;
 use crate::verify::Digest;
 use crate::verify::openpgp::TrustStore;
 
