@@ -395,6 +395,64 @@ mod tests {
         assert!(fits(u64::MAX - 1, 0, None));
     }
 
+    /// Serves `body` once on 127.0.0.1 as a 200 without a length (the body ends at EOF).
+    fn serve_once(body: Vec<u8>) -> String {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/blob", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let _ = conn.write_all(&body);
+        });
+        url
+    }
+
+    fn receive_from(url: &str, part: &Path, size: Option<u64>) -> Result<Received> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let resp = super::super::client(super::super::Tls::Verify)?
+                .get(url)
+                .send()
+                .await?;
+            let body = Body {
+                part,
+                asked_from: 0,
+                size,
+                shown: url,
+            };
+            receive(resp, &body, &Progress::hidden()).await
+        })
+    }
+
+    #[test]
+    fn a_server_sending_more_than_the_size_is_refused_and_nothing_kept() {
+        let dir = std::env::temp_dir().join(format!("resume-test-{:016x}", rand::random::<u64>()));
+        fs::create_dir(&dir).unwrap();
+        let part = dir.join("p");
+        let err = receive_from(&serve_once(vec![7u8; 100_000]), &part, Some(1000)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more than the 1000 bytes expected"),
+            "{err:#}"
+        );
+        assert!(!part.exists(), "the over-long partial is discarded");
+
+        let got = receive_from(&serve_once(vec![7u8; 1000]), &part, Some(1000)).unwrap();
+        assert_eq!(got.digest, Digest::of(&[7u8; 1000]));
+        assert_eq!((got.size, got.transferred()), (1000, 1000));
+        assert_eq!(fs::read(&part).unwrap(), vec![7u8; 1000]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_partial_as_long_as_the_whole_is_not_resumed() {
         let dir = std::env::temp_dir().join(format!("resume-test-{:016x}", rand::random::<u64>()));
