@@ -20,5 +20,6 @@ pub mod pull;
 pub mod runtime;
 pub mod source;
 pub mod template;
+pub mod transport;
 pub mod unpack;
 pub mod verify;

@@ -18,11 +18,11 @@ use crate::progress::ProgressMode;
 use crate::runtime;
 use crate::source::SourceRef;
 use crate::source::arch::{host_debian_arch, normalise_arch};
-use crate::source::http::Http;
 use crate::source::images::{self, ImagesRequest};
 use crate::source::oci_pull::{OciFetched, OciRequest, fetch_oci};
 use crate::source::simplestreams as ss;
 use crate::source::tarball::{self, TarballRequest};
+use crate::transport::http::Http;
 use crate::verify::mode::VerifyMode;
 use crate::verify::openpgp::{LXC_IMAGES_ORIGIN, TrustStore, load_trust_store, lxc_images_cert};
 

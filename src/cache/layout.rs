@@ -119,6 +119,13 @@ impl CacheLayout {
             dir.join(format!("download-{id}.json")),
         )
     }
+
+    /// The resumable partial download of the blob `digest` (a registry layer). Keyed by the
+    /// digest alone: a blob's content is fixed by it, so no validator record is needed.
+    pub fn partial_blob(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir()
+            .join(format!("partial-{}.part", digest.hex()))
+    }
 }
 
 /// The contents of `CACHEDIR.TAG` (https://bford.info/cachedir/).
@@ -176,6 +183,10 @@ mod tests {
         let (part, meta) = l.partial_download("http://x/y");
         assert_eq!(part.parent(), meta.parent());
         assert!(part.starts_with("/s/cache/v1/tmp"));
+        assert_eq!(
+            l.partial_blob(&d),
+            PathBuf::from(format!("/s/cache/v1/tmp/partial-{}.part", d.hex()))
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::Settings;
 use super::cache::human_size;
 use crate::cache::{Cache, RefKind};
 use crate::source::arch::normalise_arch;
-use crate::source::http::Http;
 use crate::source::images;
+use crate::transport::http::Http;
 use crate::verify::mode::Checked;
 
 #[derive(Args, Debug)]

@@ -10,18 +10,16 @@
 //! carries credentials) and the status.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::StreamExt as _;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::manifest::ImageIndex;
 use super::media;
 use super::reference::ImageReference;
-use crate::source::http::describe;
+use crate::transport::{self, Tls, describe, read_limited, redact, redact_url};
 
 /// What a manifest GET accepts: every manifest and index type `parse_manifest` understands.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -97,14 +95,7 @@ impl Registry {
         tls_verify: bool,
         access: Access,
     ) -> Result<Registry> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("sandboxes/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(60))
-            .danger_accept_invalid_certs(!tls_verify)
-            .build()
-            .context("setting up the HTTP client")?;
+        let client = transport::client(Tls::from_verify(tls_verify))?;
         Ok(Registry {
             client,
             reference: reference.clone(),
@@ -269,7 +260,7 @@ impl Registry {
                         q.append_pair("scope", s);
                     }
                 }
-                let shown = crate::source::redact_url(&token_url);
+                let shown = redact_url(&token_url);
                 let mut req = self.client.get(token_url.clone());
                 if let Some(c) = &self.creds {
                     req = req.basic_auth(&c.username, Some(c.secret()));
@@ -295,18 +286,12 @@ impl Registry {
         if let Some(s) = *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(s);
         }
-        let chosen = if self.tls_verify {
-            "https"
-        } else {
-            let probe = format!("https://{}/v2/", self.reference.api_host());
-            match self.client.get(&probe).send().await {
-                Ok(_) => "https",
-                Err(e) => {
-                    tracing::debug!("{probe}: {e}; trying plain http (--tls-verify=false)");
-                    "http"
-                }
-            }
-        };
+        let chosen = transport::registry_scheme(
+            &self.client,
+            self.reference.api_host(),
+            Tls::from_verify(self.tls_verify),
+        )
+        .await;
         *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen);
         Ok(chosen)
     }
@@ -359,12 +344,46 @@ impl Registry {
     /// GETs a blob (or, for digests the registry keeps as manifests, the manifest), as a
     /// response whose body the caller streams and verifies.
     pub async fn blob(&self, digest: &crate::digest::Digest) -> Result<reqwest::Response> {
-        let resp = self.get("blobs", &digest.to_string(), None).await?;
+        self.blob_from(digest, 0).await
+    }
+
+    /// Like [`Registry::blob`], from byte `from` on: `Range: bytes=FROM-` (with the registry's
+    /// credentials, and again on the retry after a 401). The answer is a 206 that the caller
+    /// checks starts at `from`, or a 200 with the whole blob from a registry (or storage
+    /// redirect) that ignores ranges. A 416 (the partial bytes are not a prefix of anything the
+    /// registry has) is answered by asking for the whole blob.
+    pub async fn blob_from(
+        &self,
+        digest: &crate::digest::Digest,
+        from: u64,
+    ) -> Result<reqwest::Response> {
+        let scheme = self.scheme().await?;
+        let get = |kind: &'static str, accept: Option<&'static str>, from: u64| {
+            let url = self.url(scheme, kind, &digest.to_string());
+            async move {
+                self.send(Method::GET, &url, |mut req| {
+                    if let Some(a) = accept {
+                        req = req.header(ACCEPT, a);
+                    }
+                    if from > 0 {
+                        req = req.header(RANGE, format!("bytes={from}-"));
+                    }
+                    Ok(req)
+                })
+                .await
+            }
+        };
+        let mut resp = get("blobs", None, from).await?;
+        if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && from > 0 {
+            tracing::info!(
+                "{}: range from byte {from} refused; asking for all of it",
+                shown_url(&resp)
+            );
+            resp = get("blobs", None, 0).await?;
+        }
         if resp.status() == StatusCode::NOT_FOUND {
             // Manifests inside an index live under /manifests/, not /blobs/, on most registries.
-            let alt = self
-                .get("manifests", &digest.to_string(), Some(MANIFEST_ACCEPT))
-                .await?;
+            let alt = get("manifests", Some(MANIFEST_ACCEPT), 0).await?;
             if alt.status().is_success() {
                 return Ok(alt);
             }
@@ -386,7 +405,7 @@ impl Registry {
 pub fn shown_url(resp: &reqwest::Response) -> String {
     let mut u = resp.url().clone();
     u.set_query(None);
-    crate::source::redact_url(&u)
+    redact_url(&u)
 }
 
 /// A URL for messages: without credentials, query (an upload session's state, a storage
@@ -396,9 +415,9 @@ pub fn shown(url: &str) -> String {
         Ok(mut u) => {
             u.set_query(None);
             u.set_fragment(None);
-            crate::source::redact_url(&u)
+            redact_url(&u)
         }
-        Err(_) => crate::source::redact(url),
+        Err(_) => redact(url),
     }
 }
 
@@ -447,25 +466,6 @@ pub(super) fn status_message(status: StatusCode, what: &str) -> String {
         StatusCode::TOO_MANY_REQUESTS => "429 Too Many Requests: rate-limited".to_string(),
         s => format!("the registry answered {s}"),
     }
-}
-
-/// Reads a response body of at most `limit` bytes; larger bodies are refused as they arrive.
-pub async fn read_limited(resp: reqwest::Response, limit: u64, url: &str) -> Result<Vec<u8>> {
-    if let Some(len) = resp.content_length()
-        && len > limit
-    {
-        bail!("GET {url}: {len} bytes, more than the {limit} bytes allowed");
-    }
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| describe(e, url))?;
-        if (out.len() + chunk.len()) as u64 > limit {
-            bail!("GET {url}: more than the {limit} bytes allowed");
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// The token of a token server's JSON answer (`token`, or OAuth's `access_token`).

@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use url::Url;
 
-use super::http::Http;
-use super::redact_url;
 use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
+use crate::transport::http::Http;
+use crate::transport::redact_url;
 use crate::verify::mode::Checked;
 
 /// How long a cached document is used without asking the server again.

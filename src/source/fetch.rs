@@ -5,12 +5,13 @@ use std::io::{self, Write};
 
 use anyhow::{Context, Result, bail};
 
-use super::http::{Download, PartCheck, Validators};
 use super::site::Site;
 use crate::cache::lock::LockGuard;
 use crate::cache::{Cache, RefBlob};
 use crate::digest::Digest;
 use crate::progress::{ProgressMode, ProgressReader};
+use crate::transport::http::{Download, Validators};
+use crate::transport::resume::PartCheck;
 
 /// Fetches `file_name` from `site` into the cache as a blob with `role`:
 /// - nothing is transferred when `expected` is already cached;

@@ -17,9 +17,7 @@ use url::Url;
 
 use super::documents::{self, Freshness};
 use super::fetch::{Wanted, fetch_file};
-use super::http::{Http, PartCheck};
 use super::images_verify::{BuildCheck, IMAGE_SIGNATURE, verify_build};
-use super::redact_url;
 use super::simplestreams::{self as ss, Alias};
 use super::site::Site;
 use super::sums;
@@ -27,6 +25,9 @@ use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::digest::Digest;
 use crate::progress::ProgressMode;
+use crate::transport::http::Http;
+use crate::transport::redact_url;
+use crate::transport::resume::PartCheck;
 use crate::verify::checksums;
 use crate::verify::mode::VerifyMode;
 use crate::verify::openpgp::{SignatureCheck, TrustStore, verify_detached};
@@ -48,8 +49,12 @@ pub struct ImagesRequest<'a> {
 /// The server URL a user gave (or the default), normalised to end in `/`.
 pub fn server_url(given: Option<&str>) -> Result<Url> {
     let s = given.unwrap_or(DEFAULT_SERVER);
-    let mut url = Url::parse(s)
-        .with_context(|| format!("`{}` is not a valid image server URL", super::redact(s)))?;
+    let mut url = Url::parse(s).with_context(|| {
+        format!(
+            "`{}` is not a valid image server URL",
+            crate::transport::redact(s)
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         bail!(
             "image server {} must be an http:// or https:// URL",

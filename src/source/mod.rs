@@ -4,7 +4,6 @@
 pub mod arch;
 pub mod documents;
 pub mod fetch;
-pub mod http;
 pub mod images;
 mod images_verify;
 pub mod naming;
@@ -19,6 +18,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use url::Url;
+
+use crate::transport::{redact, redact_url};
 
 /// What the user asked to pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,30 +122,6 @@ pub fn strip_tar_suffix(file_name: &str) -> &str {
     file_name
 }
 
-/// A URL without user and password, for messages and records.
-pub fn redact_url(url: &Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
-        return url.to_string();
-    }
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
-}
-
-/// Like `redact_url` for a string that may not parse.
-pub fn redact(s: &str) -> String {
-    match Url::parse(s) {
-        Ok(u) => redact_url(&u),
-        Err(_) => match (s.find("://"), s.find('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                format!("{}://…@{}", &s[..scheme_end], &s[at + 1..])
-            }
-            _ => s.to_string(),
-        },
-    }
-}
-
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -224,6 +201,7 @@ mod tests {
         let s = SourceRef::parse("https://user:secret@h/x.tar").unwrap();
         assert!(!s.display().contains("secret"));
         assert!(!s.display().contains("user"));
-        assert!(!redact("https://user:secret@h x/").contains("secret"));
+        let err = SourceRef::parse("ftp://user:secret@h/x").unwrap_err();
+        assert!(!err.to_string().contains("secret"));
     }
 }

@@ -9,7 +9,11 @@
 //!    manifest → config, each document verified against its descriptor (digest and size).
 //! 3. The verified documents, then every missing layer, enter the cache: streamed into a temp
 //!    blob, counted against the descriptor's size as they arrive, hashed, and published under
-//!    their digest only when both match. Registry layers download three at a time.
+//!    their digest only when both match. Registry layers download three at a time, through
+//!    [`crate::transport::resume`]: a layer's partial file (`tmp/partial-<hex>.part`, keyed by
+//!    its digest) survives an interrupted pull, and the next one asks for `Range: bytes=N-` and
+//!    re-hashes the N bytes first; a registry that answers 200 restarts it from 0, a digest
+//!    mismatch discards it.
 //! 4. A ref (`refs/oci/<source>#<platform>.json`) records the manifest, config and layer
 //!    digests and the config.
 //!
@@ -39,14 +43,16 @@ use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
 use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::registry::{Registry, read_limited, shown_url, top_media_type};
+use crate::oci::registry::{Registry, shown_url, top_media_type};
 use crate::oci::{
     Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, extract_oci_archive,
     resolve_image,
 };
+use crate::progress::Progress;
 use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
+use crate::transport::{read_limited, resume};
 use crate::verify::mode::{Checked, VerifyMode};
 
 /// Registry layer downloads in flight at once.
@@ -457,41 +463,31 @@ async fn fetch_layers_registry(reg: &Registry, cache: &Cache, layers: &[Layer]) 
     Ok(sizes.iter().sum())
 }
 
+/// Downloads one layer into the cache, resuming the partial file an interrupted pull left
+/// (keyed by the digest, so any earlier pull's bytes of this blob are good to continue from).
+/// Returns the bytes transferred now.
 async fn download_layer(reg: &Registry, cache: &Cache, d: &Descriptor) -> Result<u64> {
-    let resp = reg.blob(&d.digest).await?;
+    let part = cache.layout().partial_blob(&d.digest);
+    let from = resume::resumable_len(&part, Some(d.size));
+    if from > 0 {
+        tracing::info!("resuming layer {} at byte {from} of {}", d.digest, d.size);
+    }
+    let resp = reg.blob_from(&d.digest, from).await?;
     let url = shown_url(&resp);
-    let what = || format!("layer {} from {url}", d.digest);
-    if let Some(len) = resp.content_length()
-        && len != d.size
-    {
-        bail!(
-            "{}: the registry announces {len} bytes, the descriptor says {}",
-            what(),
-            d.size
-        );
-    }
-    let mut temp = cache.temp_blob()?;
-    let mut got: u64 = 0;
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| crate::source::http::describe(e, &url))?;
-        got += chunk.len() as u64;
-        if got > d.size {
-            bail!(
-                "{}: longer than the {} bytes of its descriptor",
-                what(),
-                d.size
-            );
-        }
-        // A small blocking write between network reads; the cache is local disk.
-        temp.write_all(&chunk)
-            .with_context(|| format!("writing {}", temp.path().display()))?;
-    }
-    if got != d.size {
-        bail!("{}: ended after {got} of {} bytes", what(), d.size);
-    }
-    cache.publish(temp, Some(&d.digest)).with_context(what)?;
-    Ok(got)
+    let what = format!("layer {} from {url}", d.digest);
+    let body = resume::Body {
+        part: &part,
+        asked_from: from,
+        size: Some(d.size),
+        shown: &url,
+    };
+    // The size cap is the descriptor's: a registry sending more is refused before the excess
+    // is written, and the digest is checked before the blob is published.
+    let got = resume::receive(resp, &body, &Progress::hidden())
+        .await
+        .with_context(|| what.clone())?;
+    resume::publish(cache, &part, &got, Some(&d.digest), None, &what)?;
+    Ok(got.transferred())
 }
 
 fn write_ref(

@@ -14,9 +14,10 @@ use anyhow::{Context, Result, bail};
 use crate::cache::Verification;
 use crate::digest::Digest;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::registry::{Registry, read_limited, shown_url};
+use crate::oci::registry::{Registry, shown_url};
 use crate::oci::{ImageManifest, ImageReference};
 use crate::source::oci_pull::OciRequest;
+use crate::transport::read_limited;
 use crate::verify::cosign::{
     COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION,
     SIMPLESIGNING_MEDIA_TYPE, check_payload, signature_tag,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use url::Url;
 
-use super::http::{Fetched, Http, Validators};
-use super::redact_url;
+use crate::transport::http::{Fetched, Http, Validators};
+use crate::transport::redact_url;
 
 #[derive(Clone)]
 pub enum Site {

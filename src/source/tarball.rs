@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::fetch::{Wanted, fetch_file};
-use super::http::Http;
 use super::site::Site;
 use super::sums::{self, VerifiedSums};
 use super::{SourceRef, strip_tar_suffix};
@@ -17,6 +16,7 @@ use crate::cache::refs::now_rfc3339;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::digest::Digest;
 use crate::progress::ProgressMode;
+use crate::transport::http::Http;
 use crate::verify::mode::{Checked, VerifyMode};
 use crate::verify::openpgp::TrustStore;
 

@@ -25,6 +25,7 @@ mod images_trust;
 mod keys;
 mod ls_rm;
 mod oci;
+mod oci_resume;
 mod oci_signatures;
 mod oci_signing;
 mod pull_tarball;

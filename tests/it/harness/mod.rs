@@ -11,13 +11,15 @@
 //! - `site`: a docroot served by nginx with helpers to publish images, checksums and signatures.
 //! - `fixture`: an image with the tree it must become, and keyring files.
 //! - `registry`: Debian's docker-registry on a free port (optionally with htpasswd auth),
-//!   images pushed by real skopeo; `ocimage`: OCI layouts built in code.
+//!   images pushed by real skopeo; `ocimage`: OCI layouts built in code; `cutproxy`: a loopback
+//!   proxy in front of it that cuts one blob's body short and counts the bytes it passes.
 //! - `simplestreams`: an LXC image server (simplestreams or legacy index) with generated builds,
 //!   signed by a GnuPG key whose self-signature is SHA-1, like the real LXC image key.
 //!
 //! Every external tool is looked up before use; a missing one fails with a message naming the
 //! Debian package to install, never with an obscure spawn error deep inside a test.
 
+pub mod cutproxy;
 pub mod env;
 pub mod fixture;
 pub mod gpg;

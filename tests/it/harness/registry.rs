@@ -102,6 +102,11 @@ impl Registry {
         }
     }
 
+    /// The port on 127.0.0.1 (for a proxy in front of the registry).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)

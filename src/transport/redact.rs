@@ -1,0 +1,92 @@
+//! Keeping secrets out of messages: URLs without credentials, and transport errors described
+//! by their kind and causes, never by reqwest's own message (which repeats the URL whole).
+
+use anyhow::anyhow;
+use url::Url;
+
+/// A URL without user and password, for messages and records.
+pub fn redact_url(url: &Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// Like `redact_url` for a string that may not parse.
+pub fn redact(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(u) => redact_url(&u),
+        Err(_) => match (s.find("://"), s.find('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}://…@{}", &s[..scheme_end], &s[at + 1..])
+            }
+            _ => s.to_string(),
+        },
+    }
+}
+
+/// Says what kind of failure a transport error was (DNS, refused, TLS, timeout), for `url`.
+pub fn describe(e: reqwest::Error, url: &str) -> anyhow::Error {
+    let chain = {
+        let mut parts = Vec::new();
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            parts.push(s.to_string());
+            src = s.source();
+        }
+        parts.join(": ").to_lowercase()
+    };
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if chain.contains("dns error")
+        || chain.contains("failed to lookup address")
+        || chain.contains("name or service not known")
+    {
+        "DNS lookup failed"
+    } else if chain.contains("connection refused") {
+        "connection refused"
+    } else if chain.contains("certificate")
+        || chain.contains("tls")
+        || chain.contains("handshake")
+        // A TCP connection was made but the TLS layer failed (e.g. a plain-HTTP server).
+        || (url.starts_with("https:") && e.is_connect() && !chain.contains("tcp connect error"))
+    {
+        "TLS failed"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transfer failed"
+    };
+    // reqwest's own message repeats the URL with credentials; keep only the causes.
+    let mut causes = Vec::new();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        causes.push(s.to_string());
+        src = s.source();
+    }
+    let detail = if causes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", causes.join(": "))
+    };
+    anyhow!("GET {url}: {kind}{detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show() {
+        let u = Url::parse("https://user:secret@h/x.tar").unwrap();
+        assert_eq!(redact_url(&u), "https://h/x.tar");
+        assert!(!redact("https://user:secret@h x/").contains("secret"));
+        assert!(!redact("https://user:secret@h x/").contains("user"));
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}
