@@ -1,9 +1,29 @@
 //! sandboxes: verified Linux root filesystems for systemd-nspawn hosts.
 //!
-//! Data flows one way: `source` (where bytes come from) → `verify` (digests, OpenPGP, policy)
-//! → `cache` (content-addressed, the only thing both sides share) → `unpack` (safe extraction
-//! into a directory handle) → `machine` (staging, atomic publish, host hand-off).
-//! `cli` parses arguments and calls into these; nothing below `cli` prints to stdout.
+//! Data flows one way, and each module imports only the ones below it:
+//!
+//! ```text
+//! cli           arguments, output, exit codes; the only printing (with progress)
+//! airgap        cache export/import for hosts without a network
+//! export        what --output writes: tar + SHA256SUMS(.gpg), OCI layouts, pushes, signing
+//! build         carries a BuildPlan out: layering, fix-ups, bake steps, host files
+//! template      the template language, pure: library, composition, rendering to a BuildPlan
+//! machine       the host side: materialise (an image's tree in staging) and publish,
+//!               artifacts, removal, ZFS, the state record, host setup, machinectl
+//! pull          the one pull: SourceRef + trust settings → a verified FetchedImage
+//! source        where bytes come from: tarballs, images:, OCI (registry client included)
+//! transport     the one HTTP client, bounded reads, the resumable hashing download
+//! cache         content-addressed blobs and refs under <sandboxes_dir>/cache
+//! verify        checksums, OpenPGP, cosign, policy.json, simple signing; verification modes
+//! oci           OCI/Docker image formats and layer application, no network
+//! unpack        safe extraction into a directory handle that never leaves its root
+//! digest, atomic, paths, progress, runtime
+//!               sha256 digests, atomic file writes, host paths, progress bars, the runtime
+//! ```
+//!
+//! A byte enters in `transport` (or `source` for local files), is verified in `verify` (called
+//! by `source`) before `cache` stores it, is unpacked by `unpack` (called by
+//! `machine::materialise`), and the host is changed only in `machine` and `build`.
 
 pub mod airgap;
 pub mod atomic;

@@ -13,7 +13,7 @@ use crate::export::output::Output;
 use crate::export::sign::SigningOptions;
 use crate::export::tar_output::{self, ExportCompression, ExportOptions, ExportReport};
 use crate::machine::host::SystemHost;
-use crate::oci::auth::{Credentials, CredsParser};
+use crate::source::registry::auth::{Credentials, CredsParser};
 use crate::template::{Composition, Library, parse_nvidia_list, parse_set};
 
 #[derive(Args, Debug)]

@@ -31,12 +31,12 @@ use crate::export::oci_image::{self, BaseInfo, ComposedImage, ImageInputs, NewLa
 use crate::export::sign::{SignatureRecord, Signers, SigningOptions};
 use crate::export::tar_output::{planned_nspawn, staging_parent};
 use crate::export::tar_writer;
-use crate::oci::auth::{Credentials, find_credentials};
-use crate::oci::registry::Registry;
-use crate::oci::{BlobFrom, push_image};
 use crate::oci::{Descriptor, ImageReference, PlatformSpec};
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
+use crate::source::registry::Registry;
+use crate::source::registry::auth::{Credentials, find_credentials};
+use crate::source::registry::push::{BlobFrom, push_image};
 use crate::template::compose::Composition;
 
 /// The gzip level of the layers this build writes: fixed, so outputs do not depend on the

@@ -1,5 +1,5 @@
-//! OCI and Docker images, without the network: references, manifests, indexes, configs,
-//! platform choice, image layouts and archives, and layer application.
+//! OCI and Docker image formats, without the network: references, manifests, indexes,
+//! configs, platform choice, image layouts and archives, and layer application.
 //!
 //! # Flow
 //!
@@ -7,7 +7,7 @@
 //! OciSource::parse("docker://…" | "oci-layout:DIR[:TAG]" | "oci-archive:FILE[:TAG]")
 //!   oci-archive: extract_oci_archive(file, tmp dir) ──▶ an image layout
 //!   OciLayout::open(dir)?.resolve(tag)        ──▶ top Descriptor
-//!   docker://: verify::policy::Policy::decide, then registry::Registry::manifest ──▶ top Descriptor
+//!   docker://: verify::policy::Policy::decide, then source::registry::Registry::manifest ──▶ top Descriptor
 //!     (then its cosign / simple signing signatures: source::oci_signatures)
 //! resolve_image(&dyn BlobSource, &top, &PlatformSpec)
 //!   index ─▶ choose_manifest(platform) ─▶ manifest ─▶ config ─▶ layers + diff_ids
@@ -35,14 +35,12 @@
 //! manifests, indexes), `config` (image config), `platform` (os/arch/variant, matching),
 //! `blob` (verified reading, the `BlobSource` trait), `layout` (image layout directories),
 //! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying), `nspawn`
-//! (init detection and the `.nspawn` an image needs), `registry` (the distribution HTTP API:
-//! manifests, blobs, Basic and Bearer auth), `push` (blob uploads and mounts, manifest PUTs,
-//! `push_image`, on the same client), `auth` (credentials from flags, auth files and helpers).
-//! Signature checks (policy, cosign, simple signing's lookaside) are `verify`'s; signing and
-//! layout writing are `export`'s; the cache and machine side of a pull is `source::oci_pull`.
+//! (init detection and the `.nspawn` an image needs). Nothing here speaks HTTP: the registry
+//! client (manifests, blobs, auth, push) is `source::registry`; signature checks (policy,
+//! cosign, simple signing's lookaside) are `verify`'s; signing and layout writing are
+//! `export`'s; the cache side of a pull is `source::oci_pull`.
 
 pub mod archive;
-pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod image;
@@ -52,9 +50,7 @@ pub mod manifest;
 pub mod media;
 pub mod nspawn;
 pub mod platform;
-pub mod push;
 pub mod reference;
-pub mod registry;
 
 #[cfg(test)]
 mod tests;
@@ -68,5 +64,4 @@ pub use layout::OciLayout;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, parse_manifest};
 pub use nspawn::{LABEL_NSPAWN, has_init, render_exec_section, settings_for};
 pub use platform::{Platform, PlatformSpec};
-pub use push::{BlobFrom, push_image};
 pub use reference::{ImageReference, OciSource};

@@ -1,5 +1,16 @@
 //! Where bytes come from. `SourceRef` parsing is pure; each source kind has its own module that
-//! fetches into the cache and never touches the machines dir.
+//! fetches into the cache, verified, and never touches the machines dir:
+//!
+//! - `tarball` (+ `site`, `fetch`, `sums`): a rootfs tarball by URL or path, with its checksum
+//!   file and signature found next to it.
+//! - `images` (+ `simplestreams`, `documents`, `images_verify`, `arch`): `images:ALIAS` from a
+//!   simplestreams server or the legacy index.
+//! - `oci_pull` (+ `oci_signatures`): `docker://`, `oci-layout:`, `oci-archive:`, every blob
+//!   into the cache, the policy and signatures checked; `registry` is the distribution API
+//!   client (manifests, blobs with resume, auth, push) on `transport`'s client.
+//! - `naming`: the machine name a source gets by default.
+//!
+//! All network I/O goes through `transport`; what comes out is used by `pull`.
 
 pub mod arch;
 pub mod documents;
@@ -9,6 +20,7 @@ mod images_verify;
 pub mod naming;
 pub mod oci_pull;
 pub mod oci_signatures;
+pub mod registry;
 pub mod simplestreams;
 pub mod site;
 pub mod sums;

@@ -38,20 +38,21 @@ use crate::cache::refs::now_rfc3339;
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefBlob, RefKind, Verification};
 use crate::digest::Digest;
-use crate::oci::auth::{Credentials, find_credentials};
 use crate::oci::blob::BlobSource;
 use crate::oci::config::MAX_CONFIG_SIZE;
 use crate::oci::image::Layer;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::registry::{Registry, shown_url, top_media_type};
 use crate::oci::{
     Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, extract_oci_archive,
     resolve_image,
 };
 use crate::progress::Progress;
+use crate::runtime;
 use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
 };
+use crate::source::registry::auth::{Credentials, find_credentials};
+use crate::source::registry::{Registry, shown_url, top_media_type};
 use crate::transport::{read_limited, resume};
 use crate::verify::mode::{Checked, VerifyMode};
 
@@ -136,20 +137,21 @@ impl BlobSource for CacheFirst<'_> {
 }
 
 /// A registry's small documents (index entries, configs) for [`resolve_image`], fetched whole
-/// and bounded; layers take the streaming path in [`fetch_layers_registry`].
+/// and bounded; layers take the streaming path in [`fetch_layers_registry`]. `resolve_image`
+/// is sync (it also reads layouts and the cache), so each document is one `block_on`; it is
+/// never called from inside the runtime.
 struct RegistryDocs<'a> {
     registry: &'a Registry,
-    runtime: &'a tokio::runtime::Runtime,
 }
 
 impl BlobSource for RegistryDocs<'_> {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let bytes = self.runtime.block_on(async {
+        let bytes = runtime::block_on(async {
             let resp = self.registry.blob(digest).await?;
             let url = shown_url(&resp);
             // One byte over the largest document allowed, so VerifiedReader sees the excess.
             read_limited(resp, MAX_CONFIG_SIZE.max(MAX_MANIFEST_SIZE) + 1, &url).await
-        })?;
+        })??;
         Ok(Box::new(Cursor::new(bytes)))
     }
 }
@@ -177,10 +179,6 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         mode: Checked::Digest,
         ..Verification::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     // Policy and credentials first: a refused image costs no network traffic.
     let mut cosign_keys = Vec::new();
     let registry = match req.source {
@@ -221,8 +219,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         }
         (OciSource::Registry(reference), Some(registry)) => {
             let wanted = reference.manifest_reference();
-            let raw = runtime
-                .block_on(registry.manifest(&wanted, MAX_MANIFEST_SIZE))
+            let raw = runtime::block_on(registry.manifest(&wanted, MAX_MANIFEST_SIZE))?
                 .with_context(|| format!("fetching the manifest of {shown}"))?;
             let digest = Digest::of(&raw.bytes);
             if let Some(pinned) = &reference.digest
@@ -230,26 +227,22 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
             {
                 bail!("the registry sent a manifest for {shown} whose sha256 is {digest}");
             }
-            runtime
-                .block_on(verify_signatures(
-                    registry,
-                    reference,
-                    &digest,
-                    &cosign_keys,
-                    &SignatureStores {
-                        registries_d: &req.registries_d,
-                        lookaside: req.lookaside.as_deref(),
-                    },
-                    &mut verification,
-                ))
-                .with_context(|| format!("verifying the signatures of {shown}"))?;
+            runtime::block_on(verify_signatures(
+                registry,
+                reference,
+                &digest,
+                &cosign_keys,
+                &SignatureStores {
+                    registries_d: &req.registries_d,
+                    lookaside: req.lookaside.as_deref(),
+                },
+                &mut verification,
+            ))?
+            .with_context(|| format!("verifying the signatures of {shown}"))?;
             let media_type = top_media_type(&raw.bytes, raw.content_type.as_deref());
             let top = Descriptor::new(&media_type, digest, raw.bytes.len() as u64);
             top_bytes = raw.bytes;
-            docs = RegistryDocs {
-                registry,
-                runtime: &runtime,
-            };
+            docs = RegistryDocs { registry };
             (top, &docs)
         }
         (OciSource::Registry(_), None) => bail!("internal: no registry client for {shown}"),
@@ -274,7 +267,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     let missing = missing_layers(cache, &resolved.layers)?;
     let (_locks, missing) = lock_layers(cache, missing)?;
     let layer_bytes_fetched = match &registry {
-        Some(reg) => runtime.block_on(fetch_layers_registry(reg, cache, &missing))?,
+        Some(reg) => runtime::block_on(fetch_layers_registry(reg, cache, &missing))??,
         None => fetch_layers_local(upstream, cache, &missing)?,
     };
     let platform = resolved

@@ -14,9 +14,9 @@ use anyhow::{Context, Result, bail};
 use crate::cache::Verification;
 use crate::digest::Digest;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
-use crate::oci::registry::{Registry, shown_url};
 use crate::oci::{ImageManifest, ImageReference};
 use crate::source::oci_pull::OciRequest;
+use crate::source::registry::{Registry, shown_url};
 use crate::transport::read_limited;
 use crate::verify::cosign::{
     COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, CosignKey, MAX_PAYLOAD_SIZE, SIGNATURE_ANNOTATION,

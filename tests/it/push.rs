@@ -1,4 +1,4 @@
-//! Pushing through the library's registry client (`sandboxes::oci::push`) into a real
+//! Pushing through the library's registry client (`sandboxes::source::registry::push`) into a real
 //! distribution registry (Debian's docker-registry) on 127.0.0.1, read back by real skopeo.
 //! Images are built in test code as layouts (digests from `sha2` in the harness); the
 //! registry's access log says what was really transferred.
@@ -7,9 +7,10 @@ use std::path::Path;
 use std::process::Command;
 
 use sandboxes::digest::Digest;
-use sandboxes::oci::auth::Credentials;
-use sandboxes::oci::registry::Registry as Client;
-use sandboxes::oci::{BlobFrom, Descriptor, ImageManifest, ImageReference, push_image};
+use sandboxes::oci::{Descriptor, ImageManifest, ImageReference};
+use sandboxes::source::registry::Registry as Client;
+use sandboxes::source::registry::auth::Credentials;
+use sandboxes::source::registry::push::{BlobFrom, push_image};
 
 use crate::harness::ocimage::{BuiltImage, Comp, Entry, ImageSpec, LayerSpec, build_image};
 use crate::harness::registry::Registry;

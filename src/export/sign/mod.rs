@@ -32,8 +32,9 @@ use crate::export::sign::simple_sign::{
     sign_simple, simple_signing_identity, write_lookaside_signature,
 };
 use crate::oci::media;
-use crate::oci::registry::Registry;
-use crate::oci::{BlobFrom, Descriptor, ImageReference, push_image};
+use crate::oci::{Descriptor, ImageReference};
+use crate::source::registry::Registry;
+use crate::source::registry::push::{BlobFrom, push_image};
 use crate::verify::openpgp::{SigningKey, load_signing_key};
 
 /// What the user asked to sign with.

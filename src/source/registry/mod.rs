@@ -9,17 +9,20 @@
 //! `Authorization` header into a message: errors name the method, the URL (which never
 //! carries credentials) and the status.
 
+pub mod auth;
+pub mod push;
+
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 
-use super::auth::{Challenge, Credentials, parse_challenge};
-use super::manifest::ImageIndex;
-use super::media;
-use super::reference::ImageReference;
+use crate::oci::manifest::ImageIndex;
+use crate::oci::media;
+use crate::oci::reference::ImageReference;
 use crate::transport::{self, Tls, describe, read_limited, redact, redact_url};
+use auth::{Challenge, Credentials, parse_challenge};
 
 /// What a manifest GET accepts: every manifest and index type `parse_manifest` understands.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -335,7 +338,7 @@ impl Registry {
         if !status.is_success() {
             bail!("GET {url}: {}", status_message(status, "referrers list"));
         }
-        let bytes = read_limited(resp, super::manifest::MAX_MANIFEST_SIZE, &url).await?;
+        let bytes = read_limited(resp, crate::oci::manifest::MAX_MANIFEST_SIZE, &url).await?;
         let index: ImageIndex = serde_json::from_slice(&bytes)
             .with_context(|| format!("GET {url}: the referrers list is not an OCI index"))?;
         Ok(Some(index))
@@ -509,5 +512,4 @@ pub fn top_media_type(bytes: &[u8], content_type: Option<&str>) -> String {
 }
 
 #[cfg(test)]
-#[path = "registry_tests.rs"]
 mod tests;

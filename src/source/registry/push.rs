@@ -18,9 +18,9 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncReadExt as _;
 
-use super::manifest::Descriptor;
-use super::registry::{Registry, error_detail, shown, shown_url, status_message};
+use super::{Registry, error_detail, shown, shown_url, status_message};
 use crate::digest::Digest;
+use crate::oci::manifest::Descriptor;
 
 /// How many blobs [`push_image`] uploads at once.
 const PARALLEL_UPLOADS: usize = 3;

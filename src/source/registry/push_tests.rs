@@ -1,9 +1,9 @@
 //! Unit tests of pushing: the pure helpers, and the wire behaviour against a scripted server.
 
 use super::*;
-use crate::oci::auth::Credentials;
 use crate::oci::reference::ImageReference;
-use crate::oci::registry::{Access, parse_error_body, token_scope};
+use crate::source::registry::auth::Credentials;
+use crate::source::registry::{Access, parse_error_body, token_scope};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 
-use super::reference::ImageReference;
+use crate::oci::reference::ImageReference;
 
 /// A user name and secret, with where they came from (for messages).
 #[derive(Clone, PartialEq, Eq)]
@@ -188,7 +188,7 @@ fn candidate_keys(reference: &ImageReference) -> Vec<String> {
     if reference.api_host() != reference.registry {
         keys.push(reference.api_host().to_string());
     }
-    if reference.registry == super::reference::DOCKER_HUB {
+    if reference.registry == crate::oci::reference::DOCKER_HUB {
         keys.push("index.docker.io".to_string());
     }
     keys
@@ -251,7 +251,7 @@ pub fn lookup_auth_file(json: &[u8], reference: &ImageReference) -> Result<Optio
     }
     if let Some(name) = doc.get("credsStore").and_then(|s| s.as_str()) {
         // Docker stores Docker Hub's credentials under its v1 index URL.
-        let host = if host == super::reference::DOCKER_HUB {
+        let host = if host == crate::oci::reference::DOCKER_HUB {
             "https://index.docker.io/v1/".to_string()
         } else {
             host
