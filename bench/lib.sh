@@ -48,7 +48,8 @@ bench_ensure_tools() {
 # bench_debian_mirror SUITE [SOURCES_FILES...]
 # Prints the Debian mirror that apt on this machine uses for SUITE (first match in
 # /etc/apt/sources.list and /etc/apt/sources.list.d/*.{list,sources}, or in the files given), or
-# deb.debian.org when none matches. Security archives are skipped: debootstrap needs the main archive.
+# nothing when none matches: debootstrap then uses its own default. Security archives are skipped:
+# debootstrap needs the main archive.
 bench_debian_mirror() {
 	local suite=$1 files=() f
 	shift
@@ -91,7 +92,7 @@ bench_debian_mirror() {
 			END { flush() }
 		' "${files[@]}")
 	fi
-	printf '%s\n' "${found:-http://deb.debian.org/debian}"
+	printf '%s\n' "$found"
 }
 
 # bench_free_port
@@ -225,8 +226,9 @@ bench_debootstrap_tree() {
 			findmnt -rn -o TARGET | grep -F "$tree/" | sort -r | xargs -r -d '\n' umount -l || true
 			rm -rf --one-file-system -- "$tree"
 		fi
-		bench_log "debootstrap --variant=minbase $suite from $mirror into $tree (a few minutes)"
-		if ! debootstrap --variant=minbase "$suite" "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+		bench_log "debootstrap --variant=minbase $suite from ${mirror:-debootstrap's default mirror} into $tree (a few minutes)"
+		# No mirror argument when apt names none: debootstrap's own default.
+		if ! debootstrap --variant=minbase "$suite" "$tree" ${mirror:+"$mirror"} >"$cache/debootstrap.log" 2>&1; then
 			tail -n 30 "$cache/debootstrap.log" >&2
 			bench_die "debootstrap failed; full log in $cache/debootstrap.log"
 		fi

@@ -4,18 +4,19 @@
 //! what it saw, and powers the guest off; the test then reads the result from the host.
 //!
 //! debootstrap takes about a minute, so its tarball is kept in `/var/tmp/sandboxes-it-boot/`
-//! under the day's date. Without debootstrap or the mirror the test fails (it never skips: a
+//! under the day's date. The mirror is the one this machine's apt uses (debootstrap's default
+//! when apt names none). Without debootstrap or the mirror the test fails (it never skips: a
 //! build that cannot boot is the thing this test exists to catch).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{read, recorder, write_template};
+use crate::harness::apt_mirror;
 use crate::harness::env::TestEnv;
 use crate::harness::{sha256_hex, token};
 
 const CACHE_DIR: &str = "/var/tmp/sandboxes-it-boot";
-const MIRROR: &str = "http://deb.debian.org/debian";
 
 /// The day's bookworm minbase tarball, made with debootstrap when missing.
 fn bookworm_tarball() -> PathBuf {
@@ -42,6 +43,8 @@ fn bookworm_tarball() -> PathBuf {
         });
     let tree = tempfile::tempdir_in(dir).expect("creating a debootstrap dir");
     let target = tree.path().join("rootfs");
+    let mirror = apt_mirror::for_suite("bookworm");
+    let shown = mirror.as_deref().unwrap_or("debootstrap's default mirror");
     let out = Command::new(debootstrap)
         .args([
             "--variant=minbase",
@@ -49,12 +52,12 @@ fn bookworm_tarball() -> PathBuf {
             "bookworm",
         ])
         .arg(&target)
-        .arg(MIRROR)
+        .args(mirror.as_deref())
         .output()
         .expect("running debootstrap");
     assert!(
         out.status.success(),
-        "debootstrap bookworm from {MIRROR} failed ({}); the boot test needs the Debian mirror:\n{}\n{}",
+        "debootstrap bookworm from {shown} failed ({}); the boot test needs the Debian mirror:\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -19,6 +19,7 @@
 //! Every external tool is looked up before use; a missing one fails with a message naming the
 //! Debian package to install, never with an obscure spawn error deep inside a test.
 
+pub mod apt_mirror;
 pub mod cutproxy;
 pub mod env;
 pub mod fixture;
