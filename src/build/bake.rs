@@ -23,7 +23,6 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -32,6 +31,7 @@ use std::process::ExitStatus;
 use anyhow::{Context, Result, bail};
 
 use super::bake_ns::{self, StepRoot};
+use crate::machine::host::mount_points;
 use crate::progress::ProgressMode;
 use crate::template::plan::{BakeStep, BuildPlan, label};
 use crate::unpack::Root;
@@ -115,39 +115,6 @@ impl LineSplitter {
         }
         String::from_utf8_lossy(&line).into_owned()
     }
-}
-
-/// The mount points listed in `/proc/self/mountinfo` (field 5, octal escapes decoded). Pure.
-pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|field| PathBuf::from(OsString::from_vec(unescape_octal(field))))
-        .collect()
-}
-
-/// `\040` → space, as the kernel escapes space, tab, newline and backslash in mountinfo.
-fn unescape_octal(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// The mount points strictly below `root` (the rootfs itself may be a mount: a ZFS dataset).
@@ -403,6 +370,7 @@ impl Drop for Prepared<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::host::unescape_octal;
 
     #[test]
     fn labels_and_messages_name_the_step() {

@@ -248,7 +248,16 @@ pub fn build(
         .ok()
         .flatten();
 
-    let (fixups, state) = if zfs::on_zfs(machines_dir)? {
+    let on_zfs = zfs::on_zfs(machines_dir)?;
+    if on_zfs && !host.available(Program::Zfs) {
+        tracing::warn!(
+            "{} is on ZFS, but {}: building `{}` as a plain directory, not a dataset of its own",
+            machines_dir.display(),
+            host.unavailable(Program::Zfs),
+            req.name
+        );
+    }
+    let (fixups, state) = if on_zfs && host.available(Program::Zfs) {
         build_on_zfs(
             paths,
             progress,
@@ -536,7 +545,8 @@ fn hand_off(
     }
     if !host.available(Program::Machinectl) {
         let why = format!(
-            "machinectl is not available (not on PATH, $SANDBOX_MACHINECTL unset); the sandbox is built but was not {}",
+            "{}; the sandbox is built but was not {}",
+            host.unavailable(Program::Machinectl),
             if enable && start {
                 "enabled or started"
             } else if enable {

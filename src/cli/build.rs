@@ -204,7 +204,7 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
     let report = execute::build(
         &settings.paths,
         settings.progress,
-        &SystemHost,
+        &SystemHost::for_paths(&settings.paths),
         &composition,
         &req,
     )?;

@@ -39,7 +39,7 @@ struct Report<'a> {
 }
 
 pub fn run(settings: &Settings, cmd: HostCommand) -> Result<ExitCode> {
-    let host = SystemHost;
+    let host = SystemHost::for_paths(&settings.paths);
     let exe = std::env::current_exe().context("finding this program's path for the boot unit")?;
     let exe = hostsetup::host_view(&settings.paths.root, &exe);
     let state = hostsetup::inspect(&settings.paths, &host, &exe)?;

@@ -45,7 +45,7 @@ pub struct SandboxRow {
 }
 
 pub fn run(settings: &Settings, _args: LsArgs) -> Result<ExitCode> {
-    let running = host::running_machines(&SystemHost);
+    let running = host::running_machines(&SystemHost::for_paths(&settings.paths));
     let rows = collect(&settings.paths, running.as_ref())?;
     if settings.json {
         super::print_json(&rows)?;

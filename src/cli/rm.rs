@@ -44,7 +44,11 @@ pub fn run(settings: &Settings, args: RmArgs) -> Result<ExitCode> {
             bail!("not removing sandbox `{name}`: not confirmed");
         }
     }
-    let removal = remove::remove(&settings.paths, &SystemHost, name)?;
+    let removal = remove::remove(
+        &settings.paths,
+        &SystemHost::for_paths(&settings.paths),
+        name,
+    )?;
     if settings.json {
         super::print_json(&removal)?;
     } else {

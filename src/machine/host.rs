@@ -5,6 +5,13 @@
 //!
 //! Programs are found on `PATH`, or named by `$SANDBOX_MACHINECTL`, `$SANDBOX_ZFS`,
 //! `$SANDBOX_MOUNT`, `$SANDBOX_UMOUNT`, `$SANDBOX_SYSTEMCTL`, `$SANDBOX_MOUNTPOINT`.
+//!
+//! Under `--root DIR` nothing may act on the running host (as with `systemctl --root`): no
+//! program is looked up on `PATH`, so no `machinectl` reaches the live machines and no `zfs`
+//! the host's pools. Only a program named explicitly by its variable runs (a stand-in, or a
+//! wrapper the admin chose); everything skipped is said by the caller
+//! ([`Host::unavailable`]). Whether a path is a mount point is then read from
+//! `/proc/self/mountinfo`, which only looks.
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -59,18 +66,39 @@ pub struct CommandOutput {
 pub trait Host {
     /// Whether the program can be run here at all (found on PATH or named by its variable).
     fn available(&self, program: Program) -> bool;
+    /// Why `program` is not run, for the message that says what was skipped.
+    fn unavailable(&self, program: Program) -> String {
+        format!(
+            "{} is not available (not on PATH, ${} unset)",
+            program.name(),
+            program.env_var()
+        )
+    }
     /// Runs it; a non-zero exit is an error that names the command and quotes its stderr.
     fn run(&self, program: Program, args: &[&OsStr]) -> Result<CommandOutput>;
 }
 
-/// The real host: programs from `$SANDBOX_<NAME>` or `PATH`.
+/// The real host: programs from `$SANDBOX_<NAME>` or `PATH`; under `--root` only from
+/// `$SANDBOX_<NAME>`.
 #[derive(Debug, Default, Clone)]
-pub struct SystemHost;
+pub struct SystemHost {
+    rooted: bool,
+}
 
 impl SystemHost {
-    fn path_of(program: Program) -> Option<PathBuf> {
+    /// The host for these paths: rooted when `--root` names anything but `/`.
+    pub fn for_paths(paths: &crate::paths::HostPaths) -> SystemHost {
+        SystemHost {
+            rooted: paths.root != std::path::Path::new("/"),
+        }
+    }
+
+    fn path_of(&self, program: Program) -> Option<PathBuf> {
         if let Some(p) = std::env::var_os(program.env_var()).filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(p));
+        }
+        if self.rooted {
+            return None;
         }
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path)
@@ -81,15 +109,32 @@ impl SystemHost {
 
 impl Host for SystemHost {
     fn available(&self, program: Program) -> bool {
-        Self::path_of(program).is_some()
+        self.path_of(program).is_some()
+    }
+
+    fn unavailable(&self, program: Program) -> String {
+        if self.rooted {
+            format!(
+                "{} is not available under --root (nothing acts on the running host; ${} names a \
+                 program to run anyway)",
+                program.name(),
+                program.env_var()
+            )
+        } else {
+            format!(
+                "{} is not available (not on PATH, ${} unset)",
+                program.name(),
+                program.env_var()
+            )
+        }
     }
 
     fn run(&self, program: Program, args: &[&OsStr]) -> Result<CommandOutput> {
-        let path = Self::path_of(program).with_context(|| {
+        let path = self.path_of(program).with_context(|| {
             format!(
-                "`{}` was not found on PATH (or in ${})",
+                "not running `{}`: {}",
                 program.name(),
-                program.env_var()
+                self.unavailable(program)
             )
         })?;
         let shown = std::iter::once(program.name().to_string())
@@ -122,14 +167,56 @@ pub fn run_str(host: &dyn Host, program: Program, args: &[&str]) -> Result<Comma
     host.run(program, &args)
 }
 
-/// Whether `path` is a mount point, by `mountpoint -q`. Without the program, or when it fails
-/// for any reason (not a mount point, no such path), the answer is no: callers then plan a
-/// mount, which fails loudly if the path was in fact busy.
+/// Whether `path` is a mount point, by `mountpoint -q`, or, when that program is not run (under
+/// `--root`), by `/proc/self/mountinfo`. When neither can tell, the answer is no: callers then
+/// plan a mount, which fails loudly if the path was in fact busy.
 pub fn is_mountpoint(host: &dyn Host, path: &std::path::Path) -> bool {
-    host.available(Program::Mountpoint)
-        && host
+    if host.available(Program::Mountpoint) {
+        return host
             .run(Program::Mountpoint, &[OsStr::new("-q"), path.as_os_str()])
-            .is_ok()
+            .is_ok();
+    }
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    mount_points(&info).contains(&real)
+}
+
+/// The mount points listed in `/proc/self/mountinfo` (field 5, octal escapes decoded). Pure.
+pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt as _;
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|field| PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(field))))
+        .collect()
+}
+
+/// `\040` → space, as the kernel escapes space, tab, newline and backslash in mountinfo.
+pub(crate) fn unescape_octal(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The machines `machinectl list` reports as running, or `None` when machinectl is missing or
@@ -172,7 +259,7 @@ mod tests {
         // `false` stands in for machinectl: it exists and fails.
         // SAFETY: tests in this module are the only ones that touch this variable.
         unsafe { std::env::set_var("SANDBOX_MACHINECTL", "/bin/false") };
-        let host = SystemHost;
+        let host = SystemHost::default();
         assert!(host.available(Program::Machinectl));
         let err = run_str(&host, Program::Machinectl, &["start", "x"])
             .unwrap_err()
@@ -181,7 +268,27 @@ mod tests {
         unsafe { std::env::set_var("SANDBOX_MACHINECTL", "/bin/echo") };
         let out = run_str(&host, Program::Machinectl, &["list"]).unwrap();
         assert_eq!(out.stdout.trim(), "list");
+        // Under --root only the named program runs: PATH is not searched.
+        let rooted = SystemHost { rooted: true };
+        assert!(rooted.available(Program::Machinectl));
         unsafe { std::env::remove_var("SANDBOX_MACHINECTL") };
+        assert!(!rooted.available(Program::Machinectl));
+        assert!(!rooted.available(Program::Systemctl));
+        let err = run_str(&rooted, Program::Machinectl, &["start", "x"]).unwrap_err();
+        assert!(
+            err.to_string().contains("not available under --root"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mountinfo_gives_the_mount_points_with_escapes_undone() {
+        let text = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    30 22 8:1 / /srv/with\\040space rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(
+            mount_points(text),
+            [PathBuf::from("/proc"), PathBuf::from("/srv/with space")]
+        );
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct Removal {
     /// Paths derived from the name that hold something else (another machine's root at
     /// `NAME.nspawn`, say): left alone, each with the reason.
     pub kept: Vec<Kept>,
+    /// What was not run on the host, and why (no machinectl; under `--root`, nothing that
+    /// acts on the running host).
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +129,13 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
     };
 
     let mut stopped = false;
+    let mut skipped = Vec::new();
+    if !host.available(Program::Machinectl) {
+        skipped.push(format!(
+            "machinectl stop/disable {name}: {}",
+            host.unavailable(Program::Machinectl)
+        ));
+    }
     if host::running_machines(host).is_some_and(|running| running.contains(name)) {
         match run_str(host, Program::Machinectl, &["stop", name]) {
             Ok(_) => stopped = true,
@@ -142,9 +152,19 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
         // Nothing depends on it: the wants link it would remove is removed below anyway.
         tracing::warn!("could not disable {name} (continuing): {e:#}");
     }
-    if let Some(ds) = &dataset {
-        run_str(host, Program::Zfs, &["destroy", "-r", ds])
-            .with_context(|| format!("destroying the ZFS dataset of {name}"))?;
+    match &dataset {
+        Some(ds) if !host.available(Program::Zfs) => skipped.push(format!(
+            "zfs destroy -r {ds}: {} (the dataset stays)",
+            host.unavailable(Program::Zfs)
+        )),
+        Some(ds) => {
+            run_str(host, Program::Zfs, &["destroy", "-r", ds])
+                .with_context(|| format!("destroying the ZFS dataset of {name}"))?;
+        }
+        None => {}
+    }
+    for why in &skipped {
+        tracing::warn!("skipped {why}");
     }
 
     let mut removed = Vec::new();
@@ -179,6 +199,7 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
         zfs_dataset: dataset,
         removed,
         kept,
+        skipped,
     })
 }
 

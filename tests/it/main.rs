@@ -30,5 +30,6 @@ mod oci_signatures;
 mod oci_signing;
 mod pull_tarball;
 mod push;
+mod root_isolation;
 mod settings;
 mod verify;
