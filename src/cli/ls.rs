@@ -12,13 +12,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::Settings;
-use crate::machine::artifacts::{state_dir, state_record_path};
 use crate::machine::host::{self, SystemHost};
 use crate::machine::name;
-use crate::machine::remove::read_state_record;
+use crate::machine::state::{self, RecordView, RecordedVerification};
 use crate::paths::HostPaths;
 
 #[derive(Args, Debug)]
@@ -63,16 +61,17 @@ pub fn collect(paths: &HostPaths, running: Option<&BTreeSet<String>>) -> Result<
         !n.starts_with(".#") && p.is_dir() && name::validate(n).is_ok()
     })?);
     names.extend(
-        dir_names(&state_dir(paths), |_, n| n.ends_with(".json"))?
-            .into_iter()
-            .map(|n| n.trim_end_matches(".json").to_string())
-            .filter(|n| name::validate(n).is_ok()),
+        dir_names(&state::state_dir(&paths.sandboxes_dir), |_, n| {
+            n.ends_with(".json")
+        })?
+        .into_iter()
+        .map(|n| n.trim_end_matches(".json").to_string())
+        .filter(|n| name::validate(n).is_ok()),
     );
     let wants = paths.host("/etc/systemd/system/machines.target.wants");
     let mut rows = Vec::new();
     for n in names {
-        let record_path = state_record_path(paths, &n);
-        let record = read_state_record(&record_path).unwrap_or_else(|e| {
+        let record = state::read_view(&paths.sandboxes_dir, &n).unwrap_or_else(|e| {
             tracing::warn!("{e:#}");
             None
         });
@@ -96,57 +95,38 @@ pub struct Facts {
     pub enabled: bool,
 }
 
-/// A row from a name and its (loose) record; pure. Fields the record lacks, or has in a shape
-/// this version does not know, are `None`.
-pub fn row(name: &str, path: PathBuf, record: Option<&Value>, facts: Facts) -> SandboxRow {
-    let get = |key: &str| record.and_then(|r| r.get(key)).filter(|v| !v.is_null());
-    let template = get("template").and_then(text).or_else(|| {
-        get("templates")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(text).collect::<Vec<_>>().join(","))
-            .filter(|s| !s.is_empty())
-    });
+/// A row from a name and its record (read leniently: see `RecordView`); pure.
+pub fn row(name: &str, path: PathBuf, record: Option<&RecordView>, facts: Facts) -> SandboxRow {
     SandboxRow {
         name: name.to_string(),
         path,
         present: facts.present,
-        template,
-        source: get("source").and_then(text),
-        verification: get("verification").and_then(verification_text),
-        digest: get("digest").and_then(text),
-        version: get("version").and_then(text),
-        created_at: get("created_at").and_then(text),
+        template: record.and_then(RecordView::template_shown),
+        source: record.and_then(|r| r.source.clone()),
+        verification: record
+            .and_then(|r| r.verification.as_ref())
+            .map(verification_text),
+        digest: record.and_then(|r| r.digest.clone()),
+        version: record.and_then(|r| r.version.clone()),
+        created_at: record.and_then(|r| r.created_at.clone()),
         running: facts.running,
         enabled: facts.enabled,
     }
 }
 
-/// A string as is; an object by its most telling field (`source`, `reference`, `url`, `name`).
-fn text(v: &Value) -> Option<String> {
+/// `signature (key 0123…CDEF)`, `checksum`, `no`: the mode, with the key's last 16 digits.
+fn verification_text(v: &RecordedVerification) -> String {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) => ["source", "reference", "url", "name"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_str))
-            .map(str::to_string),
-        _ => None,
-    }
-}
-
-/// `signature (key 0123…CDEF)`, `checksum`, `none`, from a string or `{mode, key_fingerprint}`.
-fn verification_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => {
-            let mode = o.get("mode").and_then(Value::as_str)?;
-            match o.get("key_fingerprint").and_then(Value::as_str) {
-                Some(fp) if fp.len() > 16 => Some(format!("{mode} ({})", &fp[fp.len() - 16..])),
-                Some(fp) => Some(format!("{mode} ({fp})")),
-                None => Some(mode.to_string()),
-            }
-        }
-        _ => None,
+        RecordedVerification::Text(s) => s.clone(),
+        RecordedVerification::Checked {
+            mode,
+            key_fingerprint: Some(fp),
+        } if fp.len() > 16 => format!("{mode} ({})", &fp[fp.len() - 16..]),
+        RecordedVerification::Checked {
+            mode,
+            key_fingerprint: Some(fp),
+        } => format!("{mode} ({fp})"),
+        RecordedVerification::Checked { mode, .. } => mode.clone(),
     }
 }
 
@@ -223,6 +203,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn view(v: serde_json::Value) -> RecordView {
+        serde_json::from_value(v).unwrap()
+    }
+
     const FACTS: Facts = Facts {
         present: true,
         running: Some(true),
@@ -237,7 +221,7 @@ mod tests {
             "digest": "sha256:ab", "version": "20240601_05:24", "created_at": "2026-01-01T00:00:00Z",
             "unknown": 1
         });
-        let r = row("web", "/m/web".into(), Some(&record), FACTS);
+        let r = row("web", "/m/web".into(), Some(&view(record)), FACTS);
         assert_eq!(r.template.as_deref(), Some("debian-web"));
         assert_eq!(r.source.as_deref(), Some("images:debian/bookworm"));
         assert_eq!(
@@ -248,7 +232,7 @@ mod tests {
 
         let other = json!({"templates": ["a", "b"], "source": {"reference": "https://x/y.tar.xz"},
                            "verification": "checksum", "template": null});
-        let r = row("x", "/m/x".into(), Some(&other), FACTS);
+        let r = row("x", "/m/x".into(), Some(&view(other)), FACTS);
         assert_eq!(r.template.as_deref(), Some("a,b"));
         assert_eq!(r.source.as_deref(), Some("https://x/y.tar.xz"));
         assert_eq!(r.verification.as_deref(), Some("checksum"));
@@ -264,7 +248,7 @@ mod tests {
             row(
                 "longer-name",
                 "/m/l".into(),
-                Some(&json!({"template": "t"})),
+                Some(&view(json!({"template": "t"}))),
                 Facts {
                     present: false,
                     running: None,

@@ -215,17 +215,11 @@ pub fn artifacts(paths: &HostPaths, name: &str) -> Vec<Artifact> {
             persist.join(hostsetup::PERSIST_WANTS).join(&unit),
             Kind::WantsLink,
         ),
-        a(state_record_path(paths, name), Kind::StateRecord),
+        a(
+            super::state::state_path(&paths.sandboxes_dir, name),
+            Kind::StateRecord,
+        ),
     ]
-}
-
-/// `<sandboxes_dir>/state`: one `NAME.json` provenance record per built sandbox.
-pub fn state_dir(paths: &HostPaths) -> PathBuf {
-    paths.sandboxes_dir.join("state")
-}
-
-pub fn state_record_path(paths: &HostPaths, name: &str) -> PathBuf {
-    state_dir(paths).join(format!("{name}.json"))
 }
 
 #[cfg(test)]

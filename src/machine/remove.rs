@@ -8,35 +8,23 @@
 //! machine `x.nspawn`. The only thing taken from the record is the ZFS dataset, and only
 //! when its last component is the sandbox's name.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use serde_json::Value;
 
-use super::artifacts::{self, Artifact, Shape, state_dir, state_record_path};
+use super::artifacts::{self, Artifact, Shape};
 use super::host::{self, Host, Program, run_str};
 use super::materialise::remove_tree;
 use super::name;
+use super::state::{self, RecordView};
 use crate::paths::HostPaths;
-
-/// The record of `name` as loose JSON (another module owns its schema; every field is
-/// optional here). `Ok(None)` when there is none.
-pub fn read_state_record(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("parsing the state record {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading the state record {}", path.display())),
-    }
-}
 
 /// The ZFS dataset a record names for `name`, when it names one. Refused unless it looks
 /// like a dataset (`pool/…`, no snapshot `@` or bookmark `#`) and ends in `/NAME`, so a
 /// tampered record cannot turn `rm NAME` into `zfs destroy -r` of something else.
-pub fn zfs_dataset(record: &Value, name: &str) -> Result<Option<String>> {
-    let Some(ds) = record.get("zfs_dataset").and_then(Value::as_str) else {
+pub fn zfs_dataset(record: &RecordView, name: &str) -> Result<Option<String>> {
+    let Some(ds) = record.zfs_dataset.as_deref() else {
         return Ok(None);
     };
     let ds = ds.trim();
@@ -106,7 +94,7 @@ pub fn ensure_exists(paths: &HostPaths, name: &str) -> Result<()> {
         "there is no sandbox named `{name}` (nothing at {}, no .nspawn file and no state \
          record in {})",
         paths.machines_dir.join(name).display(),
-        state_dir(paths).display()
+        state::state_dir(&paths.sandboxes_dir).display()
     );
     for why in others {
         message.push_str(&format!("; {why}"));
@@ -117,9 +105,8 @@ pub fn ensure_exists(paths: &HostPaths, name: &str) -> Result<()> {
 /// Stops, disables and removes sandbox `name`. The caller has asked for confirmation.
 pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal> {
     ensure_exists(paths, name)?;
-    let record_path = state_record_path(paths, name);
     // A damaged record must not keep a sandbox from being removed: it goes with the rest.
-    let record = read_state_record(&record_path).unwrap_or_else(|e| {
+    let record = state::read_view(&paths.sandboxes_dir, name).unwrap_or_else(|e| {
         tracing::warn!("{e:#}; removing it anyway");
         None
     });
@@ -214,16 +201,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn view(v: serde_json::Value) -> RecordView {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn only_a_dataset_named_after_the_sandbox_is_destroyed() {
         let ok = json!({"zfs_dataset": "tank/sandboxes/web"});
         assert_eq!(
-            zfs_dataset(&ok, "web").unwrap().as_deref(),
+            zfs_dataset(&view(ok.clone()), "web").unwrap().as_deref(),
             Some("tank/sandboxes/web")
         );
-        assert_eq!(zfs_dataset(&json!({}), "web").unwrap(), None);
+        assert_eq!(zfs_dataset(&view(json!({})), "web").unwrap(), None);
         assert_eq!(
-            zfs_dataset(&json!({"zfs_dataset": null}), "web").unwrap(),
+            zfs_dataset(&view(json!({"zfs_dataset": null})), "web").unwrap(),
             None
         );
         for bad in [
@@ -235,7 +226,7 @@ mod tests {
             "tank/../web",
             "tank/x web",
         ] {
-            let err = zfs_dataset(&json!({ "zfs_dataset": bad }), "web").unwrap_err();
+            let err = zfs_dataset(&view(json!({ "zfs_dataset": bad })), "web").unwrap_err();
             assert!(err.to_string().contains("refusing"), "{bad}: {err}");
         }
     }

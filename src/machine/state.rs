@@ -1,7 +1,9 @@
 //! The provenance record of a built sandbox: `<sandboxes_dir>/state/NAME.json`.
 //!
-//! Written by `sandbox build` after the sandbox is published, read by `sandbox ls`, `rm` and
-//! `host`. It says what the sandbox was built from (templates, their content hash, variable
+//! Written by `sandbox build` after the sandbox is published ([`write_state`]), read back
+//! whole by `build --force` ([`read_state`]) and, leniently, by `sandbox ls` and `rm`
+//! ([`read_view`]: every field optional, so a record from another version or edited by hand
+//! still lists and still removes). It says what the sandbox was built from (templates, their content hash, variable
 //! values, the source and the digest of the image, how that image was verified) and every
 //! host path the build created, so removal needs no guessing. Variable values are recorded
 //! as given; templates must not put secrets in variables (they belong in `user-data`, which
@@ -82,6 +84,115 @@ pub fn read_state(sandboxes_dir: &Path, name: &str) -> Result<Option<SandboxStat
     }
 }
 
+/// A record as `ls` and `rm` read it: typed, every field optional, and the older or hand-edited
+/// shapes accepted (a source as a string or as `{source|reference|url|name}`, verification as
+/// a string or as the recorded object). A field in a shape this version does not know is
+/// `None`, never an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RecordView {
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub template: Option<String>,
+    #[serde(default, deserialize_with = "lenient::texts")]
+    pub templates: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub source: Option<String>,
+    #[serde(default, deserialize_with = "lenient::verification")]
+    pub verification: Option<RecordedVerification>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub digest: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub version: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub zfs_dataset: Option<String>,
+}
+
+/// How a record says its image was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedVerification {
+    /// A bare word, as some records have it.
+    Text(String),
+    /// What `build` writes: the mode and, for signatures, the key.
+    Checked {
+        mode: String,
+        key_fingerprint: Option<String>,
+    },
+}
+
+impl RecordView {
+    /// The template as listed: `template`, else the applied `templates` joined with `,`.
+    pub fn template_shown(&self) -> Option<String> {
+        self.template
+            .clone()
+            .or_else(|| (!self.templates.is_empty()).then(|| self.templates.join(",")))
+    }
+}
+
+/// Reads `<sandboxes_dir>/state/NAME.json` leniently; `None` when there is none.
+pub fn read_view(sandboxes_dir: &Path, name: &str) -> Result<Option<RecordView>> {
+    let path = state_path(sandboxes_dir, name);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("parsing the state record {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the state record {}", path.display())),
+    }
+}
+
+/// The lenient field readers of [`RecordView`]: each takes any JSON value.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    use super::RecordedVerification;
+
+    /// A string as is, a number as written, an object by its most telling field.
+    fn as_text(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Object(o) => ["source", "reference", "url", "name"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(Value::as_str))
+                .map(str::to_string),
+            _ => None,
+        }
+    }
+
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(as_text(&Value::deserialize(d)?))
+    }
+
+    pub fn texts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Array(a) => a.iter().filter_map(as_text).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    pub fn verification<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<RecordedVerification>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => Some(RecordedVerification::Text(s)),
+            Value::Object(o) => {
+                o.get("mode")
+                    .and_then(Value::as_str)
+                    .map(|mode| RecordedVerification::Checked {
+                        mode: mode.to_string(),
+                        key_fingerprint: o
+                            .get("key_fingerprint")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                    })
+            }
+            _ => None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +228,38 @@ mod tests {
         std::fs::write(state_path(dir.path(), "bad"), b"{").unwrap();
         let err = read_state(dir.path(), "bad").unwrap_err();
         assert!(format!("{err:#}").contains("bad.json"), "{err:#}");
+    }
+
+    #[test]
+    fn views_read_every_shape_a_record_has_had() {
+        let view: RecordView = serde_json::from_value(serde_json::json!({
+            "templates": ["a", "b"], "source": {"reference": "https://x/y.tar.xz"},
+            "verification": "checksum", "template": null, "digest": 7, "unknown": [1]
+        }))
+        .unwrap();
+        assert_eq!(view.template_shown().as_deref(), Some("a,b"));
+        assert_eq!(view.source.as_deref(), Some("https://x/y.tar.xz"));
+        assert_eq!(
+            view.verification,
+            Some(RecordedVerification::Text("checksum".into()))
+        );
+        assert_eq!(view.digest.as_deref(), Some("7"));
+        let view: RecordView = serde_json::from_value(serde_json::json!({
+            "verification": {"mode": "signature", "key_fingerprint": "E7FB"},
+            "zfs_dataset": "tank/m/web", "source": [1, 2]
+        }))
+        .unwrap();
+        assert_eq!(
+            view.verification,
+            Some(RecordedVerification::Checked {
+                mode: "signature".into(),
+                key_fingerprint: Some("E7FB".into())
+            })
+        );
+        assert_eq!(view.zfs_dataset.as_deref(), Some("tank/m/web"));
+        assert_eq!(view.source, None);
+        // A record build writes reads as a view too.
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_view(dir.path(), "none").unwrap(), None);
     }
 }
