@@ -226,7 +226,7 @@ bench_debootstrap_tree() {
 			findmnt -rn -o TARGET | grep -F "$tree/" | sort -r | xargs -r -d '\n' umount -l || true
 			rm -rf --one-file-system -- "$tree"
 		fi
-		bench_log "debootstrap --variant=minbase $suite from ${mirror:-debootstrap's default mirror} into $tree (a few minutes)"
+		bench_log "debootstrap --variant=minbase $suite from ${mirror:-the default mirror of debootstrap} into $tree (a few minutes)"
 		# No mirror argument when apt names none: debootstrap's own default.
 		if ! debootstrap --variant=minbase "$suite" "$tree" ${mirror:+"$mirror"} >"$cache/debootstrap.log" 2>&1; then
 			tail -n 30 "$cache/debootstrap.log" >&2
