@@ -103,6 +103,24 @@ pub fn check_policy(
                     why: why.clone(),
                 }))
             }
+            // Naming the key that must have signed is a trust decision of its own, as
+            // --keyring is for tarballs: without a policy file, only an image signed by that
+            // key passes (the key is required above). A policy that exists and rejects stays.
+            Decision::Reject { .. } if req.cosign_key.is_some() && !req.policy_file.exists() => {
+                verification.notes.push(format!(
+                    "no {} exists: accepted only if signed by the --cosign-key key",
+                    req.policy_file.display()
+                ));
+            }
+            Decision::Reject { scope, reason } if req.cosign_key.is_some() => {
+                bail!(
+                    "the signature policy refuses this image: {reason} ({}, scope {scope}); \
+                     --cosign-key adds a key that must sign, it does not override a policy \
+                     that rejects: require the key for this repository in that file \
+                     ({{\"type\": \"sigstoreSigned\", \"keyPath\": \"…\"}})",
+                    req.policy_file.display()
+                )
+            }
             Decision::Reject { scope, reason } => {
                 let file = req.policy_file.display();
                 let whose = if req.policy_file.exists() {

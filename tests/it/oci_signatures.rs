@@ -464,3 +464,81 @@ fn a_simple_signing_signature_made_by_skopeo_and_gnupg_is_verified() {
     .success();
     env.assert_machines(&["bydigest", "signed"]);
 }
+
+/// `--cosign-key FILE` names the key that must have signed: without any policy.json, an image
+/// signed by that key is pulled, and only such an image; a policy that rejects still rejects,
+/// and no refusal suggests `--verify=no` when a key was given.
+#[test]
+fn a_cosign_key_alone_admits_only_images_it_signed_when_there_is_no_policy() {
+    let env = TestEnv::new();
+    let (registry, digest) = signed_setup(&env);
+    let host = registry.host();
+    let reference = registry.reference("team/app:1");
+    let key_file = env.scratch("keys").join("cosign.pub");
+    let (sk, fingerprint) = cosign_key(&key_file);
+    let other_file = env.scratch("keys").join("other.pub");
+    let (_, other_fpr) = cosign_key(&other_file);
+    push_signature(
+        &env,
+        &registry,
+        "team/app",
+        &digest,
+        &sk,
+        &payload(&format!("{host}/team/app"), &digest),
+    );
+    assert!(!env.sandboxes_dir().join("policy.json").exists());
+    let pull = |key: &Path| {
+        run(
+            &env,
+            &[
+                "--json",
+                "pull",
+                "--tls-verify=false",
+                "--cosign-key",
+                arg(key),
+                &reference,
+                "app",
+            ],
+        )
+    };
+
+    // Another key: refused, and the advice is not --verify=no.
+    let out = pull(&other_file)
+        .failure()
+        .stderr_mentions(&["no cosign signature", &other_fpr]);
+    assert!(!out.stderr.contains("--verify=no"), "{}", out.stderr);
+    env.assert_machines(&[]);
+
+    // The signing key: pulled, and the record says which key vouched.
+    let j = pull(&key_file).success().json();
+    assert_eq!(j["verification"]["mode"], "signature");
+    assert_eq!(j["verification"]["key_fingerprint"], fingerprint);
+    assert!(
+        j["verification"]["notes"].to_string().contains("no "),
+        "{}",
+        j["verification"]
+    );
+    env.assert_machines(&["app"]);
+
+    // A policy that exists and rejects is not overridden by the key.
+    std::fs::write(
+        env.sandboxes_dir().join("policy.json"),
+        r#"{"default":[{"type":"reject"}]}"#,
+    )
+    .expect("writing policy.json");
+    let out = run(
+        &env,
+        &[
+            "pull",
+            "--force",
+            "--tls-verify=false",
+            "--cosign-key",
+            arg(&key_file),
+            &reference,
+            "app",
+        ],
+    )
+    .failure()
+    .stderr_mentions(&["policy refuses", "does not override"]);
+    assert!(!out.stderr.contains("--verify=no"), "{}", out.stderr);
+}
