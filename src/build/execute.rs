@@ -272,7 +272,7 @@ pub fn build(
     } else {
         let (staging, fixups) =
             unpack_and_layer(progress, &cache, &fetched, &plan, machines_dir, &req.name)?;
-        let state = make_state(paths, spec, &fetched, req, None, enable);
+        let state = make_state(paths, &plan, &fetched, req, None, enable);
         let host_files = write_host_side(paths, &plan, &state, req.force)?;
         let opts = MaterialiseOptions {
             force: req.force,
@@ -366,17 +366,31 @@ pub(crate) fn layer_into(
     let report = fixups::layer(&root, plan)
         .with_context(|| format!("preparing the rootfs {}", rootfs.display()))?;
     super::bake::run(rootfs, plan, progress)?;
+    // After the bake steps: one of them may be what installs cloud-init.
+    if !plan.seed_from.is_empty() && !fixups::has_cloud_init(&root)? {
+        bail!(
+            "the templates give cloud-init a seed ({}), but the image {} has no cloud-init \
+             (no {}): the seed would never apply and the sandbox would come up without it. \
+             Use an image with cloud-init (the `cloud` variant of an images: alias, e.g. \
+             images:debian/bookworm/cloud), install it in a bake step ([build] run = \
+             [\"apt-get install -y cloud-init\"]), or build without those templates",
+            plan.seed_from.join(", "),
+            plan.spec.source.source.display(),
+            fixups::CLOUD_INIT_PATHS.join(" or ")
+        );
+    }
     Ok(report)
 }
 
 fn make_state(
     paths: &HostPaths,
-    spec: &TemplateSpec,
+    plan: &BuildPlan,
     fetched: &FetchedImage,
     req: &BuildRequest,
     zfs_dataset: Option<String>,
     enabled: bool,
 ) -> SandboxState {
+    let spec = &plan.spec;
     SandboxState {
         name: req.name.clone(),
         template: spec.name.clone(),
@@ -394,6 +408,7 @@ fn make_state(
         dropin_dir: paths.host(&dropin::dropin_dir(&req.name)),
         enabled,
         created_at: crate::cache::refs::now_rfc3339(),
+        cloud_init_seed: plan.seed_from.clone(),
     }
 }
 
@@ -477,14 +492,7 @@ fn build_on_zfs(
     move_contents_up(&staging, &target)?;
     drop(staging);
     let fixups = layer_into(&target, plan, progress)?;
-    let state = make_state(
-        paths,
-        &plan.spec,
-        fetched,
-        req,
-        Some(dataset.clone()),
-        enable,
-    );
+    let state = make_state(paths, plan, fetched, req, Some(dataset.clone()), enable);
     let host_files = write_host_side(paths, plan, &state, req.force)?;
     host_files.commit();
     guard.keep = true;

@@ -256,6 +256,23 @@ fn enable_networkd(root: &Root, report: &mut FixupReport) -> Result<()> {
     Ok(())
 }
 
+/// Where cloud-init's entry point is looked for, inside the rootfs (symlinks followed there).
+pub const CLOUD_INIT_PATHS: [&str; 2] = ["/usr/bin/cloud-init", "/bin/cloud-init"];
+
+/// Whether the rootfs has cloud-init, so that a NoCloud seed can take effect.
+pub fn has_cloud_init(root: &Root) -> Result<bool> {
+    for path in CLOUD_INIT_PATHS {
+        if root
+            .lookup_in_root(Path::new(path))
+            .with_context(|| format!("looking for {path} in the rootfs"))?
+            .is_some_and(|m| m.is_file())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

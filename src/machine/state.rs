@@ -50,6 +50,10 @@ pub struct SandboxState {
     pub enabled: bool,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// The template files cloud-init applies at first boot (`TEMPLATE/user-data`, …); the
+    /// build checked that the image has cloud-init. Empty: no seed of the templates' own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cloud_init_seed: Vec<String>,
 }
 
 /// `<sandboxes_dir>/state`.
@@ -222,6 +226,7 @@ mod tests {
             dropin_dir: "/etc/systemd/system/systemd-nspawn@web.service.d".into(),
             enabled: true,
             created_at: "2026-11-29T02:30:00Z".into(),
+            cloud_init_seed: vec!["docker/user-data".into()],
         };
         write_state(dir.path(), &state).unwrap();
         assert_eq!(read_state(dir.path(), "web").unwrap(), Some(state));

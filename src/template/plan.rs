@@ -101,6 +101,9 @@ pub struct BuildPlan {
     pub remove: Vec<String>,
     /// Commands run inside the rootfs after the files are written, in order.
     pub bake: Vec<BakeStep>,
+    /// The template files that give cloud-init something to do (`TEMPLATE/user-data`,
+    /// `TEMPLATE/network-config`); empty when the seed is only the generated meta-data.
+    pub seed_from: Vec<String>,
 }
 
 impl BuildPlan {
@@ -200,12 +203,15 @@ impl Composition {
         let mut settings = nspawn::Settings::default();
         let mut dropins: Vec<(String, String)> = Vec::new();
         let mut generated_files: Vec<(String, u32, Vec<u8>)> = Vec::new();
+        let mut seed_from = Vec::new();
         for part in &self.parts {
             if let Some(n) = &part.user_data {
                 cloudinit::merge(&mut user_data, n.clone())?;
+                seed_from.push(format!("{}/user-data", part.name));
             }
             if let Some(n) = &part.network_config {
                 cloudinit::merge(&mut network, n.clone())?;
+                seed_from.push(format!("{}/network-config", part.name));
             }
             for (_, assignments) in &part.nspawn {
                 settings.apply(
@@ -353,6 +359,7 @@ impl Composition {
             files,
             remove: vec![CLOUD_INIT_DISABLED.to_string()],
             bake: self.bake_steps(),
+            seed_from,
         })
     }
 }

@@ -26,6 +26,15 @@ pub struct BaseImage {
 
 impl BaseImage {
     pub fn new(env: &TestEnv) -> BaseImage {
+        BaseImage::made(env, true)
+    }
+
+    /// The same image without cloud-init (a minbase tree, an application image).
+    pub fn without_cloud_init(env: &TestEnv) -> BaseImage {
+        BaseImage::made(env, false)
+    }
+
+    fn made(env: &TestEnv, cloud_init: bool) -> BaseImage {
         let spec = TreeSpec::new();
         let dir = tempfile::tempdir_in(env.scratch("trees")).unwrap();
         let d = dir.path();
@@ -39,6 +48,10 @@ impl BaseImage {
         put("etc/hostname", b"buildhost\n");
         put("etc/securetty", b"console\ntty1\npts/0\n");
         put("etc/cloud/cloud-init.disabled", b"disabled by the image\n");
+        // A cloud image: the build refuses a seed for an image without cloud-init.
+        if cloud_init {
+            put("usr/bin/cloud-init", b"#!/bin/sh\n");
+        }
         put(
             "usr/lib/systemd/system/systemd-networkd.service",
             b"[Unit]\n",
@@ -485,6 +498,57 @@ fn a_failure_while_layering_removes_the_staging_tree() {
         .stderr_mentions(&["home/user"]);
     assert_nothing_left(&env, "web");
     assert!(log_lines(&log).is_empty());
+}
+
+/// A seed that cannot take effect is refused (a user believing they have Docker, silently
+/// without it): the templates' user-data on an image without cloud-init fails and leaves
+/// nothing; without user-data it builds; a bake step that installs cloud-init is enough.
+#[test]
+fn a_seed_for_an_image_without_cloud_init_is_refused() {
+    let env = TestEnv::new();
+    let image = BaseImage::without_cloud_init(&env);
+    testbase(&env, &image, "m\n");
+    let (machinectl, log) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["testbase", "web"])
+        .failure()
+        .stderr_mentions(&[
+            "testbase/user-data",
+            "testbase/network-config",
+            "has no cloud-init",
+            "/usr/bin/cloud-init",
+            "the seed would never apply",
+        ]);
+    assert_nothing_left(&env, "web");
+    assert!(log_lines(&log).is_empty());
+
+    // The same image with no seed of the templates' own builds.
+    let path = image.file(&env);
+    let manifest = format!(
+        "source = \"file://{}\"\nchecksum = \"sha256:{}\"\n",
+        path.display(),
+        sha256_hex(&image.bytes)
+    );
+    write_template(
+        &env,
+        "plain",
+        &[("template.toml", manifest.as_bytes(), 0o644)],
+    );
+    build(&env, &machinectl, &["--no-start", "plain", "bare"]).success();
+    assert!(env.machine("bare").join("etc/hostname").is_file());
+
+    // An image with a shell and no cloud-init: a bake step that provides it makes the seed apply.
+    let shell = crate::build_bake::image_with_shell(&env, crate::build_bake::Resolv::File);
+    crate::build_bake::bakebase(&env, &shell, &["echo '#!/bin/sh' > /usr/bin/cloud-init"]);
+    write_template(
+        &env,
+        "bakedseed",
+        &[
+            ("template.toml", b"extends = [\"bakebase\"]\n", 0o644),
+            ("user-data", b"#cloud-config\nruncmd:\n  - [true]\n", 0o644),
+        ],
+    );
+    build(&env, &machinectl, &["--no-start", "bakedseed", "seeded"]).success();
+    assert!(env.machine("seeded").join("usr/bin/cloud-init").is_file());
 }
 
 #[test]

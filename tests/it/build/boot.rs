@@ -104,9 +104,10 @@ mv /var/lib/sandbox-check/result.tmp /var/lib/sandbox-check/result
 systemctl poweroff --no-block
 "#;
 
-/// A bake step that installs a package from the mirror with apt, as CI pre-baking does: it
-/// needs the host's resolv.conf, /dev/null and /proc inside the chroot.
-const BAKE: &str = "[build]\nrun = [\"apt-get update -o Acquire::Retries=3 && apt-get install -y --no-install-recommends hello && apt-get clean\"]\n";
+/// A bake step that installs packages from the mirror with apt, as CI pre-baking does: it
+/// needs the host's resolv.conf, /dev/null and /proc inside the chroot. cloud-init is one of
+/// them: a minbase tree has none, and the build refuses a seed that could never apply.
+const BAKE: &str = "[build]\nrun = [\"apt-get update -o Acquire::Retries=3 && apt-get install -y --no-install-recommends hello cloud-init && apt-get clean\"]\n";
 
 #[test]
 fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
