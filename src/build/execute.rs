@@ -416,7 +416,19 @@ pub(crate) fn pull_and_render(
     render(comp, req, "sandbox-check".into())?;
     let cache = Cache::open(&paths.cache_dir())?;
     let pull = pull_spec(spec, req)?;
-    let fetched = fetch_verified(paths, progress, &cache, &pull)?;
+    let server = images_server(spec, req.images_server.as_ref())?;
+    let fetched = fetch_verified(paths, progress, &cache, &pull);
+    // Which server, and what chose it: a variable set long ago is easily forgotten.
+    let fetched = match server.filter(|s| s.chosen_by != ServerOrigin::Default) {
+        Some(s) => fetched.with_context(|| {
+            format!(
+                "the base from image server {} ({})",
+                crate::transport::redact_url(&s.url),
+                s.chosen_by
+            )
+        })?,
+        None => fetched?,
+    };
     let plan = render(
         comp,
         req,
