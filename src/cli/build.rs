@@ -7,12 +7,13 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Settings;
-use crate::build::execute::{self, BuildRequest};
+use crate::build::execute::{self, BuildRequest, ServerOverride};
 use crate::export::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
 use crate::export::output::Output;
 use crate::export::sign::SigningOptions;
 use crate::export::tar_output::{self, ExportCompression, ExportOptions, ExportReport};
 use crate::machine::host::SystemHost;
+use crate::source::SourceRef;
 use crate::source::registry::auth::{Credentials, CredsParser};
 use crate::template::{Composition, Library, parse_nvidia_list, parse_set};
 
@@ -48,6 +49,15 @@ pub struct BuildArgs {
     /// files are read, as for `sandbox pull`.
     #[arg(long, value_name = "USER:PASSWORD", value_parser = CredsParser, requires = "output")]
     pub creds: Option<Credentials>,
+    /// images: the simplestreams server of the base, over the templates' `images_server`
+    /// [default: $SANDBOX_IMAGES_SERVER, else the templates', else https://images.linuxcontainers.org].
+    /// The built-in LXC key is trusted for the default server only: give another server's key
+    /// with --keyring or in <sandboxes_dir>/keys/.
+    #[arg(long, value_name = "URL")]
+    pub images_server: Option<String>,
+    /// A keyring (armored or binary) to trust for the base's signature; may be repeated.
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Vec<std::path::PathBuf>,
     /// Credentials for the registry of a docker:// base; otherwise the auth files are read.
     #[arg(long, value_name = "USER:PASSWORD", value_parser = CredsParser)]
     pub src_creds: Option<Credentials>,
@@ -92,6 +102,22 @@ struct BuildJson<'a> {
     handoff_skipped: Option<&'a str>,
 }
 
+/// The flag over the variable (an empty variable is unset). The variable is read here, not by
+/// clap, so `--dry-run` can say which of the two chose the server. Pure.
+fn server_override(flag: Option<&str>, env: Option<&str>) -> Option<ServerOverride> {
+    match (flag, env) {
+        (Some(url), _) => Some(ServerOverride {
+            url: url.to_string(),
+            from_env: false,
+        }),
+        (None, Some(url)) if !url.is_empty() => Some(ServerOverride {
+            url: url.to_string(),
+            from_env: true,
+        }),
+        _ => None,
+    }
+}
+
 /// The host's NVIDIA driver files, from `nvidia-container-cli list`.
 fn nvidia_files() -> Result<crate::template::NvidiaFiles> {
     let out = std::process::Command::new("nvidia-container-cli")
@@ -125,6 +151,12 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("`{}` is not a valid sandbox name: {e}", args.name))?;
     let library = Library::standard(&settings.paths.sandboxes_dir);
     let composition = Composition::load(&library, &requested, &sets)?;
+    if !args.keyring.is_empty() && matches!(composition.spec().source.source, SourceRef::Oci(_)) {
+        bail!(
+            "--keyring is for tarball and images: signatures; the base {} is OCI, whose signatures are not checked with it",
+            composition.spec().source.raw
+        );
+    }
     let nvidia = if composition.needs_nvidia() {
         Some(nvidia_files()?)
     } else {
@@ -142,6 +174,11 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
             ..Default::default()
         },
         offline: args.offline,
+        keyrings: args.keyring.clone(),
+        images_server: server_override(
+            args.images_server.as_deref(),
+            std::env::var("SANDBOX_IMAGES_SERVER").ok().as_deref(),
+        ),
     };
     if args.dry_run {
         print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
@@ -368,4 +405,34 @@ fn print_export(settings: &Settings, report: &ExportReport) -> Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_wins_over_the_variable() {
+        let flag = |url: &str| ServerOverride {
+            url: url.into(),
+            from_env: false,
+        };
+        assert_eq!(
+            server_override(Some("http://a/"), Some("http://b/")),
+            Some(flag("http://a/"))
+        );
+        assert_eq!(
+            server_override(Some("http://a/"), None),
+            Some(flag("http://a/"))
+        );
+        assert_eq!(
+            server_override(None, Some("http://b/")),
+            Some(ServerOverride {
+                url: "http://b/".into(),
+                from_env: true
+            })
+        );
+        assert_eq!(server_override(None, Some("")), None);
+        assert_eq!(server_override(None, None), None);
+    }
 }

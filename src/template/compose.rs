@@ -15,10 +15,11 @@ use super::generate::{EXTRA_BRIDGES_VAR, Generator};
 use super::library::{Content, Library, MANIFEST, Template, TemplateFile};
 use super::manifest::{self, Manifest, is_plain_relative};
 use super::plan::BakeStep;
-use super::plan::{Keyring, SourceSpec, TemplateSpec};
+use super::plan::{Keyring, ServerDecl, SourceSpec, TemplateSpec};
 use super::yaml::Node;
 use super::{cloudinit, dropin, ini, nspawn, vars};
 use crate::digest::Hasher;
+use crate::source::SourceRef;
 
 /// A template with its parsed `template.toml`.
 #[derive(Debug, Clone)]
@@ -148,6 +149,7 @@ impl Composition {
     ) -> Result<Composition> {
         let vars = resolve_vars(&layers, sets)?;
         let source = resolve_source(&layers)?;
+        let images_server = resolve_images_server(&layers, &source)?;
         let enable = layers
             .iter()
             .filter_map(|l| l.manifest.enable)
@@ -165,6 +167,7 @@ impl Composition {
             templates: layers.iter().map(|l| l.template.name.clone()).collect(),
             content_hash: content_hash(&layers, &vars),
             source,
+            images_server,
             vars,
             enable,
         };
@@ -275,6 +278,31 @@ fn resolve_source(layers: &[Layer]) -> Result<SourceSpec> {
         checksum: decl.checksum,
         keyrings,
     })
+}
+
+/// The last `images_server` in composition order, like every other setting; it is about where
+/// `images:` sources come from, so with any other source it would be silently ignored: an error.
+fn resolve_images_server(layers: &[Layer], source: &SourceSpec) -> Result<Option<ServerDecl>> {
+    let Some((layer, (url, line))) = layers
+        .iter()
+        .rev()
+        .find_map(|l| l.manifest.images_server.as_ref().map(|s| (l, s)))
+    else {
+        return Ok(None);
+    };
+    let place = format!("{}:{line}", layer.template.display_path(MANIFEST));
+    if !matches!(source.source, SourceRef::Images(_)) {
+        bail!(
+            "{place}: images_server is for images: sources, and the source (`{}`, from template `{}`) is not one",
+            source.raw,
+            source.from_template
+        );
+    }
+    Ok(Some(ServerDecl {
+        url: url.clone(),
+        from_template: layer.template.name.clone(),
+        place,
+    }))
 }
 
 fn parse_layer(layer: &Layer, vars: &BTreeMap<String, String>) -> Result<Parts> {

@@ -4,7 +4,9 @@
 //! and every error names the file and line. The verification settings (`verify`, `keyring`,
 //! `checksum`) belong to the `source` they verify, so they are only accepted next to it: a
 //! template that extends `debian` and sets a checksum without a source would otherwise pin a
-//! digest to an image it never named.
+//! digest to an image it never named. `images_server` is not one of them: it says where
+//! `images:` sources are fetched from (a mirror, an air-gapped server), whichever template names
+//! the image, so a template that extends `debian` may set it alone.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,9 @@ use super::vars::validate_var_name;
 pub struct Manifest {
     pub description: Option<String>,
     pub source: Option<SourceDecl>,
+    /// `images_server`: the simplestreams server for an `images:` source, as written (checked to
+    /// be an http(s) URL), with its line.
+    pub images_server: Option<(String, usize)>,
     /// Other templates applied before this one, in order.
     pub extends: Vec<(String, usize)>,
     /// `enable = true`: the sandbox is enabled to start at boot.
@@ -57,6 +62,7 @@ struct Raw {
     verify: Option<Spanned<String>>,
     keyring: Option<Spanned<OneOrMany>>,
     checksum: Option<Spanned<String>>,
+    images_server: Option<Spanned<String>>,
     extends: Option<Vec<Spanned<String>>>,
     enable: Option<bool>,
     generate: Option<Vec<Spanned<String>>>,
@@ -179,6 +185,17 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest> {
         }
     };
 
+    let images_server = match raw.images_server {
+        None => None,
+        Some(s) => {
+            let line = at(&s.span());
+            let url = s.into_inner();
+            crate::source::images::server_url(Some(&url))
+                .map_err(|e| anyhow!("{file}:{line}: images_server: {e:#}"))?;
+            Some((url, line))
+        }
+    };
+
     let mut extends = Vec::new();
     for e in raw.extends.unwrap_or_default() {
         let line = at(&e.span());
@@ -221,6 +238,7 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest> {
     Ok(Manifest {
         description: raw.description,
         source,
+        images_server,
         extends,
         enable: raw.enable,
         generate,
@@ -270,6 +288,7 @@ keyring = ["/etc/keys/a.pgp", "keys/b.asc"]
 extends = ["docker", "nvidia"]
 enable = true
 generate = ["nvidia"]
+images_server = "https://mirror.example.org/lxc"
 
 [vars]
 bridge = "br1"
@@ -296,14 +315,18 @@ run = ["apt-get update",
         assert_eq!(m.extends, vec![("docker".into(), 7), ("nvidia".into(), 7)]);
         assert_eq!(m.enable, Some(true));
         assert_eq!(m.generate, vec![(Generator::Nvidia, 9)]);
-        assert_eq!(m.vars["bridge"], ("br1".into(), 12));
+        assert_eq!(
+            m.images_server,
+            Some(("https://mirror.example.org/lxc".into(), 10))
+        );
+        assert_eq!(m.vars["bridge"], ("br1".into(), 13));
         assert_eq!(m.vars["count"].0, "3");
         assert_eq!(m.vars["flag"].0, "false");
         assert_eq!(
             m.bake,
             vec![
-                ("apt-get update".into(), 17),
-                ("apt-get install -y curl".into(), 18)
+                ("apt-get update".into(), 18),
+                ("apt-get install -y curl".into(), 19)
             ]
         );
     }
@@ -312,6 +335,22 @@ run = ["apt-get update",
     fn a_single_keyring_is_a_string() {
         let m = parse("source = \"images:x/y\"\nkeyring = \"k.pgp\"\n", "f").unwrap();
         assert_eq!(m.source.unwrap().keyrings, vec![("k.pgp".into(), 2)]);
+    }
+
+    #[test]
+    fn images_server_stands_without_a_source() {
+        // A template extending `debian` only moves where its image comes from.
+        let m = parse(
+            "extends = [\"debian\"]\nimages_server = \"http://127.0.0.1:8080/mirror\"\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(m.source, None);
+        assert_eq!(
+            m.images_server,
+            Some(("http://127.0.0.1:8080/mirror".into(), 2))
+        );
+        assert_eq!(parse("", "f").unwrap().images_server, None);
     }
 
     #[test]
@@ -357,6 +396,15 @@ run = ["apt-get update",
                 "extends = [\"ok\",\n  \"../escape\"]\n",
                 "t/template.toml:2: extends: `../escape`",
             ),
+            (
+                "\nimages_server = \"ftp://mirror.example.org/\"\n",
+                "t/template.toml:2: images_server: image server ftp://mirror.example.org/ must be an http:// or https:// URL",
+            ),
+            (
+                "images_server = \"mirror.example.org\"\n",
+                "t/template.toml:1: images_server: `mirror.example.org` is not a valid image server URL",
+            ),
+            ("images_server = [\"http://a/\"]\n", "t/template.toml:1:"),
             (
                 "generate = [\"gpu\"]\n",
                 "t/template.toml:1: generate: unknown generator `gpu`",

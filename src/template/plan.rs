@@ -56,6 +56,16 @@ fn ser_verify<S: serde::Serializer>(v: &Option<VerifyMode>, s: S) -> Result<S::O
     }
 }
 
+/// `images_server` from a template: the last template (in composition order) that sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerDecl {
+    /// As written (an http(s) URL; checked when the template was parsed).
+    pub url: String,
+    pub from_template: String,
+    /// `file:line` of the key.
+    pub place: String,
+}
+
 /// What a composition of templates amounts to, before any machine exists.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TemplateSpec {
@@ -66,6 +76,9 @@ pub struct TemplateSpec {
     /// sha256 over the composed inputs: same templates and values, same hash.
     pub content_hash: Digest,
     pub source: SourceSpec,
+    /// The simplestreams server for an `images:` source, when a template names one;
+    /// `--images-server` and `$SANDBOX_IMAGES_SERVER` override it.
+    pub images_server: Option<ServerDecl>,
     /// Final variable values (defaults, then `--set`).
     pub vars: BTreeMap<String, String>,
     /// Enable the sandbox to start at boot (`machinectl enable`).

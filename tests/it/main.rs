@@ -7,6 +7,7 @@
 mod build;
 mod build_bake;
 mod build_export;
+mod build_images;
 mod build_oci;
 mod build_oci_signed;
 mod cache;

@@ -2,7 +2,7 @@
 
 use super::{Set, base, chain, tpl};
 use crate::template::library::{Content, TemplateFile};
-use crate::template::plan::Keyring;
+use crate::template::plan::{Keyring, ServerDecl};
 use crate::verify::mode::VerifyMode;
 
 fn order(set: &Set, names: &[&str]) -> Vec<String> {
@@ -202,6 +202,80 @@ fn the_last_source_wins_with_its_own_verification() {
     assert_eq!(
         e,
         "/t/missing-key/template.toml:2: keyring `k.asc` is not a file of template `missing-key`"
+    );
+}
+
+#[test]
+fn the_last_images_server_wins_with_or_without_a_source() {
+    let server = |name: &str, url: &str| {
+        tpl(
+            name,
+            &[(
+                "template.toml",
+                &format!("extends = [\"base\"]\n\nimages_server = \"{url}\"\n"),
+            )],
+        )
+    };
+    let set = Set::default()
+        .with(base())
+        .with(server("mirror", "https://mirror.example.org/lxc"))
+        .with(server("airgap", "http://10.0.0.1:8080/"))
+        .with(tpl(
+            "own-source",
+            &[(
+                "template.toml",
+                "source = \"images:ubuntu/noble/cloud\"\nimages_server = \"http://own/\"\n",
+            )],
+        ))
+        .with(tpl(
+            "tarball",
+            &[(
+                "template.toml",
+                "source = \"https://example.org/rootfs.tar.xz\"\n",
+            )],
+        ))
+        .with(tpl("snippet", &[]));
+    let decl = |names: &[&str]| {
+        set.compose(names, &[])
+            .unwrap()
+            .spec()
+            .images_server
+            .clone()
+    };
+
+    assert_eq!(decl(&["base", "snippet"]), None);
+    assert_eq!(
+        decl(&["mirror", "snippet"]),
+        Some(ServerDecl {
+            url: "https://mirror.example.org/lxc".into(),
+            from_template: "mirror".into(),
+            place: "/t/mirror/template.toml:3".into(),
+        })
+    );
+    // Later in composition order wins, as for every setting; the source is base's all along.
+    let s = decl(&["mirror", "airgap"]).unwrap();
+    assert_eq!(
+        (s.url.as_str(), s.from_template.as_str()),
+        ("http://10.0.0.1:8080/", "airgap")
+    );
+    assert_eq!(decl(&["airgap", "mirror"]).unwrap().from_template, "mirror");
+    // A later source does not take an earlier server back: the server is not the source's.
+    let c = set.compose(&["mirror", "own-source"], &[]).unwrap();
+    assert_eq!(c.spec().source.from_template, "own-source");
+    assert_eq!(c.spec().images_server.as_ref().unwrap().url, "http://own/");
+    // own-source, base (extended by mirror), mirror.
+    let c = set.compose(&["own-source", "mirror"], &[]).unwrap();
+    assert_eq!(c.spec().source.from_template, "base");
+    assert_eq!(
+        c.spec().images_server.as_ref().unwrap().from_template,
+        "mirror"
+    );
+
+    // A server nothing would be fetched from is a mistake, not a setting to ignore.
+    let e = chain(set.compose(&["mirror", "tarball"], &[]).unwrap_err());
+    assert_eq!(
+        e,
+        "/t/mirror/template.toml:3: images_server is for images: sources, and the source (`https://example.org/rootfs.tar.xz`, from template `tarball`) is not one"
     );
 }
 
