@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::base::{ServerOrigin, ServerOverride, images_server, pull_spec};
 use super::fixups::{self, FixupReport};
 use super::hostfiles::HostFiles;
-use crate::cache::layout::{CacheLayout, RefKind};
-use crate::cache::{Cache, Ref};
+use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::digest::Hasher;
 use crate::machine::host::{Host, Program, run_str};
@@ -25,15 +25,13 @@ use crate::machine::state::{self, SandboxState};
 use crate::machine::zfs;
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
-use crate::pull::{FetchedImage, PullSpec, fetch_verified};
-use crate::source::SourceRef;
+use crate::pull::{FetchedImage, fetch_verified};
 use crate::template::compose::Composition;
 use crate::template::dropin;
 use crate::template::generate::NvidiaFiles;
 use crate::template::library::Content;
-use crate::template::plan::{Base, BuildPlan, Keyring, RenderInputs, TemplateSpec};
+use crate::template::plan::{Base, BuildPlan, RenderInputs};
 use crate::unpack::Root;
-use crate::verify::mode::VerifyMode;
 
 /// What to build.
 #[derive(Debug, Clone, Default)]
@@ -57,72 +55,6 @@ pub struct BuildRequest {
     pub images_server: Option<ServerOverride>,
 }
 
-/// `--images-server URL` or `$SANDBOX_IMAGES_SERVER`, as the command line gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerOverride {
-    pub url: String,
-    /// Given by `$SANDBOX_IMAGES_SERVER`, not by the flag.
-    pub from_env: bool,
-}
-
-/// The simplestreams server an `images:` base is fetched from, and what chose it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImagesServer {
-    /// Normalised (ends in `/`), as the cache keys it.
-    pub url: url::Url,
-    pub chosen_by: ServerOrigin,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerOrigin {
-    Flag,
-    Env,
-    /// A template's `images_server` (`file:line`).
-    Template(String),
-    Default,
-}
-
-impl std::fmt::Display for ServerOrigin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerOrigin::Flag => f.write_str("--images-server"),
-            ServerOrigin::Env => f.write_str("$SANDBOX_IMAGES_SERVER"),
-            ServerOrigin::Template(place) => write!(f, "images_server at {place}"),
-            ServerOrigin::Default => f.write_str("the default"),
-        }
-    }
-}
-
-/// The server for an `images:` base, with `sandbox pull`'s precedence: the flag (or the
-/// variable) over the templates' `images_server` over the default. `None` for other sources,
-/// which ignore the flag and the variable as `sandbox pull` does (a template's key with another
-/// source is refused when composing). Pure.
-pub fn images_server(
-    spec: &TemplateSpec,
-    given: Option<&ServerOverride>,
-) -> Result<Option<ImagesServer>> {
-    if !matches!(spec.source.source, SourceRef::Images(_)) {
-        return Ok(None);
-    }
-    let (url, chosen_by) = match (given, &spec.images_server) {
-        (Some(g), _) => (
-            Some(g.url.as_str()),
-            if g.from_env {
-                ServerOrigin::Env
-            } else {
-                ServerOrigin::Flag
-            },
-        ),
-        (None, Some(t)) => (
-            Some(t.url.as_str()),
-            ServerOrigin::Template(t.place.clone()),
-        ),
-        (None, None) => (None, ServerOrigin::Default),
-    };
-    let url = crate::source::images::server_url(url).with_context(|| chosen_by.to_string())?;
-    Ok(Some(ImagesServer { url, chosen_by }))
-}
-
 /// What a build did.
 #[derive(Debug, Clone)]
 pub struct BuildReport {
@@ -132,30 +64,6 @@ pub struct BuildReport {
     pub handoff: Vec<String>,
     /// Why the hand-off was skipped, when it was.
     pub skipped_handoff: Option<String>,
-}
-
-/// How the template's source is pulled: its verification settings, its keyrings (host files
-/// and `--keyring` as `sandbox pull --keyring`, template files as pinned keys for this pull),
-/// the image server (`images_server`), and the request's OCI and offline options. The trust
-/// store is `sandbox pull`'s: the built-in LXC key counts for the default server only.
-pub fn pull_spec(spec: &TemplateSpec, req: &BuildRequest) -> Result<PullSpec> {
-    let mut pull = PullSpec::new(spec.source.source.clone());
-    pull.verify = spec.source.verify.unwrap_or(VerifyMode::Signature);
-    pull.checksum = spec.source.checksum;
-    pull.images_server =
-        images_server(spec, req.images_server.as_ref())?.map(|s| s.url.to_string());
-    pull.keyrings = req.keyrings.clone();
-    pull.oci = req.oci.clone();
-    pull.offline = req.offline;
-    for k in &spec.source.keyrings {
-        match k {
-            Keyring::Host(path) => pull.keyrings.push(path.clone()),
-            Keyring::Template { label, bytes } => {
-                pull.extra_keys.push((label.clone(), bytes.clone()))
-            }
-        }
-    }
-    Ok(pull)
 }
 
 /// cloud-init's instance id: the same templates, values, image and name give the same id
@@ -187,129 +95,16 @@ pub fn handoff_commands(name: &str, enable: bool, start: bool) -> Vec<Vec<String
     out
 }
 
-/// The cache's record of `source` (an `images:` one on `server`), read without opening (and so
-/// creating) the cache.
-fn cached_ref(paths: &HostPaths, source: &SourceRef, server: Option<&url::Url>) -> Option<Ref> {
-    let layout = CacheLayout::new(paths.cache_dir());
-    let file = match source {
-        SourceRef::Url(_) | SourceRef::File(_) => {
-            layout.ref_file(RefKind::Tarball, &source.display())
-        }
-        SourceRef::Images(a) => {
-            let alias = crate::source::simplestreams::parse_alias(a).ok()?;
-            let arch = crate::source::arch::host_debian_arch();
-            let key = crate::source::images::ref_key(server?, &alias.alias, arch);
-            layout.ref_file(RefKind::Images, &key)
-        }
-        SourceRef::Oci(s) => {
-            let oci = crate::oci::OciSource::parse(s).ok()?;
-            let key = crate::source::oci_pull::ref_key(&oci, &crate::oci::PlatformSpec::host());
-            layout.ref_file(RefKind::Oci, &key)
-        }
-    };
-    let bytes = std::fs::read(file).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Which keys a signature from `server` is checked against, for `--dry-run`.
-fn trust_note(paths: &HostPaths, server: &url::Url) -> String {
-    let keys = format!(
-        "--keyring, {}/, importd's keyrings, the template's keyring",
-        paths.keys_dir().display()
-    );
-    if crate::source::images::is_default_server(server) {
-        format!("# trust: the built-in LXC image key, {keys}\n")
-    } else {
-        format!(
-            "# trust: {keys} (the built-in LXC image key is for {} only)\n",
-            crate::source::images::DEFAULT_SERVER
-        )
-    }
-}
-
-fn render(comp: &Composition, req: &BuildRequest, instance_id: String) -> Result<BuildPlan> {
+pub(crate) fn render(
+    comp: &Composition,
+    req: &BuildRequest,
+    instance_id: String,
+) -> Result<BuildPlan> {
     comp.render(&RenderInputs {
         machine: req.name.clone(),
         instance_id,
         nvidia: req.nvidia.clone(),
     })
-}
-
-/// What `--dry-run` prints: the source and the digest it would use, every file with its
-/// content, every command. Reads the cache's refs only; writes nothing.
-pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Result<String> {
-    let spec = comp.spec();
-    let pull = pull_spec(spec, req)?;
-    let server = images_server(spec, req.images_server.as_ref())?;
-    let cached = cached_ref(paths, &spec.source.source, server.as_ref().map(|s| &s.url));
-    let digest = cached.as_ref().and_then(|r| {
-        r.blob("image")
-            .or_else(|| r.blob("manifest"))
-            .map(|b| b.digest)
-    });
-    let instance = match &digest {
-        Some(d) => instance_id(&spec.content_hash, d, &req.name),
-        // The id depends on the image's digest, known only once it is pulled.
-        None => "sandbox-(derived from the image digest after the pull)".to_string(),
-    };
-    let plan = render(comp, req, instance)?;
-    let mut out = String::new();
-    out.push_str(&format!(
-        "# dry run: nothing is pulled, written or started\n# pull: {} (verify: {})\n",
-        spec.source.source.display(),
-        pull.mode().as_str()
-    ));
-    if let Some(s) = &server {
-        out.push_str(&format!(
-            "# images server: {} ({})\n",
-            crate::transport::redact_url(&s.url),
-            s.chosen_by
-        ));
-        if pull.mode() == VerifyMode::Signature {
-            out.push_str(&trust_note(paths, &s.url));
-        }
-    }
-    match (&digest, &cached) {
-        (Some(d), Some(r)) => out.push_str(&format!(
-            "# image: {d} (cached{})\n",
-            r.version
-                .as_ref()
-                .map(|v| format!(", version {v}"))
-                .unwrap_or_default()
-        )),
-        _ => out.push_str("# image: not cached yet (the build pulls it first)\n"),
-    }
-    let machine = paths.machines_dir.join(&req.name);
-    out.push_str(&format!(
-        "# rootfs: {}{}\n",
-        machine.display(),
-        if req.force {
-            " (replaced: --force)"
-        } else {
-            ""
-        }
-    ));
-    out.push_str(&format!(
-        "# state: {}\n",
-        state::state_path(&paths.sandboxes_dir, &req.name).display()
-    ));
-    if zfs::on_zfs(&paths.machines_dir).unwrap_or(false) {
-        out.push_str(&format!(
-            "# zfs: zfs list -H -o name {}; zfs {}\n",
-            paths.machines_dir.display(),
-            zfs::create_args("<parent>/NAME", &machine).join(" ")
-        ));
-    }
-    out.push_str(&format!(
-        "# fix-ups where needed: /etc/machine-id emptied, /etc/hostname = {}, a dangling /etc/resolv.conf replaced, pts/0…pts/9 in /etc/securetty, systemd-networkd enabled (veth)\n",
-        req.name
-    ));
-    let enable = req.enable || spec.enable;
-    for cmd in handoff_commands(&req.name, enable, !req.no_start) {
-        out.push_str(&format!("# run: machinectl {}\n", cmd.join(" ")));
-    }
-    out.push_str(&plan.dry_run_text());
-    Ok(out)
 }
 
 /// Builds the sandbox, as the module documentation describes.
@@ -708,112 +503,6 @@ mod tests {
         assert_ne!(id, instance_id(&b, &b, "web"));
         assert_ne!(id, instance_id(&a, &a, "web"));
         assert_ne!(id, instance_id(&a, &b, "web2"));
-    }
-
-    fn spec(source: &str, template_server: Option<&str>) -> TemplateSpec {
-        use crate::template::plan::{ServerDecl, SourceSpec};
-        TemplateSpec {
-            name: "t".into(),
-            templates: vec!["t".into()],
-            content_hash: Digest::of(b"t"),
-            source: SourceSpec {
-                source: SourceRef::parse(source).unwrap(),
-                raw: source.into(),
-                from_template: "t".into(),
-                verify: None,
-                checksum: None,
-                keyrings: Vec::new(),
-            },
-            images_server: template_server.map(|url| ServerDecl {
-                url: url.into(),
-                from_template: "mirror".into(),
-                place: "/t/mirror/template.toml:2".into(),
-            }),
-            vars: Default::default(),
-            enable: false,
-        }
-    }
-
-    #[test]
-    fn the_command_line_wins_over_the_template_over_the_default() {
-        let flag = ServerOverride {
-            url: "http://flag/x".into(),
-            from_env: false,
-        };
-        let env = ServerOverride {
-            url: "http://env/".into(),
-            from_env: true,
-        };
-        let images = spec("images:debian/bookworm/cloud", Some("http://tpl/"));
-        let chosen = |spec: &TemplateSpec, given: Option<&ServerOverride>| {
-            let s = images_server(spec, given).unwrap().unwrap();
-            (s.url.to_string(), s.chosen_by.to_string())
-        };
-        assert_eq!(
-            chosen(&images, Some(&flag)),
-            ("http://flag/x/".into(), "--images-server".into())
-        );
-        assert_eq!(
-            chosen(&images, Some(&env)),
-            ("http://env/".into(), "$SANDBOX_IMAGES_SERVER".into())
-        );
-        assert_eq!(
-            chosen(&images, None),
-            (
-                "http://tpl/".into(),
-                "images_server at /t/mirror/template.toml:2".into()
-            )
-        );
-        let plain = spec("images:debian/bookworm/cloud", None);
-        assert_eq!(
-            chosen(&plain, None),
-            (
-                "https://images.linuxcontainers.org/".into(),
-                "the default".into()
-            )
-        );
-        // Other sources take no server, whatever the command line says (as `sandbox pull`).
-        let tarball = spec("https://example.org/rootfs.tar.xz", None);
-        assert_eq!(images_server(&tarball, Some(&flag)).unwrap(), None);
-
-        let bad = ServerOverride {
-            url: "ftp://x/".into(),
-            from_env: true,
-        };
-        let e = format!("{:#}", images_server(&plain, Some(&bad)).unwrap_err());
-        assert!(
-            e.starts_with("$SANDBOX_IMAGES_SERVER: image server ftp://x/"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn the_pull_takes_the_server_and_the_keyrings() {
-        let req = BuildRequest {
-            keyrings: vec!["/k.asc".into()],
-            images_server: Some(ServerOverride {
-                url: "http://127.0.0.1:1/sub".into(),
-                from_env: false,
-            }),
-            offline: true,
-            ..Default::default()
-        };
-        let pull = pull_spec(&spec("images:debian/bookworm/cloud", None), &req).unwrap();
-        assert_eq!(
-            pull.images_server.as_deref(),
-            Some("http://127.0.0.1:1/sub/")
-        );
-        assert_eq!(pull.keyrings, vec![PathBuf::from("/k.asc")]);
-        assert!(pull.offline);
-        let pull = pull_spec(
-            &spec("images:debian/bookworm/cloud", None),
-            &BuildRequest::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            pull.images_server.as_deref(),
-            Some("https://images.linuxcontainers.org/")
-        );
     }
 
     #[test]

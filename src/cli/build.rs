@@ -7,7 +7,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Settings;
-use crate::build::execute::{self, BuildRequest, ServerOverride};
+use crate::build::base::ServerOverride;
+use crate::build::execute::{self, BuildRequest};
 use crate::export::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
 use crate::export::output::Output;
 use crate::export::sign::SigningOptions;
@@ -181,7 +182,10 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         ),
     };
     if args.dry_run {
-        print!("{}", execute::dry_run(&settings.paths, &composition, &req)?);
+        print!(
+            "{}",
+            crate::build::dry_run::dry_run(&settings.paths, &composition, &req)?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // Before anything is pulled; the bake code checks again where it runs the steps.

@@ -369,6 +369,10 @@ impl ImageServer {
         };
         write("rootfs/etc/os-release", os_release_text(&spec).as_bytes());
         write(&format!("rootfs/{MARKER_FILE}"), marker.as_bytes());
+        if spec.variant == "cloud" {
+            // The cloud variant is the one with cloud-init, as on the real servers.
+            write("rootfs/usr/bin/cloud-init", b"#!/bin/sh\n");
+        }
         write(
             "meta/metadata.yaml",
             format!(
