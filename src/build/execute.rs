@@ -139,6 +139,7 @@ fn render(comp: &Composition, req: &BuildRequest, instance_id: String) -> Result
         machine: req.name.clone(),
         instance_id,
         nvidia: req.nvidia.clone(),
+        omit: Vec::new(),
     })
 }
 

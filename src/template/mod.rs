@@ -28,6 +28,7 @@ pub mod ini;
 pub mod library;
 pub mod manifest;
 pub mod nspawn;
+pub mod nspawn_rules;
 pub mod plan;
 pub mod vars;
 pub mod yaml;
@@ -38,5 +39,7 @@ mod tests;
 pub use compose::{Composition, Layer, resolve};
 pub use generate::{Generator, NvidiaFiles, parse_nvidia_list};
 pub use library::{Content, Library, Origin, Root, Template, TemplateFile, TemplateInfo};
-pub use plan::{Base, BuildPlan, Keyring, PlannedFile, RenderInputs, SourceSpec, TemplateSpec};
+pub use plan::{
+    Base, BuildPlan, Keyring, Omission, PlannedFile, RenderInputs, SourceSpec, TemplateSpec,
+};
 pub use vars::parse_set;
