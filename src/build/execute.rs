@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::fixups::{self, FixupReport};
+use super::hostcheck;
 use super::hostfiles::HostFiles;
 use crate::cache::layout::{CacheLayout, RefKind};
 use crate::cache::{Cache, Ref};
@@ -31,7 +32,7 @@ use crate::template::compose::Composition;
 use crate::template::dropin;
 use crate::template::generate::NvidiaFiles;
 use crate::template::library::Content;
-use crate::template::plan::{Base, BuildPlan, Keyring, RenderInputs, TemplateSpec};
+use crate::template::plan::{Base, BuildPlan, Keyring, Omission, RenderInputs, TemplateSpec};
 use crate::unpack::Root;
 use crate::verify::mode::VerifyMode;
 
@@ -134,12 +135,13 @@ fn cached_ref(paths: &HostPaths, source: &SourceRef) -> Option<Ref> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn render(comp: &Composition, req: &BuildRequest, instance_id: String) -> Result<BuildPlan> {
-    comp.render(&RenderInputs {
-        machine: req.name.clone(),
-        instance_id,
-        nvidia: req.nvidia.clone(),
-        omit: Vec::new(),
+fn render(c: &Composition, req: &BuildRequest, id: String, omit: &[Omission]) -> Result<BuildPlan> {
+    let (machine, nvidia, omit) = (req.name.clone(), req.nvidia.clone(), omit.to_vec());
+    c.render(&RenderInputs {
+        machine,
+        instance_id: id,
+        nvidia,
+        omit,
     })
 }
 
@@ -158,12 +160,14 @@ pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Res
         // The id depends on the image's digest, known only once it is pulled.
         None => "sandbox-(derived from the image digest after the pull)".to_string(),
     };
-    let plan = render(comp, req, instance)?;
+    let host = hostcheck::check(paths, &render(comp, req, "sandbox-check".into(), &[])?)?;
+    let plan = render(comp, req, instance, &host.omit)?;
     let mut out = String::new();
     out.push_str(&format!(
-        "# dry run: nothing is pulled, written or started\n# pull: {} (verify: {})\n",
+        "# dry run: nothing is pulled, written or started\n# pull: {} (verify: {})\n{}",
         spec.source.source.display(),
-        pull_spec(spec).mode().as_str()
+        pull_spec(spec).mode().as_str(),
+        host.dry_run_text()
     ));
     match (&digest, &cached) {
         (Some(d), Some(r)) => out.push_str(&format!(
@@ -309,7 +313,8 @@ pub(crate) fn pull_and_render(
 ) -> Result<Pulled> {
     let spec = comp.spec();
     // Before anything is pulled: a template the host cannot serve fails now.
-    render(comp, req, "sandbox-check".into())?;
+    let host = hostcheck::check(paths, &render(comp, req, "sandbox-check".into(), &[])?)?;
+    host.warn();
     let cache = Cache::open(&paths.cache_dir())?;
     let mut pull = pull_spec(spec);
     pull.oci = req.oci.clone();
@@ -319,6 +324,7 @@ pub(crate) fn pull_and_render(
         comp,
         req,
         instance_id(&spec.content_hash, &fetched.image.digest, &req.name),
+        &host.omit,
     )?;
     Ok(Pulled {
         cache,

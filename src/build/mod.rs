@@ -1,7 +1,7 @@
 //! `sandbox build`, the side that changes a tree and the host: it carries out a `BuildPlan`
 //! that `template` composed and rendered.
 //!
-//! `execute` pulls the image (`pull`, verified as `sandbox pull` does), makes its tree
+//! `execute` checks what the plan asks of the host (`hostcheck`), pulls the image (`pull`, verified as `sandbox pull` does), makes its tree
 //! (`machine::materialise`), layers the plan and the guest fix-ups (`fixups`), runs the
 //! templates' bake steps (`[build] run`) inside the rootfs in namespaces of their own (`bake`,
 //! `bake_ns`), writes the host files and the provenance record (`hostfiles`,
@@ -13,4 +13,5 @@ pub mod bake;
 mod bake_ns;
 pub mod execute;
 pub mod fixups;
+pub mod hostcheck;
 pub mod hostfiles;

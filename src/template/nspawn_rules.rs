@@ -197,10 +197,7 @@ pub fn check_rule(rule: Rule, value: &str) -> Result<(), String> {
         Rule::Volatile => match value {
             "state" | "overlay" => Ok(()),
             _ if parse_boolean(value).is_some() => Ok(()),
-            _ => fail(
-                "a Volatile= mode",
-                "expected a boolean, state or overlay",
-            ),
+            _ => fail("a Volatile= mode", "expected a boolean, state or overlay"),
         },
         Rule::OneOf(names, with_boolean) => {
             if names.contains(&value) || (with_boolean && parse_boolean(value).is_some()) {
