@@ -11,7 +11,8 @@
 //!    substitutes `{{vars}}` (`vars`), and checks everything, so a wrong template fails before
 //!    anything is pulled. Its `TemplateSpec` says what to pull and how to verify it.
 //! 3. `Composition::render` merges: cloud-configs as YAML trees (`cloudinit`, `yaml`),
-//!    `.nspawn` settings per systemd's own accumulate-or-replace rules (`nspawn`, `ini`),
+//!    `.nspawn` settings per systemd's own accumulate-or-replace rules (`nspawn`, `ini`), each
+//!    value checked where it was written by systemd's rules for its setting (`nspawn_rules`),
 //!    drop-ins by concatenation (`dropin`), `files/` trees by overlay; built-in generators
 //!    (`generate`) add what depends on the host (NVIDIA files) or the machine name (extra
 //!    bridges). The result is a `BuildPlan` (`plan`), bake steps (`[build] run`) included.
