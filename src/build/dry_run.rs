@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::base::{images_server, pull_spec};
 use super::execute::{BuildRequest, handoff_commands, instance_id, render};
+use super::hostcheck;
 use crate::cache::Ref;
 use crate::cache::layout::{CacheLayout, RefKind};
 use crate::machine::state;
@@ -72,12 +73,14 @@ pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Res
         // The id depends on the image's digest, known only once it is pulled.
         None => "sandbox-(derived from the image digest after the pull)".to_string(),
     };
-    let plan = render(comp, req, instance)?;
+    let host = hostcheck::check(paths, &render(comp, req, "sandbox-check".into(), &[])?)?;
+    let plan = render(comp, req, instance, &host.omit)?;
     let mut out = String::new();
     out.push_str(&format!(
-        "# dry run: nothing is pulled, written or started\n# pull: {} (verify: {})\n",
+        "# dry run: nothing is pulled, written or started\n# pull: {} (verify: {})\n{}",
         spec.source.source.display(),
-        pull.mode().as_str()
+        pull.mode().as_str(),
+        host.dry_run_text()
     ));
     if let Some(s) = &server {
         out.push_str(&format!(

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use super::base::{ServerOrigin, ServerOverride, images_server, pull_spec};
 use super::fixups::{self, FixupReport};
+use super::hostcheck;
 use super::hostfiles::HostFiles;
 use crate::cache::Cache;
 use crate::digest::Digest;
@@ -30,7 +31,7 @@ use crate::template::compose::Composition;
 use crate::template::dropin;
 use crate::template::generate::NvidiaFiles;
 use crate::template::library::Content;
-use crate::template::plan::{Base, BuildPlan, RenderInputs};
+use crate::template::plan::{Base, BuildPlan, Omission, RenderInputs};
 use crate::unpack::Root;
 
 /// What to build.
@@ -96,14 +97,17 @@ pub fn handoff_commands(name: &str, enable: bool, start: bool) -> Vec<Vec<String
 }
 
 pub(crate) fn render(
-    comp: &Composition,
+    c: &Composition,
     req: &BuildRequest,
-    instance_id: String,
+    id: String,
+    omit: &[Omission],
 ) -> Result<BuildPlan> {
-    comp.render(&RenderInputs {
-        machine: req.name.clone(),
-        instance_id,
-        nvidia: req.nvidia.clone(),
+    let (machine, nvidia, omit) = (req.name.clone(), req.nvidia.clone(), omit.to_vec());
+    c.render(&RenderInputs {
+        machine,
+        instance_id: id,
+        nvidia,
+        omit,
     })
 }
 
@@ -208,7 +212,8 @@ pub(crate) fn pull_and_render(
 ) -> Result<Pulled> {
     let spec = comp.spec();
     // Before anything is pulled: a template the host cannot serve fails now.
-    render(comp, req, "sandbox-check".into())?;
+    let host = hostcheck::check(paths, &render(comp, req, "sandbox-check".into(), &[])?)?;
+    host.warn();
     let cache = Cache::open(&paths.cache_dir())?;
     let pull = pull_spec(spec, req)?;
     let server = images_server(spec, req.images_server.as_ref())?;
@@ -228,6 +233,7 @@ pub(crate) fn pull_and_render(
         comp,
         req,
         instance_id(&spec.content_hash, &fetched.image.digest, &req.name),
+        &host.omit,
     )?;
     Ok(Pulled {
         cache,

@@ -3,7 +3,8 @@
 //!
 //! `base` says what is pulled (the template's source, keys and image server, with `sandbox
 //! pull`'s precedence; pure), `dry_run` shows a build without changing anything, and
-//! `execute` pulls the image (`pull`, verified as `sandbox pull` does), makes its tree
+//! `execute` checks what the plan asks of the host (`hostcheck`), pulls the image (`pull`,
+//! verified as `sandbox pull` does), makes its tree
 //! (`machine::materialise`), layers the plan and the guest fix-ups (`fixups`), runs the
 //! templates' bake steps (`[build] run`) inside the rootfs in namespaces of their own (`bake`,
 //! `bake_ns`), writes the host files and the provenance record (`hostfiles`,
@@ -17,4 +18,5 @@ pub mod base;
 pub mod dry_run;
 pub mod execute;
 pub mod fixups;
+pub mod hostcheck;
 pub mod hostfiles;

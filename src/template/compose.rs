@@ -85,13 +85,23 @@ pub(super) struct Parts {
     pub name: String,
     pub user_data: Option<Node>,
     pub network_config: Option<Node>,
-    /// Per `.nspawn` file: its label and assignments.
-    pub nspawn: Vec<(String, Vec<ini::Assignment>)>,
+    pub nspawn: Vec<NspawnFile>,
     /// Per `*.conf` file: its label and text.
     pub dropins: Vec<(String, String)>,
     pub generators: Vec<(Generator, String)>,
     /// `[build] run`, in the template's order.
     pub bake: Vec<BakeStep>,
+}
+
+/// One `.nspawn` file of a template, parsed after substitution.
+#[derive(Debug, Clone, Default)]
+pub(super) struct NspawnFile {
+    /// The file as errors name it, e.g. `built-in:zone/zone.nspawn`.
+    pub shown: String,
+    pub assignments: Vec<ini::Assignment>,
+    /// Per assignment: where each variable that filled its value was set, e.g.
+    /// `--set zone=…` (see `var_origins`).
+    pub filled_by: Vec<Vec<String>>,
 }
 
 /// Templates resolved, checked and parsed: everything `render` needs except the machine.
@@ -148,6 +158,7 @@ impl Composition {
         sets: &[(String, String)],
     ) -> Result<Composition> {
         let vars = resolve_vars(&layers, sets)?;
+        let origins = var_origins(&layers, sets);
         let source = resolve_source(&layers)?;
         let images_server = resolve_images_server(&layers, &source)?;
         let enable = layers
@@ -159,7 +170,7 @@ impl Composition {
         let mut parts = Vec::new();
         let mut files: BTreeMap<String, (TemplateFile, String)> = BTreeMap::new();
         for layer in &layers {
-            parts.push(parse_layer(layer, &vars)?);
+            parts.push(parse_layer(layer, &vars, &origins)?);
             overlay(&mut files, &layer.template)?;
         }
         let spec = TemplateSpec {
@@ -305,7 +316,62 @@ fn resolve_images_server(layers: &[Layer], source: &SourceSpec) -> Result<Option
     }))
 }
 
-fn parse_layer(layer: &Layer, vars: &BTreeMap<String, String>) -> Result<Parts> {
+/// Where each variable's final value was set, as errors show it: `--set NAME=VALUE`, or the
+/// `[vars]` line of the last template declaring it.
+fn var_origins(layers: &[Layer], sets: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for layer in layers {
+        for (name, (_, line)) in &layer.manifest.vars {
+            let at = layer.template.display_path(MANIFEST);
+            out.insert(name.clone(), format!("variable {name}, {at}:{line}"));
+        }
+    }
+    for (name, value) in sets {
+        out.insert(name.clone(), format!("--set {name}={value}"));
+    }
+    out
+}
+
+/// For each assignment, the origins of the variables its (possibly continued) line refers to.
+fn filled_by(
+    raw: &str,
+    assignments: &[ini::Assignment],
+    origins: &BTreeMap<String, String>,
+) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = raw.lines().collect();
+    let refs = vars::references(raw);
+    assignments
+        .iter()
+        .map(|a| {
+            // The lines the assignment spans: its first, then every continuation (`\`).
+            let mut span = vec![a.line];
+            let mut n = a.line;
+            while lines
+                .get(n - 1)
+                .is_some_and(|l| l.trim_end().ends_with('\\'))
+            {
+                n += 1;
+                span.push(n);
+            }
+            let mut out: Vec<String> = Vec::new();
+            for (line, name) in &refs {
+                if span.contains(line)
+                    && let Some(o) = origins.get(name)
+                    && !out.contains(o)
+                {
+                    out.push(o.clone());
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn parse_layer(
+    layer: &Layer,
+    vars: &BTreeMap<String, String>,
+    origins: &BTreeMap<String, String>,
+) -> Result<Parts> {
     let t = &layer.template;
     let keyrings: Vec<String> = layer
         .manifest
@@ -339,7 +405,12 @@ fn parse_layer(layer: &Layer, vars: &BTreeMap<String, String>) -> Result<Parts> 
             Role::Nspawn => {
                 let assignments = ini::parse(&text()?, &shown)?;
                 nspawn::validate(&assignments, &shown)?;
-                parts.nspawn.push((label, assignments));
+                let raw = t.text(rel)?.unwrap_or_default();
+                parts.nspawn.push(NspawnFile {
+                    filled_by: filled_by(raw, &assignments, origins),
+                    shown,
+                    assignments,
+                });
             }
             Role::DropIn => {
                 let body = text()?;

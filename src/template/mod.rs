@@ -11,7 +11,8 @@
 //!    substitutes `{{vars}}` (`vars`), and checks everything, so a wrong template fails before
 //!    anything is pulled. Its `TemplateSpec` says what to pull and how to verify it.
 //! 3. `Composition::render` merges: cloud-configs as YAML trees (`cloudinit`, `yaml`),
-//!    `.nspawn` settings per systemd's own accumulate-or-replace rules (`nspawn`, `ini`),
+//!    `.nspawn` settings per systemd's own accumulate-or-replace rules (`nspawn`, `ini`), each
+//!    value checked where it was written by systemd's rules for its setting (`nspawn_rules`),
 //!    drop-ins by concatenation (`dropin`), `files/` trees by overlay; built-in generators
 //!    (`generate`) add what depends on the host (NVIDIA files) or the machine name (extra
 //!    bridges). The result is a `BuildPlan` (`plan`), bake steps (`[build] run`) included.
@@ -28,6 +29,7 @@ pub mod ini;
 pub mod library;
 pub mod manifest;
 pub mod nspawn;
+pub mod nspawn_rules;
 pub mod plan;
 pub mod vars;
 pub mod yaml;
@@ -38,5 +40,7 @@ mod tests;
 pub use compose::{Composition, Layer, resolve};
 pub use generate::{Generator, NvidiaFiles, parse_nvidia_list};
 pub use library::{Content, Library, Origin, Root, Template, TemplateFile, TemplateInfo};
-pub use plan::{Base, BuildPlan, Keyring, PlannedFile, RenderInputs, SourceSpec, TemplateSpec};
+pub use plan::{
+    Base, BuildPlan, Keyring, Omission, PlannedFile, RenderInputs, SourceSpec, TemplateSpec,
+};
 pub use vars::parse_set;

@@ -174,6 +174,19 @@ impl Settings {
         }
     }
 
+    /// Removes one value of a key; whether it was there.
+    pub fn remove(&mut self, section: &str, key: &str, value: &str) -> bool {
+        let Some((_, keys)) = self.sections.iter_mut().find(|(s, _)| s == section) else {
+            return false;
+        };
+        let Some((_, values)) = keys.iter_mut().find(|(k, _)| k == key) else {
+            return false;
+        };
+        let before = values.len();
+        values.retain(|v| v != value);
+        values.len() != before
+    }
+
     /// The values a key ends up with.
     pub fn get(&self, section: &str, key: &str) -> &[String] {
         self.sections

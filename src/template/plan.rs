@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::compose::Composition;
 use super::generate::{self, EXTRA_BRIDGES_VAR, Generator, NvidiaFiles};
 use super::library::Content;
-use super::{cloudinit, dropin, nspawn};
+use super::{cloudinit, dropin, nspawn, nspawn_rules};
 use crate::digest::Digest;
 use crate::source::SourceRef;
 use crate::verify::mode::VerifyMode;
@@ -195,6 +195,18 @@ pub struct RenderInputs {
     pub instance_id: String,
     /// `nvidia-container-cli list`, parsed; needed when a template uses the `nvidia` generator.
     pub nvidia: Option<NvidiaFiles>,
+    /// `.nspawn` values the host check found this host cannot serve, left out of the file
+    /// with a comment saying why.
+    pub omit: Vec<Omission>,
+}
+
+/// A composed `.nspawn` value left out for this host (see `build::hostcheck`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Omission {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+    pub why: String,
 }
 
 impl Composition {
@@ -210,6 +222,7 @@ impl Composition {
             self.spec.templates.join(", "),
             self.spec.content_hash
         );
+        let mut nspawn_header = header.clone();
 
         let mut user_data = None;
         let mut network = None;
@@ -226,9 +239,14 @@ impl Composition {
                 cloudinit::merge(&mut network, n.clone())?;
                 seed_from.push(format!("{}/network-config", part.name));
             }
-            for (_, assignments) in &part.nspawn {
+            for file in &part.nspawn {
+                // Every value is checked where it was written, before composition picks.
+                for (a, from) in file.assignments.iter().zip(&file.filled_by) {
+                    let place = format!("{}:{}", file.shown, a.line);
+                    nspawn_rules::check_at(&place, &a.section, &a.key, &a.value, from)?;
+                }
                 settings.apply(
-                    assignments
+                    file.assignments
                         .iter()
                         .map(|a| (a.section.as_str(), a.key.as_str(), a.value.as_str())),
                 );
@@ -256,6 +274,10 @@ impl Composition {
                         )?
                     }
                 };
+                for (s, k, v) in &g.nspawn {
+                    let place = format!("{place} (generator `{}`)", generator.name());
+                    nspawn_rules::check_at(&place, s, k, v, &[])?;
+                }
                 settings.apply(
                     g.nspawn
                         .iter()
@@ -287,6 +309,12 @@ impl Composition {
             );
         }
 
+        for o in &inputs.omit {
+            if settings.remove(&o.section, &o.key, &o.value) {
+                nspawn_header.push_str(&format!("# Left out: {}={} ({})\n", o.key, o.value, o.why));
+            }
+        }
+
         let mut files = Vec::new();
         let host = |path: String, text: String| PlannedFile {
             base: Base::Host,
@@ -296,7 +324,7 @@ impl Composition {
         };
         files.push(host(
             format!("etc/systemd/nspawn/{machine}.nspawn"),
-            settings.render(&header),
+            settings.render(&nspawn_header),
         ));
         let dir = dropin::dropin_dir(machine);
         files.push(host(

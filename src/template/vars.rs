@@ -70,6 +70,28 @@ fn reference_at(text: &str, at: usize) -> Option<(&str, usize)> {
     (bytes.get(i..i + 2) == Some(b"}}")).then_some((name, i + 2))
 }
 
+/// The variables `text` refers to, each with the 1-based line it is on (escaped ones are not
+/// references). Lines are those of `text` before substitution, which are those after it: values
+/// hold no newlines.
+pub fn references(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut search = 0;
+    while let Some(found) = text[search..].find("{{") {
+        let at = search + found;
+        match reference_at(text, at) {
+            Some((name, end)) => {
+                if !(at > 0 && text.as_bytes()[at - 1] == b'\\') {
+                    let line = text[..at].matches('\n').count() + 1;
+                    out.push((line, name.to_string()));
+                }
+                search = end;
+            }
+            None => search = at + 1,
+        }
+    }
+    out
+}
+
 /// Replaces every reference in `text`; `file` names the file in errors.
 pub fn substitute(text: &str, vars: &BTreeMap<String, String>, file: &str) -> Result<String> {
     let mut out = String::with_capacity(text.len());
@@ -147,6 +169,18 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(substitute(input, &v, "f").unwrap(), *want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn references_name_their_lines() {
+        assert_eq!(
+            references("[Network]\nZone={{zone}}\n\\{{esc}} {{ a }}{{b}}\n{{.Go}}"),
+            vec![
+                (2, "zone".to_string()),
+                (3, "a".to_string()),
+                (3, "b".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod build_export;
 mod build_images;
 mod build_oci;
 mod build_oci_signed;
+mod build_validate;
 mod cache;
 mod cache_transfer;
 mod harness;

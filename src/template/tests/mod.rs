@@ -3,6 +3,7 @@
 
 mod bake;
 mod compose;
+mod nspawn_rules;
 mod render;
 mod shipped;
 mod yaml;
@@ -85,6 +86,7 @@ pub fn inputs(machine: &str) -> RenderInputs {
         machine: machine.into(),
         instance_id: "iid-1".into(),
         nvidia: None,
+        omit: Vec::new(),
     }
 }
 
