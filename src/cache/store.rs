@@ -77,8 +77,16 @@ impl Cache {
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.layout.blob(digest);
-        let data =
-            fs::read(&path).with_context(|| format!("reading cache blob {}", path.display()))?;
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+                "the cache has no blob {digest} any more (`cache fsck` or `cache gc` removed \
+                 it?); pull the image again, without --offline"
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading cache blob {}", path.display()));
+            }
+        };
         // Small blobs (checksum files, signatures, manifests) are re-hashed on every read: they
         // decide what else is trusted.
         if Digest::of(&data) != *digest {

@@ -149,7 +149,7 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         .map(|s| parse_set(s))
         .collect::<Result<Vec<_>>>()?;
     crate::machine::name::validate(&args.name)
-        .map_err(|e| anyhow::anyhow!("`{}` is not a valid sandbox name: {e}", args.name))?;
+        .map_err(|e| anyhow::anyhow!("{e}; choose another sandbox name"))?;
     let library = Library::standard(&settings.paths.sandboxes_dir);
     let composition = Composition::load(&library, &requested, &sets)?;
     if !args.keyring.is_empty() && matches!(composition.spec().source.source, SourceRef::Oci(_)) {

@@ -95,10 +95,12 @@ pub struct CacheBlobs<'a>(pub &'a Cache);
 
 impl BlobSource for CacheBlobs<'_> {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let path = self
-            .0
-            .blob(digest)
-            .with_context(|| format!("blob {digest} is not in the cache"))?;
+        let path = self.0.blob(digest).with_context(|| {
+            format!(
+                "blob {digest} is not in the cache (`cache fsck` or `cache gc` removed it?); \
+                     pull the image again, without --offline"
+            )
+        })?;
         let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Box::new(f))
     }

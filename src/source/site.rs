@@ -54,4 +54,12 @@ impl Site {
             }
         }
     }
+
+    /// Whether the file `name` is there; `None` when the server does not say.
+    pub async fn exists(&self, name: &str) -> Option<bool> {
+        match self {
+            Site::Http { http, .. } => http.exists(&self.url(name).ok()?).await,
+            Site::Local { dir } => Some(dir.join(name).exists()),
+        }
+    }
 }

@@ -72,6 +72,13 @@ pub async fn fetch_and_verify(
             },
         }
     }
+    // No checksum file anywhere is most often no image at all (a typo in the URL): say that.
+    if site.exists(file_name).await == Some(false) {
+        bail!(
+            "the image {} is not there (the server has no such file); check the URL",
+            site.location(file_name)
+        );
+    }
     match mode {
         VerifyMode::Signature => bail!(
             "no signed checksum file for {file_name}: tried {}. Pass --verify=checksum to accept an unsigned \

@@ -151,8 +151,12 @@ impl Library {
             }
         }
         let known: Vec<String> = self.names()?.into_iter().collect();
+        let hint = match closest(name, &known) {
+            Some(k) => format!("; did you mean `{k}`?"),
+            None => String::new(),
+        };
         bail!(
-            "no template named `{name}` (searched {}; known: {})",
+            "no template named `{name}`{hint} (searched {}; known: {})",
             self.describe_roots(),
             if known.is_empty() {
                 "none".to_string()
@@ -371,4 +375,59 @@ fn read_tree(top: &Path, dir: &Path, files: &mut BTreeMap<String, TemplateFile>)
         }
     }
     Ok(())
+}
+/// The known name a typo most likely meant: the nearest by edit distance, within a third of
+/// its length (at least 1, at most 3 edits). Pure.
+pub fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance over characters, adjacent swaps counting one (`dokcer` → `docker`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod typo_tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_finds_the_template_it_meant() {
+        let known: Vec<String> = ["debian", "docker", "ubuntu", "zone", "podman"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(closest("dokcer", &known), Some("docker"));
+        assert_eq!(closest("debain", &known), Some("debian"));
+        assert_eq!(closest("ubunt", &known), Some("ubuntu"));
+        assert_eq!(closest("kubernetes", &known), None);
+        assert_eq!(closest("zon", &known), Some("zone"));
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
 }

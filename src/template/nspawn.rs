@@ -107,8 +107,15 @@ pub fn key_kind(section: &str, key: &str) -> Option<KeyKind> {
 pub fn validate(assignments: &[Assignment], file: &str) -> Result<()> {
     for a in assignments {
         if !matches!(a.section.as_str(), "Exec" | "Files" | "Network") {
+            let hint = match a.section.as_str() {
+                "Service" | "Unit" | "Install" => {
+                    "; unit settings go in a drop-in: a *.conf file in the template becomes \
+                     /etc/systemd/system/systemd-nspawn@NAME.service.d/"
+                }
+                _ => "",
+            };
             bail!(
-                "{file}:{}: unknown section [{}] (a .nspawn file has [Exec], [Files] and [Network])",
+                "{file}:{}: unknown section [{}] (a .nspawn file has [Exec], [Files] and [Network]){hint}",
                 a.section_line,
                 a.section
             );
@@ -317,7 +324,7 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (
                 "[Service]\nDeviceAllow=/dev/dri rw\n",
-                "n.nspawn:1: unknown section [Service]",
+                "n.nspawn:1: unknown section [Service] (a .nspawn file has [Exec], [Files] and [Network]); unit settings go in a drop-in",
             ),
             (
                 "[Files]\nBindRO=/mnt\n",

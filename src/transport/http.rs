@@ -104,6 +104,20 @@ impl Http {
         Ok(Some(Fetched { bytes, validators }))
     }
 
+    /// Whether `url` is there, by a HEAD request: `Some(false)` on 404/410, `Some(true)` on
+    /// success, `None` when the server does not say (it refuses HEAD, or fails).
+    pub async fn exists(&self, url: &Url) -> Option<bool> {
+        let resp = self.client.head(url.clone()).send().await.ok()?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            Some(false)
+        } else if status.is_success() {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
     /// Downloads `url` into the cache. With `cached`, sends a conditional request and returns
     /// `NotModified` on 304. With `expected`, a digest mismatch discards the bytes. Resumes a
     /// partial download left by an interrupted pull of the same URL, with `If-Range`: a URL's

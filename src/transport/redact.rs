@@ -62,11 +62,12 @@ pub fn describe(e: reqwest::Error, url: &str) -> anyhow::Error {
     } else {
         "transfer failed"
     };
-    // reqwest's own message repeats the URL with credentials; keep only the causes.
-    let mut causes = Vec::new();
+    // reqwest's own message repeats the URL with credentials; keep only the causes, each once
+    // (hyper, the resolver and the OS often say the same thing at three levels).
+    let mut causes: Vec<String> = Vec::new();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
-        causes.push(s.to_string());
+        push_cause(&mut causes, s.to_string());
         src = s.source();
     }
     let detail = if causes.is_empty() {
@@ -74,12 +75,49 @@ pub fn describe(e: reqwest::Error, url: &str) -> anyhow::Error {
     } else {
         format!(" ({})", causes.join(": "))
     };
-    anyhow!("GET {url}: {kind}{detail}")
+    let hint = match kind {
+        "DNS lookup failed" | "could not connect" | "timed out" => {
+            "; no network? with the image in the cache, --offline uses it without one"
+        }
+        _ => "",
+    };
+    anyhow!("GET {url}: {kind}{detail}{hint}")
+}
+
+/// Adds `cause` unless it repeats one already there (or is contained in one, or contains one,
+/// which then goes).
+fn push_cause(causes: &mut Vec<String>, cause: String) {
+    let c = cause.trim().to_string();
+    if c.is_empty() || causes.iter().any(|k| k.contains(&c)) {
+        return;
+    }
+    causes.retain(|k| !c.contains(k.as_str()));
+    causes.push(c);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        let mut causes = Vec::new();
+        for c in [
+            "client error (Connect)",
+            "dns error: failed to lookup address information: Name or service not known",
+            "failed to lookup address information: Name or service not known",
+            "Name or service not known",
+        ] {
+            push_cause(&mut causes, c.to_string());
+        }
+        assert_eq!(
+            causes,
+            [
+                "client error (Connect)",
+                "dns error: failed to lookup address information: Name or service not known"
+            ]
+        );
+    }
 
     #[test]
     fn credentials_never_show() {

@@ -657,3 +657,44 @@ fn templates_lists_shipped_and_user_templates() {
         "{table}"
     );
 }
+
+/// Errors that name their cause: a mistyped template, a bad name said once, a cache blob gone
+/// under `--offline`.
+#[test]
+fn build_errors_say_what_to_do() {
+    let env = TestEnv::new();
+    let image = BaseImage::new(&env);
+    testbase(&env, &image, "m\n");
+    let (machinectl, _) = recorder(&env, "machinectl", "");
+    build(&env, &machinectl, &["dokcer", "web"])
+        .failure()
+        .stderr_mentions(&["no template named `dokcer`", "did you mean `docker`?"]);
+    let out = build(&env, &machinectl, &["testbase", "../x"])
+        .failure()
+        .stderr_mentions(&["is not a valid machine name"]);
+    assert!(!out.stderr.contains("sandbox name:"), "{}", out.stderr);
+
+    build(&env, &machinectl, &["--no-start", "testbase", "web"]).success();
+    let blobs = env.cache_dir().join("v1/blobs/sha256");
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let out = build(
+        &env,
+        &machinectl,
+        &["--offline", "--force", "--no-start", "testbase", "web"],
+    )
+    .failure()
+    .stderr_mentions(&["pull", "again"]);
+    assert!(
+        !out.stderr
+            .trim_end()
+            .ends_with("No such file or directory (os error 2)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        env.machine("web").join("etc/motd").is_file(),
+        "the old sandbox stays"
+    );
+}

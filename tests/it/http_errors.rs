@@ -37,10 +37,25 @@ fn errors_say_what_failed_and_for_which_url() {
         .stderr_mentions(&["TLS failed", &tls]);
 
     let dns = "http://no-such-host.invalid/os.tar.gz";
-    env.sandbox(&["pull", "--verify=no", dns])
+    let out = env
+        .sandbox(&["pull", "--verify=no", dns])
         .failure()
-        .stderr_mentions(&["DNS lookup failed", dns]);
+        .stderr_mentions(&["DNS lookup failed", dns, "no network?", "--offline"]);
+    // The resolver's cause is said once, not at every level of the error chain.
+    let repeated = out.stderr.matches("failed to lookup address").count();
+    assert!(repeated <= 1, "{}", out.stderr);
     env.assert_machines(&[]);
+
+    // With verification on, a missing image is said to be missing, not "unsigned".
+    let out = env
+        .sandbox(&["pull", &missing])
+        .failure()
+        .stderr_mentions(&["missing.tar.gz is not there"]);
+    assert!(
+        !out.stderr.contains("no signed checksum file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -41,8 +41,9 @@ pub struct SignatureCheck {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error(
-        "the trust store is empty, so no signature can be trusted; add a key with \
-         `sandbox keys add` or `--keyring`"
+        "no key is trusted for this source, so no signature can be trusted (the built-in LXC \
+         image key vouches only for images: from images.linuxcontainers.org); add the signer's \
+         key with `sandbox keys add FILE` or `--keyring FILE`"
     )]
     EmptyTrustStore,
     #[error("contains no OpenPGP signature")]
@@ -409,4 +410,17 @@ fn is_policy_or_time_error(error: &anyhow::Error) -> bool {
             )
         )
     })
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_trust_store_says_where_the_built_in_key_counts() {
+        let m = SignatureError::EmptyTrustStore.to_string();
+        assert!(m.contains("no key is trusted for this source"), "{m}");
+        assert!(m.contains("built-in LXC image key vouches only for"), "{m}");
+        assert!(m.contains("sandbox keys add"), "{m}");
+    }
 }
