@@ -2,18 +2,24 @@
 //! templates and the cache's refs, read without opening the cache (that would create
 //! directories); nothing is changed.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use serde::Serialize;
 
 use super::base::{images_server, pull_spec};
 use super::execute::{BuildRequest, handoff_commands, instance_id, render};
 use super::hostcheck;
 use crate::cache::Ref;
 use crate::cache::layout::{CacheLayout, RefKind};
+use crate::digest::Digest;
 use crate::machine::state;
 use crate::machine::zfs;
 use crate::paths::HostPaths;
 use crate::source::SourceRef;
 use crate::template::compose::Composition;
+use crate::template::library::Content;
+use crate::template::plan::{BakeStep, Base};
 use crate::verify::mode::VerifyMode;
 
 /// The cache's record of `source` (an `images:` one on `server`), read without opening (and so
@@ -56,9 +62,61 @@ fn trust_note(paths: &HostPaths, server: &url::Url) -> String {
     }
 }
 
-/// What `--dry-run` prints: the source and the digest it would use, every file with its
-/// content, every command. Reads the cache's refs only; writes nothing.
-pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Result<String> {
+/// What `--dry-run` shows: the source and the digest it would use, what the host check found,
+/// every file, every command. `--json` prints it as an object (file contents left out: seed
+/// files may hold secrets); people get [`DryRun::text`].
+#[derive(Debug, Serialize)]
+pub struct DryRun {
+    pub dry_run: bool,
+    pub name: String,
+    pub templates: Vec<String>,
+    pub source: String,
+    pub verify: VerifyMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_server: Option<String>,
+    /// The cached image's digest, when the cache has it (the build pulls it otherwise).
+    pub image: Option<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub rootfs: PathBuf,
+    /// `--force`: an existing sandbox of that name is replaced.
+    pub replaces: bool,
+    pub state: PathBuf,
+    /// The `zfs` commands, when the machines dir is on ZFS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zfs: Option<String>,
+    /// What the host check left out or did not check.
+    pub host: Vec<String>,
+    /// The machinectl commands the build would run.
+    pub handoff: Vec<String>,
+    /// Paths removed from the rootfs before the files are written.
+    pub remove: Vec<String>,
+    pub files: Vec<DryRunFile>,
+    pub bake: Vec<BakeStep>,
+    #[serde(skip)]
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DryRunFile {
+    /// `host` or `rootfs`.
+    pub base: &'static str,
+    pub path: String,
+    pub mode: u32,
+    /// A symbolic link's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symlink: Option<String>,
+}
+
+impl DryRun {
+    /// The listing for people (file contents included).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The dry run of `req`. Reads the cache's refs only; writes nothing.
+pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Result<DryRun> {
     let spec = comp.spec();
     let pull = pull_spec(spec, req)?;
     let server = images_server(spec, req.images_server.as_ref())?;
@@ -112,25 +170,71 @@ pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Res
             ""
         }
     ));
-    out.push_str(&format!(
-        "# state: {}\n",
-        state::state_path(&paths.sandboxes_dir, &req.name).display()
-    ));
-    if zfs::on_zfs(&paths.machines_dir).unwrap_or(false) {
-        out.push_str(&format!(
-            "# zfs: zfs list -H -o name {}; zfs {}\n",
+    let state_path = state::state_path(&paths.sandboxes_dir, &req.name);
+    out.push_str(&format!("# state: {}\n", state_path.display()));
+    let zfs_line = zfs::on_zfs(&paths.machines_dir).unwrap_or(false).then(|| {
+        format!(
+            "zfs list -H -o name {}; zfs {}",
             paths.machines_dir.display(),
             zfs::create_args("<parent>/NAME", &machine).join(" ")
-        ));
+        )
+    });
+    if let Some(z) = &zfs_line {
+        out.push_str(&format!("# zfs: {z}\n"));
     }
     out.push_str(&format!(
         "# fix-ups where needed: /etc/machine-id emptied, /etc/hostname = {}, a dangling /etc/resolv.conf replaced, pts/0…pts/9 in /etc/securetty, systemd-networkd enabled (veth)\n",
         req.name
     ));
     let enable = req.enable || spec.enable;
-    for cmd in handoff_commands(&req.name, enable, !req.no_start) {
-        out.push_str(&format!("# run: machinectl {}\n", cmd.join(" ")));
+    let handoff: Vec<String> = handoff_commands(&req.name, enable, !req.no_start)
+        .into_iter()
+        .map(|cmd| format!("machinectl {}", cmd.join(" ")))
+        .collect();
+    for cmd in &handoff {
+        out.push_str(&format!("# run: {cmd}\n"));
     }
     out.push_str(&plan.dry_run_text());
-    Ok(out)
+    let host_notes = host
+        .omit
+        .iter()
+        .map(|o| format!("{}={} left out: {}", o.key, o.value, o.why))
+        .chain(host.skipped.iter().cloned())
+        .collect();
+    let files = plan
+        .files
+        .iter()
+        .map(|f| DryRunFile {
+            base: match f.base {
+                Base::Host => "host",
+                Base::Rootfs => "rootfs",
+            },
+            path: format!("/{}", f.path),
+            mode: f.mode,
+            symlink: match &f.content {
+                Content::Symlink(t) => Some(t.clone()),
+                Content::Bytes(_) => None,
+            },
+        })
+        .collect();
+    Ok(DryRun {
+        dry_run: true,
+        name: req.name.clone(),
+        templates: spec.templates.clone(),
+        source: spec.source.source.display(),
+        verify: pull.mode(),
+        images_server: server.map(|s| crate::transport::redact_url(&s.url)),
+        image: digest,
+        version: cached.and_then(|r| r.version),
+        rootfs: machine,
+        replaces: req.force,
+        state: state_path,
+        zfs: zfs_line,
+        host: host_notes,
+        handoff,
+        remove: plan.remove.clone(),
+        files,
+        bake: plan.bake.clone(),
+        text: out,
+    })
 }

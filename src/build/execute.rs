@@ -309,9 +309,9 @@ fn make_state(
     let spec = &plan.spec;
     SandboxState {
         name: req.name.clone(),
-        template: spec.name.clone(),
+        template: Some(spec.name.clone()),
         templates: spec.templates.clone(),
-        content_hash: spec.content_hash,
+        content_hash: Some(spec.content_hash),
         vars: spec.vars.clone(),
         source: spec.source.source.display(),
         digest: fetched.image.digest,
@@ -320,8 +320,8 @@ fn make_state(
         machines_dir: paths.machines_dir.clone(),
         rootfs: paths.machines_dir.join(&req.name),
         zfs_dataset,
-        nspawn_file: paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name)),
-        dropin_dir: paths.host(&dropin::dropin_dir(&req.name)),
+        nspawn_file: Some(paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name))),
+        dropin_dir: Some(paths.host(&dropin::dropin_dir(&req.name))),
         enabled,
         created_at: crate::cache::refs::now_rfc3339(),
         cloud_init_seed: plan.seed_from.clone(),

@@ -182,10 +182,12 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         ),
     };
     if args.dry_run {
-        print!(
-            "{}",
-            crate::build::dry_run::dry_run(&settings.paths, &composition, &req)?
-        );
+        let plan = crate::build::dry_run::dry_run(&settings.paths, &composition, &req)?;
+        if settings.json {
+            super::print_json(&plan)?;
+        } else {
+            print!("{}", plan.text());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     // Before anything is pulled; the bake code checks again where it runs the steps.

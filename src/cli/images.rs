@@ -34,6 +34,8 @@ pub struct ImagesArgs {
 
 #[derive(Serialize)]
 struct CachedRow {
+    /// `tarball`, `images` or `oci`, as `cache ls` names them.
+    kind: &'static str,
     source: String,
     server: Option<String>,
     arch: Option<String>,
@@ -82,7 +84,7 @@ pub fn run(settings: &Settings, args: ImagesArgs) -> Result<ExitCode> {
     }
     let mut rows = Vec::new();
     for (kind, _, r) in cache.list_refs()? {
-        if !matches!(kind, RefKind::Images | RefKind::Tarball) {
+        if !matches!(kind, RefKind::Images | RefKind::Tarball | RefKind::Oci) {
             continue;
         }
         let detail = |k: &str| {
@@ -91,13 +93,27 @@ pub fn run(settings: &Settings, args: ImagesArgs) -> Result<ExitCode> {
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
         };
+        // An OCI image: its platform's architecture in Debian's spelling, like the others,
+        // and the size of its layers (what a pull transfers).
+        let (row_arch, size) = match kind {
+            RefKind::Oci => (
+                detail("platform").and_then(|p| p.split('/').nth(1).map(normalise_arch)),
+                r.blobs
+                    .iter()
+                    .filter(|b| b.role == "layer")
+                    .map(|b| b.size)
+                    .sum(),
+            ),
+            _ => (detail("arch"), r.blob("image").map(|b| b.size).unwrap_or(0)),
+        };
         let row = CachedRow {
+            kind: kind.dir_name(),
             source: r.source.clone(),
             server: detail("server"),
-            arch: detail("arch"),
+            arch: row_arch,
             variant: detail("variant"),
             version: r.version.clone(),
-            size: r.blob("image").map(|b| b.size).unwrap_or(0),
+            size,
             verification: r.verification.mode,
             key_fingerprint: r.verification.key_fingerprint.clone(),
             fetched_at: r.fetched_at.clone(),

@@ -14,9 +14,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Settings;
+use crate::cache::Verification;
 use crate::machine::host::{self, SystemHost};
 use crate::machine::name;
-use crate::machine::state::{self, RecordView, RecordedVerification};
+use crate::machine::state::{self, RecordView};
 use crate::paths::HostPaths;
 
 #[derive(Args, Debug)]
@@ -32,7 +33,8 @@ pub struct SandboxRow {
     pub template: Option<String>,
     /// What it was made from: the base image's source.
     pub source: Option<String>,
-    pub verification: Option<String>,
+    /// As `pull --json` and the state record have it: `{"mode", "key_fingerprint", …}`.
+    pub verification: Option<Verification>,
     pub digest: Option<String>,
     pub version: Option<String>,
     pub created_at: Option<String>,
@@ -103,9 +105,7 @@ pub fn row(name: &str, path: PathBuf, record: Option<&RecordView>, facts: Facts)
         present: facts.present,
         template: record.and_then(RecordView::template_shown),
         source: record.and_then(|r| r.source.clone()),
-        verification: record
-            .and_then(|r| r.verification.as_ref())
-            .map(verification_text),
+        verification: record.and_then(|r| r.verification.clone()),
         digest: record.and_then(|r| r.digest.clone()),
         version: record.and_then(|r| r.version.clone()),
         created_at: record.and_then(|r| r.created_at.clone()),
@@ -114,19 +114,12 @@ pub fn row(name: &str, path: PathBuf, record: Option<&RecordView>, facts: Facts)
     }
 }
 
-/// `signature (key 0123…CDEF)`, `checksum`, `no`: the mode, with the key's last 16 digits.
-fn verification_text(v: &RecordedVerification) -> String {
-    match v {
-        RecordedVerification::Text(s) => s.clone(),
-        RecordedVerification::Checked {
-            mode,
-            key_fingerprint: Some(fp),
-        } if fp.len() > 16 => format!("{mode} ({})", &fp[fp.len() - 16..]),
-        RecordedVerification::Checked {
-            mode,
-            key_fingerprint: Some(fp),
-        } => format!("{mode} ({fp})"),
-        RecordedVerification::Checked { mode, .. } => mode.clone(),
+/// `signature (0123…CDEF)`, `checksum`, `no`: the mode, with the key's last 16 digits.
+fn verification_text(v: &Verification) -> String {
+    match v.key_fingerprint.as_deref() {
+        Some(fp) if fp.len() > 16 => format!("{} ({})", v.mode, &fp[fp.len() - 16..]),
+        Some(fp) => format!("{} ({fp})", v.mode),
+        None => v.mode.to_string(),
     }
 }
 
@@ -156,7 +149,7 @@ pub fn render_table(rows: &[SandboxRow]) -> String {
             name,
             dash(&r.template),
             dash(&r.source),
-            dash(&r.verification),
+            dash(&r.verification.as_ref().map(verification_text)),
             running.into(),
             if r.enabled { "yes" } else { "no" }.into(),
         ]);
@@ -225,8 +218,14 @@ mod tests {
         assert_eq!(r.template.as_deref(), Some("debian-web"));
         assert_eq!(r.source.as_deref(), Some("images:debian/bookworm"));
         assert_eq!(
-            r.verification.as_deref(),
+            r.verification.as_ref().map(verification_text).as_deref(),
             Some("signature (BAEFF88C22F6E216)")
+        );
+        let shown = serde_json::to_value(&r).unwrap();
+        assert_eq!(shown["verification"]["mode"], "signature");
+        assert_eq!(
+            shown["verification"]["key_fingerprint"],
+            "E7FB0CAEC8173D669066514CBAEFF88C22F6E216"
         );
         assert_eq!(r.version.as_deref(), Some("20240601_05:24"));
 
@@ -235,7 +234,10 @@ mod tests {
         let r = row("x", "/m/x".into(), Some(&view(other)), FACTS);
         assert_eq!(r.template.as_deref(), Some("a,b"));
         assert_eq!(r.source.as_deref(), Some("https://x/y.tar.xz"));
-        assert_eq!(r.verification.as_deref(), Some("checksum"));
+        assert_eq!(
+            r.verification.as_ref().map(verification_text).as_deref(),
+            Some("checksum")
+        );
 
         let pulled = row("p", "/m/p".into(), None, FACTS);
         assert_eq!((pulled.template, pulled.source), (None, None));

@@ -12,6 +12,7 @@ use crate::cache::{Cache, Verification};
 use crate::digest::Digest;
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
+use crate::machine::state::{self, SandboxState};
 use crate::oci::{OciSource, PlatformSpec};
 use crate::pull::{FetchedImage, OciOptions, PullSpec, fetch_verified};
 use crate::source::oci_pull::OciFetched;
@@ -153,6 +154,18 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             path: Some(path),
             nspawn: nspawn.map(|_| machines_dir.join(format!("{n}.nspawn"))),
         };
+        // The machine's record, as a build writes one: `ls` shows what it came from.
+        let record = SandboxState::pulled(
+            n,
+            &shown,
+            fetched.image.digest,
+            &fetched.verification,
+            fetched.version.clone(),
+            machines_dir,
+            placed.nspawn.clone(),
+            crate::cache::refs::now_rfc3339(),
+        );
+        state::write_state(&settings.paths.sandboxes_dir, &record)?;
     }
     match fetched.oci() {
         None => report_tarball(settings, shown, name, &fetched, placed),

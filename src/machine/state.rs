@@ -19,17 +19,22 @@ use crate::atomic::write_file;
 use crate::cache::Verification;
 use crate::digest::Digest;
 
-/// One sandbox's provenance and the paths it owns.
+/// One sandbox's provenance and the paths it owns: written by `build` (every field) and by
+/// `pull` for the machine it makes (no template fields: `template` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxState {
     pub name: String,
-    /// As requested: `debian+docker`.
-    pub template: String,
+    /// As requested: `debian+docker`; `None` for a pulled machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// Every template applied, in order (extends resolved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<String>,
-    pub content_hash: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<Digest>,
+    #[serde(default)]
     pub vars: BTreeMap<String, String>,
-    /// The image source as written in the template (credentials removed).
+    /// The image source (credentials removed): as written in the template, or pulled.
     pub source: String,
     /// The digest of the image the rootfs was unpacked from.
     pub digest: Digest,
@@ -42,11 +47,15 @@ pub struct SandboxState {
     /// The ZFS dataset holding the rootfs, when the machines dir is on ZFS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zfs_dataset: Option<String>,
-    /// `ROOT/etc/systemd/nspawn/NAME.nspawn`.
-    pub nspawn_file: PathBuf,
-    /// `ROOT/etc/systemd/system/systemd-nspawn@NAME.service.d`.
-    pub dropin_dir: PathBuf,
+    /// `ROOT/etc/systemd/nspawn/NAME.nspawn` (a build), `<machines_dir>/NAME.nspawn` (a pull
+    /// that brought one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nspawn_file: Option<PathBuf>,
+    /// `ROOT/etc/systemd/system/systemd-nspawn@NAME.service.d` (a build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropin_dir: Option<PathBuf>,
     /// `machinectl enable` was run (or asked for) by the build.
+    #[serde(default)]
     pub enabled: bool,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -54,6 +63,42 @@ pub struct SandboxState {
     /// build checked that the image has cloud-init. Empty: no seed of the templates' own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cloud_init_seed: Vec<String>,
+}
+
+impl SandboxState {
+    /// The record of a machine `sandbox pull` made: what it came from and how it was verified,
+    /// no template fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pulled(
+        name: &str,
+        source: &str,
+        digest: Digest,
+        verification: &Verification,
+        version: Option<String>,
+        machines_dir: &Path,
+        nspawn_file: Option<PathBuf>,
+        created_at: String,
+    ) -> SandboxState {
+        SandboxState {
+            name: name.to_string(),
+            template: None,
+            templates: Vec::new(),
+            content_hash: None,
+            vars: BTreeMap::new(),
+            source: source.to_string(),
+            digest,
+            verification: verification.clone(),
+            version,
+            machines_dir: machines_dir.to_path_buf(),
+            rootfs: machines_dir.join(name),
+            zfs_dataset: None,
+            nspawn_file,
+            dropin_dir: None,
+            enabled: false,
+            created_at,
+            cloud_init_seed: Vec::new(),
+        }
+    }
 }
 
 /// `<sandboxes_dir>/state`.
@@ -90,7 +135,7 @@ pub fn read_state(sandboxes_dir: &Path, name: &str) -> Result<Option<SandboxStat
 
 /// A record as `ls` and `rm` read it: typed, every field optional, and the older or hand-edited
 /// shapes accepted (a source as a string or as `{source|reference|url|name}`, verification as
-/// a string or as the recorded object). A field in a shape this version does not know is
+/// the recorded object or a bare mode word). A field in a shape this version does not know is
 /// `None`, never an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RecordView {
@@ -101,7 +146,7 @@ pub struct RecordView {
     #[serde(default, deserialize_with = "lenient::text")]
     pub source: Option<String>,
     #[serde(default, deserialize_with = "lenient::verification")]
-    pub verification: Option<RecordedVerification>,
+    pub verification: Option<Verification>,
     #[serde(default, deserialize_with = "lenient::text")]
     pub digest: Option<String>,
     #[serde(default, deserialize_with = "lenient::text")]
@@ -110,18 +155,6 @@ pub struct RecordView {
     pub created_at: Option<String>,
     #[serde(default, deserialize_with = "lenient::text")]
     pub zfs_dataset: Option<String>,
-}
-
-/// How a record says its image was verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordedVerification {
-    /// A bare word, as some records have it.
-    Text(String),
-    /// What `build` writes: the mode and, for signatures, the key.
-    Checked {
-        mode: String,
-        key_fingerprint: Option<String>,
-    },
 }
 
 impl RecordView {
@@ -150,7 +183,7 @@ mod lenient {
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
 
-    use super::RecordedVerification;
+    use crate::cache::Verification;
 
     /// A string as is, a number as written, an object by its most telling field.
     fn as_text(v: &Value) -> Option<String> {
@@ -176,22 +209,15 @@ mod lenient {
         })
     }
 
-    pub fn verification<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<RecordedVerification>, D::Error> {
+    /// The recorded object; a bare mode word (`checksum`) as a record of that mode; anything
+    /// else (an unknown mode) is `None`.
+    pub fn verification<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Verification>, D::Error> {
         Ok(match Value::deserialize(d)? {
-            Value::String(s) => Some(RecordedVerification::Text(s)),
-            Value::Object(o) => {
-                o.get("mode")
-                    .and_then(Value::as_str)
-                    .map(|mode| RecordedVerification::Checked {
-                        mode: mode.to_string(),
-                        key_fingerprint: o
-                            .get("key_fingerprint")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                    })
-            }
+            v @ Value::Object(_) => serde_json::from_value(v).ok(),
+            v @ Value::String(_) => serde_json::from_value(v).ok().map(|mode| Verification {
+                mode,
+                ..Verification::default()
+            }),
             _ => None,
         })
     }
@@ -208,9 +234,9 @@ mod tests {
         assert_eq!(read_state(dir.path(), "web").unwrap(), None);
         let state = SandboxState {
             name: "web".into(),
-            template: "debian+docker".into(),
+            template: Some("debian+docker".into()),
             templates: vec!["debian".into(), "docker".into()],
-            content_hash: Digest::of(b"templates"),
+            content_hash: Some(Digest::of(b"templates")),
             vars: BTreeMap::from([("bridge".into(), "br1".into())]),
             source: "images:debian/bookworm/cloud".into(),
             digest: Digest::of(b"image"),
@@ -222,8 +248,8 @@ mod tests {
             machines_dir: "/var/lib/machines".into(),
             rootfs: "/var/lib/machines/web".into(),
             zfs_dataset: None,
-            nspawn_file: "/etc/systemd/nspawn/web.nspawn".into(),
-            dropin_dir: "/etc/systemd/system/systemd-nspawn@web.service.d".into(),
+            nspawn_file: Some("/etc/systemd/nspawn/web.nspawn".into()),
+            dropin_dir: Some("/etc/systemd/system/systemd-nspawn@web.service.d".into()),
             enabled: true,
             created_at: "2026-11-29T02:30:00Z".into(),
             cloud_init_seed: vec!["docker/user-data".into()],
@@ -245,8 +271,8 @@ mod tests {
         assert_eq!(view.template_shown().as_deref(), Some("a,b"));
         assert_eq!(view.source.as_deref(), Some("https://x/y.tar.xz"));
         assert_eq!(
-            view.verification,
-            Some(RecordedVerification::Text("checksum".into()))
+            view.verification.map(|v| v.mode),
+            Some(crate::verify::mode::Checked::Checksum)
         );
         assert_eq!(view.digest.as_deref(), Some("7"));
         let view: RecordView = serde_json::from_value(serde_json::json!({
@@ -254,13 +280,9 @@ mod tests {
             "zfs_dataset": "tank/m/web", "source": [1, 2]
         }))
         .unwrap();
-        assert_eq!(
-            view.verification,
-            Some(RecordedVerification::Checked {
-                mode: "signature".into(),
-                key_fingerprint: Some("E7FB".into())
-            })
-        );
+        let v = view.verification.clone().unwrap();
+        assert_eq!(v.mode, crate::verify::mode::Checked::Signature);
+        assert_eq!(v.key_fingerprint.as_deref(), Some("E7FB"));
         assert_eq!(view.zfs_dataset.as_deref(), Some("tank/m/web"));
         assert_eq!(view.source, None);
         // A record build writes reads as a view too.

@@ -82,7 +82,12 @@ fn ls_lists_pulled_and_built_sandboxes_with_their_running_state() {
     let built = &rows[0];
     assert_eq!(built["template"], "debian-web");
     assert_eq!(built["source"], "images:debian/bookworm");
-    assert_eq!(built["verification"], "signature (BAEFF88C22F6E216)");
+    // The same object as `pull --json` and the record have.
+    assert_eq!(built["verification"]["mode"], "signature");
+    assert_eq!(
+        built["verification"]["key_fingerprint"],
+        "E7FB0CAEC8173D669066514CBAEFF88C22F6E216"
+    );
     assert_eq!(built["running"], true);
     assert_eq!(built["present"], true);
     assert_eq!(rows[1]["present"], false);
@@ -123,7 +128,19 @@ fn ls_lists_pulled_and_built_sandboxes_with_their_running_state() {
             "no"
         ]
     );
-    assert_eq!(cols(lines[3]), ["pulled", "-", "-", "-", "no", "no"]);
+    // A pulled machine has a record too: where it came from and how it was checked.
+    let pulled_from = env.scratch("images").join("pulled.tar.gz");
+    assert_eq!(
+        cols(lines[3]),
+        [
+            "pulled",
+            "-",
+            pulled_from.to_str().unwrap(),
+            "no",
+            "no",
+            "no"
+        ]
+    );
 
     // Without a machinectl that answers, running is unknown, not "no".
     let out = env
@@ -325,11 +342,16 @@ fn rm_of_x_never_touches_the_machine_x_nspawn() {
         .iter()
         .map(|p| p.as_str().unwrap())
         .collect();
+    let record = env.sandboxes_dir().join("state/x.json");
     assert_eq!(
         removed,
-        [env.machine("x").to_str().unwrap()],
+        [env.machine("x").to_str().unwrap(), record.to_str().unwrap()],
         "{}",
         out.stdout
+    );
+    assert!(
+        env.sandboxes_dir().join("state/x.nspawn.json").is_file(),
+        "rm x removed the record of x.nspawn"
     );
     assert_eq!(report["kept"][0]["path"], other.to_str().unwrap());
     let reason = report["kept"][0]["reason"].as_str().unwrap();

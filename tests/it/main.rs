@@ -32,6 +32,7 @@ mod oci_signatures;
 mod oci_signing;
 mod pull_tarball;
 mod push;
+mod records;
 mod root_isolation;
 mod settings;
 mod verify;
