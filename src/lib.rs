@@ -25,21 +25,21 @@
 //! by `source`) before `cache` stores it, is unpacked by `unpack` (called by
 //! `machine::materialise`), and the host is changed only in `machine` and `build`.
 
-pub mod airgap;
-pub mod atomic;
-pub mod build;
-pub mod cache;
+pub(crate) mod airgap;
+pub(crate) mod atomic;
+pub(crate) mod build;
+pub(crate) mod cache;
 pub mod cli;
 pub mod digest;
 pub mod export;
-pub mod machine;
+pub(crate) mod machine;
 pub mod oci;
-pub mod paths;
-pub mod progress;
-pub mod pull;
-pub mod runtime;
+pub(crate) mod paths;
+pub(crate) mod progress;
+pub(crate) mod pull;
+pub(crate) mod runtime;
 pub mod source;
-pub mod template;
-pub mod transport;
-pub mod unpack;
+pub(crate) mod template;
+pub(crate) mod transport;
+pub(crate) mod unpack;
 pub mod verify;

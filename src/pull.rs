@@ -155,8 +155,20 @@ enum Request {
     Images(Box<ImagesRequest<'static>>, Option<TrustStore>),
 }
 
-/// Fetches `spec` into `cache`, verified as its mode asks.
+/// Fetches `spec` into `cache`, verified as its mode asks. The network is done with when it
+/// returns: what its connections held is freed before the caller unpacks.
 pub fn fetch_verified(
+    paths: &HostPaths,
+    progress: ProgressMode,
+    cache: &Cache,
+    spec: &PullSpec,
+) -> Result<FetchedImage> {
+    let fetched = fetch(paths, progress, cache, spec);
+    runtime::settle();
+    fetched
+}
+
+fn fetch(
     paths: &HostPaths,
     progress: ProgressMode,
     cache: &Cache,

@@ -29,6 +29,20 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
     Ok(get()?.block_on(future))
 }
 
+/// Lets the tasks that are ready run to their end. A fetch's HTTP clients are dropped when it
+/// returns, but their pooled connections live in tasks of this runtime (each with its read and
+/// write buffers) that end only when the runtime runs them again; the rest of a command (the
+/// unpack) is synchronous and would carry them, and their memory, to exit.
+pub fn settle() {
+    if let Some(rt) = RUNTIME.get() {
+        rt.block_on(async {
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +57,13 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(from_thread, 7);
+        // A spawned task that is ready finishes when the runtime settles.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        get().unwrap().spawn(async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        settle();
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

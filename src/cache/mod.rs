@@ -17,6 +17,6 @@ pub mod maintenance;
 pub mod refs;
 pub mod store;
 
-pub use layout::{CacheLayout, RefKind};
+pub use layout::RefKind;
 pub use refs::{Ref, RefBlob, Verification};
 pub use store::Cache;

@@ -37,10 +37,8 @@ pub mod yaml;
 #[cfg(test)]
 mod tests;
 
-pub use compose::{Composition, Layer, resolve};
-pub use generate::{Generator, NvidiaFiles, parse_nvidia_list};
-pub use library::{Content, Library, Origin, Root, Template, TemplateFile, TemplateInfo};
-pub use plan::{
-    Base, BuildPlan, Keyring, Omission, PlannedFile, RenderInputs, SourceSpec, TemplateSpec,
-};
+pub use compose::Composition;
+pub use generate::{NvidiaFiles, parse_nvidia_list};
+pub use library::{Library, TemplateInfo};
+pub use plan::BuildPlan;
 pub use vars::parse_set;

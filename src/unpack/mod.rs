@@ -65,7 +65,7 @@ pub mod xz_parallel;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use error::{UnpackError, Violation, show_bytes};
+pub use error::{UnpackError, show_bytes};
 pub use root::Root;
 pub use tar::unpack_tar;
 

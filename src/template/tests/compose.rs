@@ -101,9 +101,12 @@ fn variables_defaults_overrides_and_errors() {
         ));
     let bridge = |names: &[&str], sets: &[(&str, &str)]| {
         let plan = set.render(names, sets).unwrap();
-        plan.text(crate::template::Base::Host, "etc/systemd/nspawn/web.nspawn")
-            .unwrap()
-            .to_string()
+        plan.text(
+            crate::template::plan::Base::Host,
+            "etc/systemd/nspawn/web.nspawn",
+        )
+        .unwrap()
+        .to_string()
     };
     assert!(bridge(&["base"], &[]).contains("Bridge=br0\n"));
     // A later template's default replaces an earlier one; --set replaces both.
@@ -365,7 +368,7 @@ fn readme_and_files_are_not_parsed() {
     ));
     let plan = set.render(&["base", "ok"], &[]).unwrap();
     assert_eq!(
-        plan.text(crate::template::Base::Rootfs, "etc/motd"),
+        plan.text(crate::template::plan::Base::Rootfs, "etc/motd"),
         Some("{{undefined}} stays\n")
     );
 }
@@ -461,7 +464,7 @@ fn the_content_hash_is_stable_and_covers_every_input() {
     assert_ne!(a, b);
     // Where a template lives is not.
     let mut moved = set.clone();
-    moved.0.get_mut("t").unwrap().origin = crate::template::Origin::Embedded;
+    moved.0.get_mut("t").unwrap().origin = crate::template::library::Origin::Embedded;
     assert_eq!(
         a,
         moved

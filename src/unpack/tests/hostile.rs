@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use tar::EntryType;
 
 use super::util::{Sandbox, Tar};
-use crate::unpack::{UnpackError, Violation};
+use crate::unpack::UnpackError;
+use crate::unpack::error::Violation;
 
 fn violation(result: Result<crate::unpack::UnpackSummary, UnpackError>) -> (String, Violation) {
     match result {

@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::util::{Sandbox, Tar};
+use crate::unpack::error::Violation;
 use crate::unpack::layers::{LayerSummary, unpack_layer};
-use crate::unpack::{Root, UnpackError, Violation, unpack_tar};
+use crate::unpack::{Root, UnpackError, unpack_tar};
 
 impl Sandbox {
     fn layer(&self, root: &Root, tar: &Tar) -> Result<LayerSummary, UnpackError> {

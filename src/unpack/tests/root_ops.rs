@@ -6,7 +6,8 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
 
 use super::util::{Sandbox, Tar};
-use crate::unpack::{Root, UnpackError, Violation, unpack_tar};
+use crate::unpack::error::Violation;
+use crate::unpack::{Root, UnpackError, unpack_tar};
 
 fn tree(sb: &Sandbox) {
     fs::create_dir_all(sb.path("a/b/c")).unwrap();
