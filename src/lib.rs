@@ -6,7 +6,8 @@
 //! cli           arguments, output, exit codes; the only printing (with progress)
 //! airgap        cache export/import for hosts without a network
 //! export        what --output writes: tar + SHA256SUMS(.gpg), OCI layouts, pushes, signing
-//! build         carries a BuildPlan out: layering, fix-ups, bake steps, host files
+//! assemble      carries a BuildPlan out (`sandbox build`): layering, fix-ups, bake steps,
+//!               host files
 //! template      the template language, pure: library, composition, rendering to a BuildPlan
 //! machine       the host side: materialise (an image's tree in staging) and publish,
 //!               artifacts, removal, ZFS, the state record, host setup, machinectl
@@ -23,11 +24,11 @@
 //!
 //! A byte enters in `transport` (or `source` for local files), is verified in `verify` (called
 //! by `source`) before `cache` stores it, is unpacked by `unpack` (called by
-//! `machine::materialise`), and the host is changed only in `machine` and `build`.
+//! `machine::materialise`), and the host is changed only in `machine` and `assemble`.
 
 pub(crate) mod airgap;
+pub(crate) mod assemble;
 pub(crate) mod atomic;
-pub(crate) mod build;
 pub(crate) mod cache;
 pub mod cli;
 pub mod digest;

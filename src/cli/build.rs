@@ -7,8 +7,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Settings;
-use crate::build::base::ServerOverride;
-use crate::build::execute::{self, BuildRequest};
+use crate::assemble::base::ServerOverride;
+use crate::assemble::execute::{self, BuildRequest};
 use crate::export::oci_output::{self, OciDestination, OciExportReport, OciOutputOptions};
 use crate::export::output::Output;
 use crate::export::sign::SigningOptions;
@@ -182,7 +182,7 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         ),
     };
     if args.dry_run {
-        let plan = crate::build::dry_run::dry_run(&settings.paths, &composition, &req)?;
+        let plan = crate::assemble::dry_run::dry_run(&settings.paths, &composition, &req)?;
         if settings.json {
             super::print_json(&plan)?;
         } else {

@@ -1,5 +1,5 @@
 //! What a build writes instead of a machine (`sandbox build --output KIND:DEST`): formats only.
-//! Each output runs the same pull, unpack and layering as a build (`build::execute`), then
+//! Each output runs the same pull, unpack and layering as a build (`assemble::execute`), then
 //! reads the finished tree and writes it out; nothing here fetches by itself or changes the
 //! host.
 //!

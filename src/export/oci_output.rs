@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use flate2::write::GzEncoder;
 
-use crate::build::execute::{self, BuildRequest, Pulled};
-use crate::build::fixups::FixupReport;
+use crate::assemble::execute::{self, BuildRequest, Pulled};
+use crate::assemble::fixups::FixupReport;
 use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::digest::HashingWriter;

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::build::execute::{self, BuildRequest, Pulled};
-use crate::build::fixups::FixupReport;
+use crate::assemble::execute::{self, BuildRequest, Pulled};
+use crate::assemble::fixups::FixupReport;
 use crate::digest::Digest;
 use crate::digest::HashingWriter;
 use crate::export::tar_writer;

@@ -1,6 +1,6 @@
 //! The template language, pure: templates are found, parsed, composed and rendered into a
 //! `BuildPlan`, every file a build writes as bytes. Nothing here writes a file or runs a
-//! command; the only I/O is reading the user's template directory (`library`). `build`
+//! command; the only I/O is reading the user's template directory (`library`). `assemble`
 //! carries a plan out; `export` writes it in other formats.
 //!
 //! The pipeline:

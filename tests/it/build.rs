@@ -4,8 +4,6 @@
 //! and `$SANDBOX_ZFS` log their arguments and the tests assert the exact commands. `boot`
 //! boots a real Debian sandbox with systemd-nspawn.
 
-mod boot;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -146,11 +144,11 @@ pub fn build(env: &TestEnv, machinectl: &Path, args: &[&str]) -> Outcome {
     env.sandbox_with_env(&full, &[("SANDBOX_MACHINECTL", arg(machinectl))])
 }
 
-fn read(path: &Path) -> String {
+pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-fn meta_value(meta_data: &str, key: &str) -> String {
+pub fn meta_value(meta_data: &str, key: &str) -> String {
     meta_data
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))

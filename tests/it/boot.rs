@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{read, recorder, write_template};
+use crate::build::{read, recorder, write_template};
 use crate::harness::apt_mirror;
 use crate::harness::env::TestEnv;
 use crate::harness::{sha256_hex, token};
@@ -154,7 +154,7 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
     .unwrap();
     let (machinectl, _) = recorder(&env, "machinectl", "");
     // The step's apt output streams under its label.
-    super::build(&env, &machinectl, &["--no-start", "boottest", "boottest1"])
+    crate::build::build(&env, &machinectl, &["--no-start", "boottest", "boottest1"])
         .success()
         .stderr_mentions(&["[bake 1/1]", "Setting up hello"]);
 
@@ -210,7 +210,7 @@ fn a_built_debian_sandbox_boots_and_sees_its_seed_and_overlay() {
     // The build enabled it (the default drop-in gives the sandbox a veth link).
     assert_eq!(value("networkd"), "enabled");
     let meta = read(&root.join("var/lib/cloud/seed/nocloud/meta-data"));
-    let id = super::meta_value(&meta, "instance-id");
+    let id = crate::build::meta_value(&meta, "instance-id");
     assert!(value("meta-instance-id").contains(&id), "{result}");
     let machine_id = value("machine-id");
     assert!(
