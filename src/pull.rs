@@ -164,7 +164,7 @@ pub fn fetch_verified(
     spec: &PullSpec,
 ) -> Result<FetchedImage> {
     let fetched = fetch(paths, progress, cache, spec);
-    runtime::settle();
+    runtime::release();
     fetched
 }
 
