@@ -62,6 +62,10 @@ mod tests {
             .unwrap();
         assert_eq!(from_thread, 7);
         release();
-        assert_eq!(block_on(async { 1 }).unwrap(), 1, "built again after release");
+        assert_eq!(
+            block_on(async { 1 }).unwrap(),
+            1,
+            "built again after release"
+        );
     }
 }
