@@ -105,6 +105,39 @@ fn signed_setup(env: &TestEnv) -> (Registry, String) {
     (registry, digest)
 }
 
+/// The image of [`signed_setup`] with a cosign signature by a new key `key_name` pushed next
+/// to it: the registry, the manifest digest, the reference, the key's file and fingerprint.
+struct Signed {
+    registry: Registry,
+    digest: String,
+    reference: String,
+    key_file: PathBuf,
+    fingerprint: String,
+}
+
+fn signed_by_new_key(env: &TestEnv, key_name: &str) -> Signed {
+    let (registry, digest) = signed_setup(env);
+    let host = registry.host();
+    let reference = registry.reference("team/app:1");
+    let key_file = env.scratch("keys").join(format!("{key_name}.pub"));
+    let (sk, fingerprint) = cosign_key(&key_file);
+    push_signature(
+        env,
+        &registry,
+        "team/app",
+        &digest,
+        &sk,
+        &payload(&format!("{host}/team/app"), &digest),
+    );
+    Signed {
+        registry,
+        digest,
+        reference,
+        key_file,
+        fingerprint,
+    }
+}
+
 fn write_policy(env: &TestEnv, scope: &str, key: &Path) {
     std::fs::create_dir_all(env.sandboxes_dir()).expect("creating the sandboxes dir");
     let mut scopes = serde_json::Map::new();
@@ -123,18 +156,14 @@ fn write_policy(env: &TestEnv, scope: &str, key: &Path) {
 #[test]
 fn a_cosign_signature_by_the_policy_key_lets_the_pull_through() {
     let env = TestEnv::new();
-    let (registry, digest) = signed_setup(&env);
-    let key_file = env.scratch("keys").join("cosign.pub");
-    let (sk, fingerprint) = cosign_key(&key_file);
+    let Signed {
+        registry,
+        digest,
+        key_file,
+        fingerprint,
+        ..
+    } = signed_by_new_key(&env, "cosign");
     let host = registry.host();
-    push_signature(
-        &env,
-        &registry,
-        "team/app",
-        &digest,
-        &sk,
-        &payload(&format!("{host}/team/app"), &digest),
-    );
     write_policy(&env, &format!("{host}/team"), &key_file);
     let j = run(
         &env,
@@ -471,21 +500,15 @@ fn a_simple_signing_signature_made_by_skopeo_and_gnupg_is_verified() {
 #[test]
 fn a_cosign_key_alone_admits_only_images_it_signed_when_there_is_no_policy() {
     let env = TestEnv::new();
-    let (registry, digest) = signed_setup(&env);
-    let host = registry.host();
-    let reference = registry.reference("team/app:1");
-    let key_file = env.scratch("keys").join("cosign.pub");
-    let (sk, fingerprint) = cosign_key(&key_file);
+    let Signed {
+        registry: _registry,
+        reference,
+        key_file,
+        fingerprint,
+        ..
+    } = signed_by_new_key(&env, "cosign");
     let other_file = env.scratch("keys").join("other.pub");
     let (_, other_fpr) = cosign_key(&other_file);
-    push_signature(
-        &env,
-        &registry,
-        "team/app",
-        &digest,
-        &sk,
-        &payload(&format!("{host}/team/app"), &digest),
-    );
     assert!(!env.sandboxes_dir().join("policy.json").exists());
     let pull = |key: &Path| {
         run(
