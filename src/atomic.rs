@@ -7,7 +7,7 @@
 //! The leading dot keeps a temporary file that survives a crash out of every listing that
 //! matters (keyring directories, machined's image list, layouts' `blobs/`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -47,14 +47,14 @@ pub fn write_with<T>(
         file.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         drop(file);
-        fs::rename(&tmp, path)
+        fs_err::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         sync_dir(&dir)?;
         Ok(value)
     })();
     if result.is_err() {
         // Best effort: it may not exist (create failed) or be gone (rename done).
-        let _ = fs::remove_file(&tmp);
+        let _ = fs_err::remove_file(&tmp);
     }
     result
 }
@@ -89,7 +89,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
+        let mut v: Vec<String> = fs_err::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -101,10 +101,10 @@ mod tests {
     fn replaces_the_file_whole_with_its_mode_and_leaves_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        fs::write(&path, b"old").unwrap();
+        fs_err::write(&path, b"old").unwrap();
         write_file_mode(&path, b"new", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new");
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(fs_err::read(&path).unwrap(), b"new");
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(names(dir.path()), ["state.json"]);
     }
@@ -113,14 +113,14 @@ mod tests {
     fn a_failed_fill_keeps_the_old_file_and_removes_the_temporary_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("SHA256SUMS");
-        fs::write(&path, b"old").unwrap();
+        fs_err::write(&path, b"old").unwrap();
         let err = write_with(&path, 0o644, |f| -> Result<()> {
             f.write_all(b"half")?;
             anyhow::bail!("the stream broke")
         })
         .unwrap_err();
         assert!(err.to_string().contains("the stream broke"), "{err:#}");
-        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs_err::read(&path).unwrap(), b"old");
         assert_eq!(names(dir.path()), ["SHA256SUMS"]);
     }
 

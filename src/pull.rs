@@ -285,7 +285,7 @@ fn fetch(
         "the cached image {} is corrupt (its bytes now hash to {actual}); fetching it again",
         fetched.image.digest
     );
-    std::fs::remove_file(blob)
+    fs_err::remove_file(blob)
         .with_context(|| format!("removing corrupt blob {}", blob.display()))?;
     let (fetched, _) =
         fetch_once().with_context(|| format!("pulling {} again", source.display()))?;

@@ -56,7 +56,7 @@ impl Write for Sink {
 
 /// Opens an export file for reading, decompressing it when it starts with the zstd magic.
 pub fn open(path: &Path) -> Result<Box<dyn Read>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let head = io::BufRead::fill_buf(&mut reader)
         .with_context(|| format!("reading {}", path.display()))?;

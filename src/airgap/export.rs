@@ -101,7 +101,7 @@ fn write_tar(
     let mut total = 0;
     for d in blobs {
         let path = cache.layout().blob(d);
-        let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let f = fs_err::File::open(&path).map(fs_err::File::into_file)?;
         let size = f
             .metadata()
             .with_context(|| format!("reading {}", path.display()))?

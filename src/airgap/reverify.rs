@@ -3,7 +3,6 @@
 //! host's keys (the exporting host's word is not taken).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::BufReader;
 
 use anyhow::{Context, Result, bail};
@@ -105,7 +104,7 @@ pub fn verify_image_ref(
             let path = cache
                 .blob(&image.digest)
                 .context("its image is not in the cache")?;
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let file = fs_err::File::open(&path).map(fs_err::File::into_file)?;
             verify_detached(
                 trust,
                 BufReader::with_capacity(256 * 1024, file),

@@ -145,8 +145,7 @@ pub fn run(rootfs: &Path, plan: &BuildPlan, out: ProgressMode) -> Result<()> {
     let root = Root::open(rootfs)?;
     // As the chrooted step sees them: `/etc -> /usr/etc` leads to the rootfs's own.
     root.set_absolute_symlinks_in_root(true);
-    let real =
-        std::fs::canonicalize(rootfs).with_context(|| format!("resolving {}", rootfs.display()))?;
+    let real = fs_err::canonicalize(rootfs)?;
     let rootfs_fd = rustix::fs::open(
         rootfs,
         rustix::fs::OFlags::PATH
@@ -214,7 +213,7 @@ pub fn run(rootfs: &Path, plan: &BuildPlan, out: ProgressMode) -> Result<()> {
 
 fn host_mounts_below(root: &Path) -> Result<BTreeSet<PathBuf>> {
     let text =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+        fs_err::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(mounts_below(&mount_points(&text), root))
 }
 
@@ -240,9 +239,7 @@ fn dev_listing(root: &Root, rootfs: &Path) -> Result<DevListing> {
             // following): listing it by path stays inside.
             let dir = rootfs.join("dev");
             let mut names = Vec::new();
-            for entry in
-                std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
-            {
+            for entry in fs_err::read_dir(&dir)? {
                 let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
                 let m = entry
                     .path()
@@ -296,7 +293,7 @@ impl<'r> Prepared<'r> {
             resolv_fix: ResolvFix::Nothing,
             restored: false,
         };
-        match std::fs::metadata(HOST_RESOLV_CONF) {
+        match fs_err::metadata(HOST_RESOLV_CONF) {
             Ok(m) if m.is_file() => {}
             Ok(_) => bail!("{HOST_RESOLV_CONF} on this host is not a file"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -42,7 +42,7 @@ fn cached_ref(paths: &HostPaths, source: &SourceRef, server: Option<&url::Url>) 
             layout.ref_file(RefKind::Oci, &key)
         }
     };
-    let bytes = std::fs::read(file).ok()?;
+    let bytes = fs_err::read(file).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -128,7 +128,7 @@ pub fn build(
     materialise::existing_machine(machines_dir, &req.name)?;
     if !req.force {
         for existing in [&target, &nspawn_path] {
-            if std::fs::symlink_metadata(existing).is_ok() {
+            if fs_err::symlink_metadata(existing).is_ok() {
                 bail!(
                     "sandbox `{}` already exists ({}); pass --force to replace it",
                     req.name,
@@ -399,7 +399,7 @@ fn build_on_zfs(
     };
     // A real `zfs create` mounts the new, empty dataset there; make sure it is a directory.
     if !target.is_dir() {
-        std::fs::create_dir(&target)
+        fs_err::create_dir(&target)
             .with_context(|| format!("creating the mountpoint {}", target.display()))?;
     }
     // Unpacked into a staging dir inside the dataset (importd's flattening applies), then
@@ -443,16 +443,16 @@ impl Drop for DatasetGuard<'_> {
 fn move_contents_up(staging: &Staging, dest: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let src = staging.path();
-    let meta = std::fs::metadata(src).with_context(|| format!("inspecting {}", src.display()))?;
-    for entry in std::fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
+    let meta = fs_err::metadata(src)?;
+    for entry in fs_err::read_dir(src)? {
         let entry = entry.with_context(|| format!("listing {}", src.display()))?;
         let to: PathBuf = dest.join(entry.file_name());
-        std::fs::rename(entry.path(), &to)
+        fs_err::rename(entry.path(), &to)
             .with_context(|| format!("moving {} to {}", entry.path().display(), to.display()))?;
     }
     std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
         .with_context(|| format!("chown {}", dest.display()))?;
-    std::fs::set_permissions(dest, meta.permissions())
+    fs_err::set_permissions(dest, meta.permissions())
         .with_context(|| format!("chmod {}", dest.display()))
 }
 

@@ -3,7 +3,6 @@
 //! and a failed build restores it (or removes the file when there was none). Every write is
 //! atomic (temp file, fsync, rename), so a crash leaves either the old or the new file.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -29,7 +28,7 @@ impl HostFiles {
         if self.saved.iter().any(|(p, _)| p == path) {
             return Ok(());
         }
-        let previous = match fs::read(path) {
+        let previous = match fs_err::read(path) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -52,7 +51,7 @@ impl HostFiles {
             dir = d.parent();
         }
         for d in missing.into_iter().rev() {
-            fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+            fs_err::create_dir(&d)?;
             self.created_dirs.push(d);
         }
         Ok(())
@@ -68,7 +67,7 @@ impl HostFiles {
     /// Removes `path` if it exists (a stale drop-in of an earlier build).
     pub fn remove(&mut self, path: &Path) -> Result<()> {
         self.save(path)?;
-        match fs::remove_file(path) {
+        match fs_err::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
@@ -84,7 +83,7 @@ impl HostFiles {
         for (path, previous) in self.saved.iter().rev() {
             let result = match previous {
                 Some(bytes) => write_file(path, bytes),
-                None => match fs::remove_file(path) {
+                None => match fs_err::remove_file(path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(anyhow::Error::new(e))
                     }
@@ -96,7 +95,7 @@ impl HostFiles {
             }
         }
         for dir in self.created_dirs.iter().rev() {
-            let _ = fs::remove_dir(dir);
+            let _ = fs_err::remove_dir(dir);
         }
     }
 }
@@ -117,21 +116,21 @@ mod tests {
     fn an_uncommitted_set_restores_what_was_there() {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old.conf");
-        fs::write(&old, b"before").unwrap();
+        fs_err::write(&old, b"before").unwrap();
         let new = dir.path().join("a/b/new.conf");
         {
             let mut files = HostFiles::new();
             files.write(&old, b"after", 0o644).unwrap();
             files.write(&new, b"fresh", 0o644).unwrap();
-            assert_eq!(fs::read(&new).unwrap(), b"fresh");
+            assert_eq!(fs_err::read(&new).unwrap(), b"fresh");
         }
-        assert_eq!(fs::read(&old).unwrap(), b"before");
+        assert_eq!(fs_err::read(&old).unwrap(), b"before");
         assert!(!dir.path().join("a").exists(), "created dirs stay behind");
         let mut files = HostFiles::new();
         files.write(&new, b"kept", 0o600).unwrap();
         files.remove(&old).unwrap();
         files.commit();
-        assert_eq!(fs::read(&new).unwrap(), b"kept");
+        assert_eq!(fs_err::read(&new).unwrap(), b"kept");
         assert!(!old.exists());
     }
 }

@@ -1,7 +1,6 @@
 //! `cache ls`, `cache fsck`, `cache gc`, `cache rm`: reading and pruning the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -76,7 +75,9 @@ pub fn list(cache: &Cache) -> Result<Listing> {
     let mut total = 0;
     for (digest, path) in blobs_on_disk(cache)? {
         let Some(digest) = digest else { continue };
-        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let size = fs_err::symlink_metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         total += size;
         blob_rows.push(BlobRow {
             digest,
@@ -112,7 +113,7 @@ pub fn fsck(cache: &Cache) -> Result<FsckReport> {
             None => false,
         };
         if !ok {
-            fs::remove_file(&path)
+            fs_err::remove_file(&path)
                 .with_context(|| format!("removing corrupt blob {}", path.display()))?;
             report.corrupt.push(path.display().to_string());
         }
@@ -153,8 +154,10 @@ pub fn gc(cache: &Cache) -> Result<GcReport> {
         if digest.is_some_and(|d| used.contains(&d)) {
             continue;
         }
-        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        let size = fs_err::symlink_metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        fs_err::remove_file(&path)?;
         report.freed_bytes += size;
         if let Some(d) = digest {
             report.removed_blobs.push(d);
@@ -165,13 +168,15 @@ pub fn gc(cache: &Cache) -> Result<GcReport> {
     // Partial downloads are kept for a day so an interrupted pull can resume.
     let day = Duration::from_secs(24 * 3600);
     for path in read_dir_sorted(&cache.layout().tmp_dir())? {
-        let old = fs::symlink_metadata(&path)
+        let old = fs_err::symlink_metadata(&path)
             .and_then(|m| m.modified())
             .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() > day)
             .unwrap_or(true);
         if old {
-            report.freed_bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            report.freed_bytes += fs_err::symlink_metadata(&path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            fs_err::remove_file(&path)?;
             report.removed_other.push(path.display().to_string());
         }
     }
@@ -179,7 +184,7 @@ pub fn gc(cache: &Cache) -> Result<GcReport> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let is_other_version = path.is_dir() && name.starts_with('v') && name != LAYOUT_VERSION;
         if is_other_version {
-            fs::remove_dir_all(&path)
+            fs_err::remove_dir_all(&path)
                 .with_context(|| format!("removing old cache layout {}", path.display()))?;
             report.removed_other.push(path.display().to_string());
         }
@@ -203,12 +208,12 @@ pub fn remove_ref(cache: &Cache, source: &str) -> Result<Vec<String>> {
         .collect();
     let mut removed = Vec::new();
     for (_, file, r) in matching {
-        fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+        fs_err::remove_file(&file)?;
         for b in &r.blobs {
             if !still_used.contains(&b.digest)
                 && let Some(path) = cache.blob(&b.digest)
             {
-                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                fs_err::remove_file(&path)?;
             }
         }
         removed.push(r.source);

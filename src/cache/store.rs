@@ -5,7 +5,7 @@
 //! blob whose bytes no longer hash to its name is corrupt (`fsck` finds it, `open_blob`'s callers
 //! re-hash what they extract).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -38,12 +38,12 @@ impl Cache {
     fn open_with(cache_dir: &Path, mode: LockMode) -> Result<Cache> {
         let layout = CacheLayout::new(cache_dir);
         for dir in [layout.blobs_dir(), layout.tmp_dir(), layout.locks_dir()] {
-            fs::create_dir_all(&dir)
+            fs_err::create_dir_all(&dir)
                 .with_context(|| format!("creating cache directory {}", dir.display()))?;
         }
         for kind in RefKind::ALL {
             let dir = layout.refs_dir(kind);
-            fs::create_dir_all(&dir)
+            fs_err::create_dir_all(&dir)
                 .with_context(|| format!("creating cache directory {}", dir.display()))?;
         }
         let tag = layout.cachedir_tag();
@@ -77,7 +77,7 @@ impl Cache {
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.layout.blob(digest);
-        let data = match fs::read(&path) {
+        let data = match fs_err::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
                 "the cache has no blob {digest} any more (`cache fsck` or `cache gc` removed \
@@ -148,10 +148,10 @@ impl Cache {
         let dest = self.layout.blob(digest);
         if dest.is_file() {
             // Someone stored the same bytes meanwhile; keep theirs.
-            fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            fs_err::remove_file(path)?;
             return Ok(());
         }
-        fs::rename(path, &dest)
+        fs_err::rename(path, &dest)
             .with_context(|| format!("publishing {} as {}", path.display(), dest.display()))?;
         crate::atomic::sync_dir(&self.layout.blobs_dir())?;
         Ok(())
@@ -159,7 +159,7 @@ impl Cache {
 
     pub fn read_ref(&self, kind: RefKind, key: &str) -> Result<Option<Ref>> {
         let path = self.layout.ref_file(kind, key);
-        match fs::read(&path) {
+        match fs_err::read(&path) {
             Ok(bytes) => {
                 let r = serde_json::from_slice(&bytes).with_context(|| {
                     format!(
@@ -188,8 +188,7 @@ impl Cache {
             let dir = self.layout.refs_dir(kind);
             for entry in read_dir_sorted(&dir)? {
                 if entry.extension().is_some_and(|e| e == "json") {
-                    let bytes =
-                        fs::read(&entry).with_context(|| format!("reading {}", entry.display()))?;
+                    let bytes = fs_err::read(&entry)?;
                     match serde_json::from_slice::<Ref>(&bytes) {
                         Ok(r) => out.push((kind, entry, r)),
                         Err(e) => {
@@ -256,7 +255,7 @@ impl Write for TempBlob {
 impl Drop for TempBlob {
     fn drop(&mut self) {
         if !self.published {
-            let _ = fs::remove_file(&self.path);
+            let _ = fs_err::remove_file(&self.path);
         }
     }
 }
@@ -264,7 +263,7 @@ impl Drop for TempBlob {
 /// The entries of `dir` (full paths), sorted; a missing dir is empty.
 pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    match fs::read_dir(dir) {
+    match fs_err::read_dir(dir) {
         Ok(rd) => {
             for entry in rd {
                 out.push(
@@ -283,14 +282,14 @@ pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Hashes a file.
 pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = fs_err::File::open(path).map(fs_err::File::into_file)?;
     crate::digest::digest_reader(io::BufReader::with_capacity(256 * 1024, f))
         .with_context(|| format!("reading {}", path.display()))
 }
 
 /// Reads at most `limit` bytes of a small file, refusing larger ones.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = fs_err::File::open(path).map(fs_err::File::into_file)?;
     let mut data = Vec::new();
     f.take(limit + 1)
         .read_to_end(&mut data)
@@ -331,7 +330,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let d = cache.put_bytes(b"hello").unwrap();
-        fs::write(cache.layout().blob(&d), b"jello").unwrap();
+        fs_err::write(cache.layout().blob(&d), b"jello").unwrap();
         assert!(
             cache
                 .read_blob(&d)

@@ -81,7 +81,7 @@ pub fn collect(paths: &HostPaths, running: Option<&BTreeSet<String>>) -> Result<
         let facts = Facts {
             present: path.is_dir(),
             running: running.map(|r| r.contains(&n)),
-            enabled: std::fs::symlink_metadata(wants.join(format!("systemd-nspawn@{n}.service")))
+            enabled: fs_err::symlink_metadata(wants.join(format!("systemd-nspawn@{n}.service")))
                 .is_ok(),
         };
         rows.push(row(&n, path, record.as_ref(), facts));
@@ -175,7 +175,7 @@ pub fn render_table(rows: &[SandboxRow]) -> String {
 
 /// Names of the entries of `dir` that `keep` accepts; empty when `dir` does not exist.
 fn dir_names(dir: &Path, keep: impl Fn(&Path, &str) -> bool) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),

@@ -1,6 +1,5 @@
 //! `sandbox verify FILE --signature SIG`: one detached signature against the trust store.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,8 +37,7 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
     // The built-in LXC key counts here: people check images.linuxcontainers.org downloads by hand.
     let store = trust_store(settings, &args.keyring, true)?;
     let sig = crate::cache::store::read_limited(&args.signature, 1 << 20)?;
-    let data =
-        File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let data = fs_err::File::open(&args.file).map(fs_err::File::into_file)?;
     let check =
         verify_detached(&store, std::io::BufReader::new(data), &sig).with_context(|| {
             format!(

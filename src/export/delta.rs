@@ -110,7 +110,7 @@ impl Snapshot {
                 .with_context(|| format!("creating {}", probe.display()))?;
             let meta = file.metadata();
             drop(file);
-            let _ = fs::remove_file(&probe);
+            let _ = fs_err::remove_file(&probe);
             let meta = meta.with_context(|| format!("inspecting {}", probe.display()))?;
             if (meta.ctime(), meta.ctime_nsec()) > latest {
                 return Ok(());
@@ -187,23 +187,20 @@ fn add_with_parents(set: &mut BTreeSet<PathBuf>, rel: &Path) {
 
 /// Calls `f` for `root` (as the empty path) and everything below it, not following symlinks.
 fn walk(root: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) -> Result<()> {
-    let meta =
-        fs::symlink_metadata(root).with_context(|| format!("inspecting {}", root.display()))?;
+    let meta = fs_err::symlink_metadata(root)?;
     f(Path::new(""), &meta);
     walk_dir(root, Path::new(""), f)
 }
 
 fn walk_dir(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) -> Result<()> {
-    let names: Vec<OsString> = fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
+    let names: Vec<OsString> = fs_err::read_dir(dir)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<io::Result<_>>()
         .with_context(|| format!("listing {}", dir.display()))?;
     for name in names {
         let path = dir.join(&name);
         let rel = rel.join(&name);
-        let meta = fs::symlink_metadata(&path)
-            .with_context(|| format!("inspecting {}", path.display()))?;
+        let meta = fs_err::symlink_metadata(&path)?;
         f(&rel, &meta);
         if meta.file_type().is_dir() {
             walk_dir(&path, &rel, f)?;
@@ -311,26 +308,26 @@ mod tests {
     fn real_writes_after_settle_are_seen() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(root.join("etc/a"), "a").unwrap();
-        fs::write(root.join("etc/b"), "b").unwrap();
-        fs::write(root.join("keep"), "k").unwrap();
+        fs_err::create_dir_all(root.join("etc")).unwrap();
+        fs_err::write(root.join("etc/a"), "a").unwrap();
+        fs_err::write(root.join("etc/b"), "b").unwrap();
+        fs_err::write(root.join("keep"), "k").unwrap();
         let snap = Snapshot::take(&root).unwrap();
         snap.settle(dir.path()).unwrap();
         // Same size, same mtime: only the ctime tells.
-        let mtime = fs::metadata(root.join("etc/a"))
+        let mtime = fs_err::metadata(root.join("etc/a"))
             .unwrap()
             .modified()
             .unwrap();
-        fs::write(root.join("etc/a"), "A").unwrap();
+        fs_err::write(root.join("etc/a"), "A").unwrap();
         fs::File::options()
             .write(true)
             .open(root.join("etc/a"))
             .unwrap()
             .set_modified(mtime)
             .unwrap();
-        fs::remove_file(root.join("etc/b")).unwrap();
-        fs::hard_link(root.join("keep"), root.join("keep2")).unwrap();
+        fs_err::remove_file(root.join("etc/b")).unwrap();
+        fs_err::hard_link(root.join("keep"), root.join("keep2")).unwrap();
         let d = snap.delta(&root).unwrap();
         assert_eq!(
             paths(&d.include),
@@ -338,7 +335,7 @@ mod tests {
             "a new hard link changes its inode's ctime, so both paths are in the layer"
         );
         assert_eq!(d.whiteouts[Path::new("etc")], vec![OsString::from("b")]);
-        let left: Vec<_> = fs::read_dir(dir.path())
+        let left: Vec<_> = fs_err::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();

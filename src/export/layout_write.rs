@@ -8,7 +8,6 @@
 //! replaces an entry of the same name and keeps every other entry: one layout can hold
 //! several images.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -30,13 +29,13 @@ impl LayoutWriter {
     /// empty. A directory with other content is refused: it is not ours to add to.
     pub fn create(dir: &Path) -> Result<LayoutWriter> {
         Self::check(dir)?;
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs_err::create_dir_all(dir)?;
         let marker = dir.join("oci-layout");
         if !marker.exists() {
             crate::atomic::write_file(&marker, MARKER)?;
         }
         let blobs = dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+        fs_err::create_dir_all(&blobs)?;
         Ok(LayoutWriter {
             dir: dir.to_path_buf(),
         })
@@ -49,7 +48,7 @@ impl LayoutWriter {
             OciLayout::open(dir)?;
             return Ok(());
         }
-        let mut entries = match fs::read_dir(dir) {
+        let mut entries = match fs_err::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
@@ -87,8 +86,7 @@ impl LayoutWriter {
         }
         // io::copy between files is copy_file_range: a reflink where the filesystem can.
         crate::atomic::write_with(&path, 0o644, |file| {
-            let mut from =
-                fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+            let mut from = fs_err::File::open(src).map(fs_err::File::into_file)?;
             std::io::copy(&mut from, file)
                 .with_context(|| format!("copying {} to {}", src.display(), path.display()))?;
             Ok(())
@@ -157,10 +155,10 @@ mod tests {
         assert_eq!(index.manifests.len(), 2);
         assert_eq!(select_ref(&index, Some("one")).unwrap().digest, db);
         assert_eq!(select_ref(&index, Some("two")).unwrap().digest, db);
-        assert_eq!(fs::read(layout.blob_path(&da)).unwrap(), a);
+        assert_eq!(fs_err::read(layout.blob_path(&da)).unwrap(), a);
         // Opening again keeps what is there; no temporary files are left.
         LayoutWriter::create(&out).unwrap();
-        let names: Vec<String> = fs::read_dir(out.join("blobs/sha256"))
+        let names: Vec<String> = fs_err::read_dir(out.join("blobs/sha256"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -170,7 +168,7 @@ mod tests {
     #[test]
     fn a_directory_with_other_content_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        fs_err::write(dir.path().join("notes.txt"), "mine").unwrap();
         let err = LayoutWriter::create(dir.path()).err().unwrap();
         assert!(format!("{err:#}").contains("not empty"), "{err:#}");
     }

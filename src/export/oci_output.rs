@@ -13,7 +13,7 @@
 //! tree and the layer files are removed whatever happens. A layout gets its blobs before the
 //! index entry that names them; a registry gets every blob before the manifest.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
@@ -90,7 +90,7 @@ struct WorkDir(PathBuf);
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.0) {
+        if let Err(e) = fs_err::remove_dir_all(&self.0) {
             tracing::warn!("could not remove {}: {e}", self.0.display());
         }
     }
@@ -124,7 +124,7 @@ pub fn export_oci(
     let nspawn = String::from_utf8_lossy(planned_nspawn(&plan, &req.name)?).into_owned();
     let tmp = staging_parent(paths)?;
     let work = tmp.join(format!("oci-{}-{:08x}", req.name, rand::random::<u32>()));
-    fs::create_dir(&work).with_context(|| format!("creating {}", work.display()))?;
+    fs_err::create_dir(&work)?;
     let work = WorkDir(work);
     let clamp = opts.source_date_epoch;
 
@@ -333,7 +333,7 @@ mod tests {
             Ok(w)
         })
         .unwrap();
-        let blob = fs::read(&path).unwrap();
+        let blob = fs_err::read(&path).unwrap();
         assert_eq!(l.layer.digest, Digest::of(&blob));
         assert_eq!(l.layer.size, blob.len() as u64);
         let mut tar = Vec::new();

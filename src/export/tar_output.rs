@@ -122,7 +122,7 @@ pub fn export(
         execute::unpack_and_layer(progress, &cache, &fetched, &plan, &tmp, &req.name)?;
 
     let dir = &opts.dir;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::create_dir_all(dir)?;
     let tar_name = format!("{}.{}", req.name, opts.compression.extension());
     let tarball = dir.join(&tar_name);
     let tarball_sha256 = crate::atomic::write_with(&tarball, 0o644, |file| {
@@ -156,7 +156,7 @@ pub fn export(
         }
         None => {
             for stale in [&gpg, &asc] {
-                match fs::remove_file(stale) {
+                match fs_err::remove_file(stale) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {

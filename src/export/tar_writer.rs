@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
@@ -88,8 +88,7 @@ fn write_selected<W: Write>(
         links: HashMap::new(),
         delta,
     };
-    let meta =
-        fs::symlink_metadata(root).with_context(|| format!("inspecting {}", root.display()))?;
+    let meta = fs_err::symlink_metadata(root)?;
     if w.includes(Path::new("")) {
         w.entry(root, Path::new("./"), &meta)?;
     }
@@ -122,8 +121,7 @@ impl<W: Write> TreeWriter<'_, W> {
                 self.whiteout(&Path::new(".").join(rel), name)?;
             }
         }
-        let mut names: Vec<OsString> = fs::read_dir(dir)
-            .with_context(|| format!("listing {}", dir.display()))?
+        let mut names: Vec<OsString> = fs_err::read_dir(dir)?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<io::Result<_>>()
             .with_context(|| format!("listing {}", dir.display()))?;
@@ -134,8 +132,7 @@ impl<W: Write> TreeWriter<'_, W> {
             if self.delta.is_some_and(|d| !d.reaches(&rel)) {
                 continue;
             }
-            let meta = fs::symlink_metadata(&path)
-                .with_context(|| format!("inspecting {}", path.display()))?;
+            let meta = fs_err::symlink_metadata(&path)?;
             if self.includes(&rel) {
                 self.entry(&path, &Path::new(".").join(&rel), &meta)?;
             }
@@ -191,14 +188,13 @@ impl<W: Write> TreeWriter<'_, W> {
         }
         self.xattrs(path, name, mtime)?;
         if ft.is_symlink() {
-            let target =
-                fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+            let target = fs_err::read_link(path)?;
             h.set_entry_type(EntryType::Symlink);
             self.builder
                 .append_link(&mut h, name, &target)
                 .with_context(what)
         } else if ft.is_file() {
-            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
             h.set_entry_type(EntryType::Regular);
             h.set_size(meta.len());
             self.builder
@@ -335,10 +331,10 @@ mod tests {
         // Created out of order: the archive must not follow creation or readdir order.
         for name in ["zeta", "Alpha", "beta/inner", "beta/a"] {
             let p = d.join(name);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, name.as_bytes()).unwrap();
+            fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+            fs_err::write(&p, name.as_bytes()).unwrap();
         }
-        fs::hard_link(d.join("zeta"), d.join("zz-link")).unwrap();
+        fs_err::hard_link(d.join("zeta"), d.join("zz-link")).unwrap();
         std::os::unix::fs::symlink("beta/a", d.join("sym")).unwrap();
         let one = write_tree(d, Vec::new(), Some(1)).unwrap();
         let two = write_tree(d, Vec::new(), Some(1)).unwrap();
@@ -380,7 +376,7 @@ mod tests {
     fn extended_attributes_go_into_a_pax_header_before_their_entry() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
-        fs::write(&file, b"x").unwrap();
+        fs_err::write(&file, b"x").unwrap();
         let set = |name: &std::ffi::CStr, value: &[u8]| {
             rustix::fs::lsetxattr(&file, name, value, rustix::fs::XattrFlags::empty())
         };
@@ -430,8 +426,8 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let long = format!("{}/{}", "d".repeat(90), "f".repeat(120));
         let file = src.path().join(&long);
-        fs::create_dir_all(file.parent().unwrap()).unwrap();
-        fs::write(&file, b"long\n").unwrap();
+        fs_err::create_dir_all(file.parent().unwrap()).unwrap();
+        fs_err::write(&file, b"long\n").unwrap();
         std::os::unix::fs::symlink(&long, src.path().join("link")).unwrap();
         let xattrs = rustix::fs::lsetxattr(
             &file,
@@ -441,7 +437,7 @@ mod tests {
         )
         .is_ok();
         let archive = src.path().with_extension("tar");
-        fs::write(
+        fs_err::write(
             &archive,
             write_tree(src.path(), Vec::new(), Some(1)).unwrap(),
         )
@@ -454,13 +450,13 @@ mod tests {
             .arg(dest.path())
             .status()
             .unwrap();
-        fs::remove_file(&archive).unwrap();
+        fs_err::remove_file(&archive).unwrap();
         assert!(status.success(), "GNU tar failed: {status}");
         let out = dest.path().join(&long);
-        assert_eq!(fs::read(&out).unwrap(), b"long\n");
-        assert_eq!(fs::symlink_metadata(&out).unwrap().mtime(), 1);
+        assert_eq!(fs_err::read(&out).unwrap(), b"long\n");
+        assert_eq!(fs_err::symlink_metadata(&out).unwrap().mtime(), 1);
         assert_eq!(
-            fs::read_link(dest.path().join("link")).unwrap(),
+            fs_err::read_link(dest.path().join("link")).unwrap(),
             PathBuf::from(&long)
         );
         if xattrs {

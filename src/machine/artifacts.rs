@@ -83,9 +83,9 @@ impl Shape {
 
     /// What is at `path` now; `None` when nothing is.
     pub fn at(path: &Path) -> Option<Shape> {
-        let meta = std::fs::symlink_metadata(path).ok()?;
+        let meta = fs_err::symlink_metadata(path).ok()?;
         let target = if meta.file_type().is_symlink() {
-            std::fs::metadata(path).ok()
+            fs_err::metadata(path).ok()
         } else {
             None
         };

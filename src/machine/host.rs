@@ -176,10 +176,10 @@ pub fn is_mountpoint(host: &dyn Host, path: &std::path::Path) -> bool {
             .run(Program::Mountpoint, &[OsStr::new("-q"), path.as_os_str()])
             .is_ok();
     }
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = fs_err::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    let Ok(real) = std::fs::canonicalize(path) else {
+    let Ok(real) = fs_err::canonicalize(path) else {
         return false;
     };
     mount_points(&info).contains(&real)

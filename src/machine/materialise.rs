@@ -148,7 +148,7 @@ fn unpack_into_staging(
     progress: &Progress,
 ) -> Result<Staging> {
     let mut staging = Staging::create(machines_dir, name)?;
-    let file = File::open(blob).with_context(|| format!("opening {}", blob.display()))?;
+    let file = fs_err::File::open(blob).map(fs_err::File::into_file)?;
     let (compression, reader) = decompress::open_file(file, progress)
         .with_context(|| format!("reading {}", blob.display()))?;
     tracing::debug!(
@@ -164,7 +164,7 @@ fn unpack_into_staging(
     progress.finish();
     if !summary.root_entry_seen {
         // No `./` entry to take the mode from: a rootfs top directory is 0755.
-        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+        fs_err::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
             .with_context(|| format!("setting the mode of {}", staging.path().display()))?;
     }
     flatten(&mut staging, machines_dir, name)?;
@@ -174,7 +174,7 @@ fn unpack_into_staging(
 fn has_os_release(dir: &Path) -> bool {
     ["etc/os-release", "usr/lib/os-release"]
         .iter()
-        .any(|p| fs::symlink_metadata(dir.join(p)).is_ok())
+        .any(|p| fs_err::symlink_metadata(dir.join(p)).is_ok())
 }
 
 /// importd's rule: a tree whose only top entry is a directory holding an OS tree is replaced
@@ -183,8 +183,7 @@ fn flatten(staging: &mut Staging, machines_dir: &Path, name: &str) -> Result<()>
     if has_os_release(staging.path()) {
         return Ok(());
     }
-    let mut entries = fs::read_dir(staging.path())
-        .with_context(|| format!("listing {}", staging.path().display()))?;
+    let mut entries = fs_err::read_dir(staging.path())?;
     let (Some(first), None) = (entries.next(), entries.next()) else {
         return Ok(());
     };
@@ -194,7 +193,7 @@ fn flatten(staging: &mut Staging, machines_dir: &Path, name: &str) -> Result<()>
         return Ok(());
     }
     let inner = machines_dir.join(format!(".#{name}{:08x}", rand::random::<u32>()));
-    fs::rename(first.path(), &inner)
+    fs_err::rename(first.path(), &inner)
         .with_context(|| format!("moving {} up", first.path().display()))?;
     tracing::info!(
         "flattened the tarball's single top directory {:?}",
@@ -309,7 +308,7 @@ pub fn publish(
 
 /// `chattr +i` on the top directory.
 pub fn set_immutable(dir: &Path) -> Result<()> {
-    let fd = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let fd = fs_err::File::open(dir).map(fs_err::File::into_file)?;
     let flags = ioctl_getflags(&fd)
         .with_context(|| format!("reading the attributes of {}", dir.display()))?;
     ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).with_context(|| {
@@ -338,13 +337,13 @@ pub fn unset_immutable(dir: &Path) -> Result<()> {
 /// Removes a tree without following symlinks (std's remove_dir_all is safe against symlink
 /// races since Rust 1.58.1), clearing the immutable flag of its top directory first.
 pub fn remove_tree(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
+    match fs_err::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
+        Err(e) => Err(e.into()),
         Ok(m) if m.is_dir() => {
             unset_immutable(path)?;
-            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+            Ok(fs_err::remove_dir_all(path)?)
         }
-        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
+        Ok(_) => Ok(fs_err::remove_file(path)?),
     }
 }

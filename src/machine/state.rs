@@ -114,7 +114,7 @@ pub fn state_path(sandboxes_dir: &Path, name: &str) -> PathBuf {
 /// Writes the record atomically (temp file, fsync, rename), creating the state dir.
 pub fn write_state(sandboxes_dir: &Path, state: &SandboxState) -> Result<()> {
     let dir = state_dir(sandboxes_dir);
-    std::fs::create_dir_all(&dir)
+    fs_err::create_dir_all(&dir)
         .with_context(|| format!("creating the state directory {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(state).context("encoding a sandbox state record")?;
     json.push(b'\n');
@@ -124,7 +124,7 @@ pub fn write_state(sandboxes_dir: &Path, state: &SandboxState) -> Result<()> {
 /// The record of `name`; `None` when there is none (a machine not built by `sandbox build`).
 pub fn read_state(sandboxes_dir: &Path, name: &str) -> Result<Option<SandboxState>> {
     let path = state_path(sandboxes_dir, name);
-    match std::fs::read(&path) {
+    match fs_err::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .with_context(|| format!("reading the sandbox state record {}", path.display())),
@@ -169,7 +169,7 @@ impl RecordView {
 /// Reads `<sandboxes_dir>/state/NAME.json` leniently; `None` when there is none.
 pub fn read_view(sandboxes_dir: &Path, name: &str) -> Result<Option<RecordView>> {
     let path = state_path(sandboxes_dir, name);
-    match std::fs::read(&path) {
+    match fs_err::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .with_context(|| format!("parsing the state record {}", path.display())),
@@ -256,7 +256,7 @@ mod tests {
         };
         write_state(dir.path(), &state).unwrap();
         assert_eq!(read_state(dir.path(), "web").unwrap(), Some(state));
-        std::fs::write(state_path(dir.path(), "bad"), b"{").unwrap();
+        fs_err::write(state_path(dir.path(), "bad"), b"{").unwrap();
         let err = read_state(dir.path(), "bad").unwrap_err();
         assert!(format!("{err:#}").contains("bad.json"), "{err:#}");
     }

@@ -11,7 +11,7 @@
 //! `oci-layout` (tar readers disagree on which copy wins), aborts. A compressed archive
 //! (gzip, zstd, xz, bzip2) is decompressed on the way in, recognised by its magic bytes.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -71,7 +71,7 @@ pub fn extract_oci_archive<R: Read + Send + 'static>(
     dest: &Path,
 ) -> Result<ArchiveSummary> {
     let blobs_dir = dest.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs_dir)
+    fs_err::create_dir_all(&blobs_dir)
         .with_context(|| format!("creating `{}`", blobs_dir.display()))?;
     let (_, decoded) = decompress::decoder(reader).context("reading the archive")?;
     let mut archive = tar::Archive::new(decoded);
@@ -148,11 +148,11 @@ fn copy_blob(entry: &mut impl Read, target: &Path, digest: &Digest) -> Result<u6
                 bail!("its content has digest {actual}, not the {digest} its name says");
             }
             file.sync_all()?;
-            fs::rename(&partial, target)
+            fs_err::rename(&partial, target)
                 .with_context(|| format!("renaming to `{}`", target.display()))
         });
     if result.is_err() {
-        let _ = fs::remove_file(&partial);
+        let _ = fs_err::remove_file(&partial);
     }
     result.map(|()| size)
 }

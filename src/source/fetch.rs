@@ -1,6 +1,5 @@
 //! Bringing one file of a site into the cache, transferring as little as possible.
 
-use std::fs::File;
 use std::io::{self, Write};
 
 use anyhow::{Context, Result, bail};
@@ -49,7 +48,7 @@ pub async fn fetch_file(
     let cached = |digest: &Digest| {
         cache
             .blob(digest)
-            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .map(|p| fs_err::metadata(p).map(|m| m.len()).unwrap_or(0))
     };
     if let Some(expected) = expected
         && let Some(size) = cached(expected)
@@ -145,7 +144,7 @@ pub async fn fetch_file(
         }
         Site::Local { dir } => {
             let path = dir.join(file_name);
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let file = fs_err::File::open(&path).map(fs_err::File::into_file)?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
             let bar = progress.task(&format!("Reading {file_name}"));
             bar.start_bytes(Some(size), 0);

@@ -7,7 +7,6 @@
 //! built-in LXC key is trusted for the default server only. A version older than the one last
 //! pulled for the same alias, server and arch is refused (rollback protection).
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Mutex;
@@ -146,7 +145,7 @@ pub async fn fetch(
         let trust = req
             .trust
             .context("internal: signature mode without a trust store")?;
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
         let check = verify_detached(trust, BufReader::with_capacity(256 * 1024, file), sig)
             .with_context(|| {
                 format!(

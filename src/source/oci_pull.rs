@@ -26,7 +26,6 @@
 //! cosign signatures the policy or `--cosign-key` requires are checked right after the top
 //! manifest arrives, before anything else is fetched ([`super::oci_signatures`]).
 
-use std::fs::File;
 use std::io::{self, Cursor, Read, Write as _};
 use std::path::PathBuf;
 
@@ -101,7 +100,7 @@ impl BlobSource for CacheBlobs<'_> {
                      pull the image again, without --offline"
             )
         })?;
-        let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let f = fs_err::File::open(&path).map(fs_err::File::into_file)?;
         Ok(Box::new(f))
     }
 }
@@ -129,7 +128,7 @@ impl BlobSource for CacheFirst<'_> {
                 Ok(bytes) => return Ok(Box::new(Cursor::new(bytes))),
                 Err(e) => {
                     tracing::warn!("{e:#}; fetching it again");
-                    std::fs::remove_file(&path)
+                    fs_err::remove_file(&path)
                         .with_context(|| format!("removing corrupt blob {}", path.display()))?;
                 }
             }
@@ -163,7 +162,7 @@ struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+        if let Err(e) = fs_err::remove_dir_all(&self.0) {
             tracing::warn!("could not remove {}: {e}", self.0.display());
         }
     }
@@ -211,9 +210,9 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
                 .layout()
                 .tmp_dir()
                 .join(format!("oci-archive-{:016x}", rand::random::<u64>()));
-            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs_err::create_dir(&dir)?;
             _archive_dir = TempDir(dir.clone());
-            let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let f = fs_err::File::open(file).map(fs_err::File::into_file)?;
             extract_oci_archive(f, &dir)
                 .with_context(|| format!("reading the archive {}", file.display()))?;
             layout = OciLayout::open(&dir)?;
@@ -396,7 +395,7 @@ fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<Vec<Layer>> {
             tracing::warn!(
                 "the cached layer {d} is corrupt (its bytes hash to {actual}); fetching it again"
             );
-            std::fs::remove_file(&path)
+            fs_err::remove_file(&path)
                 .with_context(|| format!("removing corrupt blob {}", path.display()))?;
         }
         out.push(l.clone());

@@ -141,7 +141,7 @@ pub fn check_policy(
 
 /// Reads a cosign public key file.
 pub fn load_cosign_key(path: &Path) -> Result<CosignKey> {
-    let pem = std::fs::read_to_string(path)
+    let pem = fs_err::read_to_string(path)
         .with_context(|| format!("reading the cosign public key {}", path.display()))?;
     CosignKey::from_pem(&pem).with_context(|| format!("reading {}", path.display()))
 }
@@ -208,7 +208,7 @@ fn verify_simple_signing(
     // junk from making a pull verify without end.
     for n in 1..=MAX_SIMPLE_SIGNATURES {
         let path = signature_path(&dir, reference, digest, n);
-        let msg = match std::fs::read(&path) {
+        let msg = match fs_err::read(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

@@ -129,7 +129,7 @@ fn cosign_signatures_are_found_through_oci_referrers() {
             .to_public_key_pem(Default::default())
             .unwrap();
         let path = dir.path().join(name);
-        std::fs::write(&path, pem).unwrap();
+        fs_err::write(&path, pem).unwrap();
         path
     };
     let good_key = write_key("good.pub", &signer);

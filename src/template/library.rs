@@ -6,7 +6,6 @@
 //! how `<sandboxes_dir>/templates/debian` replaces the shipped `debian`.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -246,7 +245,7 @@ fn names_in(root: &Root) -> Result<Vec<String>> {
             Ok(names)
         }
         Root::Dir(dir) => {
-            let entries = match fs::read_dir(dir) {
+            let entries = match fs_err::read_dir(dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
@@ -311,8 +310,7 @@ fn load_from(root: &Root, name: &str) -> Result<Option<Template>> {
 /// Reads a template directory. Symlinks are kept as symlinks (never followed) and allowed only
 /// under `files/`; top-level names starting with `.` (editor and VCS litter) are skipped.
 fn read_tree(top: &Path, dir: &Path, files: &mut BTreeMap<String, TemplateFile>) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
+    let mut entries: Vec<_> = fs_err::read_dir(dir)?
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("reading {}", dir.display()))?;
     entries.sort_by_key(|e| e.file_name());
@@ -327,8 +325,7 @@ fn read_tree(top: &Path, dir: &Path, files: &mut BTreeMap<String, TemplateFile>)
         if dir == top && rel.starts_with('.') {
             continue;
         }
-        let meta =
-            fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        let meta = fs_err::symlink_metadata(&path)?;
         let ft = meta.file_type();
         if ft.is_dir() {
             read_tree(top, &path, files)?;
@@ -336,8 +333,7 @@ fn read_tree(top: &Path, dir: &Path, files: &mut BTreeMap<String, TemplateFile>)
             if !rel.starts_with("files/") {
                 bail!("{}: symlinks are allowed only under files/", path.display());
             }
-            let target =
-                fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
+            let target = fs_err::read_link(&path)?;
             let target = target
                 .to_str()
                 .with_context(|| format!("{}: symlink target is not UTF-8", path.display()))?
@@ -358,7 +354,7 @@ fn read_tree(top: &Path, dir: &Path, files: &mut BTreeMap<String, TemplateFile>)
                     MAX_FILE_SIZE >> 20
                 );
             }
-            let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = fs_err::read(&path)?;
             let mode = meta.permissions().mode() & 0o777;
             files.insert(
                 rel,

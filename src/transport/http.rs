@@ -7,7 +7,6 @@
 //! validators it was started with, so a URL whose content changed restarts from 0 (the server
 //! answers 200). The streaming, hashing and publishing are [`super::resume`]'s.
 
-use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -191,7 +190,7 @@ impl Http {
             shown: &shown,
         };
         let got = resume::receive(resp, &body, progress).await?;
-        let _ = fs::remove_file(&meta_path);
+        let _ = fs_err::remove_file(&meta_path);
         resume::publish(cache, &part_path, &got, expected, check, &shown)?;
         Ok(Download::Fetched {
             digest: got.digest,
@@ -215,8 +214,8 @@ struct Partial {
 impl Partial {
     /// A resumable partial download of `url`, if one is there and can be resumed safely.
     fn load(part: &Path, meta: &Path, url: &str) -> Option<Partial> {
-        let len = fs::metadata(part).ok()?.len();
-        let meta: PartialMeta = serde_json::from_slice(&fs::read(meta).ok()?).ok()?;
+        let len = fs_err::metadata(part).ok()?.len();
+        let meta: PartialMeta = serde_json::from_slice(&fs_err::read(meta).ok()?).ok()?;
         (len > 0 && meta.url == url && !meta.validators.is_empty()).then_some(Partial {
             len,
             validators: meta.validators,

@@ -15,7 +15,7 @@
 //! An interrupted body (connection cut, process killed) leaves the partial file in place for
 //! the next pull. Every message names the URL as the caller shows it, never a credential.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
@@ -156,7 +156,7 @@ pub fn fits(written: u64, chunk: u64, total: Option<u64>) -> bool {
 /// The bytes of `part` already there, or 0; a file at or over `size` (a finished download that
 /// was not published, or junk) is removed: the next request starts from 0.
 pub fn resumable_len(part: &Path, size: Option<u64>) -> u64 {
-    let len = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let len = fs_err::metadata(part).map(|m| m.len()).unwrap_or(0);
     if size.is_some_and(|s| len >= s) {
         discard(part);
         return 0;
@@ -166,7 +166,7 @@ pub fn resumable_len(part: &Path, size: Option<u64>) -> u64 {
 
 /// Removes a partial file whose bytes cannot be used.
 pub fn discard(part: &Path) {
-    if let Err(e) = fs::remove_file(part)
+    if let Err(e) = fs_err::remove_file(part)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!("could not remove {}: {e}", part.display());
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn a_server_sending_more_than_the_size_is_refused_and_nothing_kept() {
         let dir = std::env::temp_dir().join(format!("resume-test-{:016x}", rand::random::<u64>()));
-        fs::create_dir(&dir).unwrap();
+        fs_err::create_dir(&dir).unwrap();
         let part = dir.join("p");
         let err = receive_from(&serve_once(vec![7u8; 100_000]), &part, Some(1000)).unwrap_err();
         assert!(
@@ -449,21 +449,21 @@ mod tests {
         let got = receive_from(&serve_once(vec![7u8; 1000]), &part, Some(1000)).unwrap();
         assert_eq!(got.digest, Digest::of(&[7u8; 1000]));
         assert_eq!((got.size, got.transferred()), (1000, 1000));
-        assert_eq!(fs::read(&part).unwrap(), vec![7u8; 1000]);
-        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(fs_err::read(&part).unwrap(), vec![7u8; 1000]);
+        fs_err::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_partial_as_long_as_the_whole_is_not_resumed() {
         let dir = std::env::temp_dir().join(format!("resume-test-{:016x}", rand::random::<u64>()));
-        fs::create_dir(&dir).unwrap();
+        fs_err::create_dir(&dir).unwrap();
         let part = dir.join("p");
         assert_eq!(resumable_len(&part, Some(10)), 0);
-        fs::write(&part, b"12345").unwrap();
+        fs_err::write(&part, b"12345").unwrap();
         assert_eq!(resumable_len(&part, Some(10)), 5);
         assert_eq!(resumable_len(&part, None), 5);
         assert_eq!(resumable_len(&part, Some(5)), 0);
         assert!(!part.exists());
-        fs::remove_dir_all(&dir).unwrap();
+        fs_err::remove_dir_all(&dir).unwrap();
     }
 }

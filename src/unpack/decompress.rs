@@ -412,7 +412,7 @@ mod tests {
             ("data.gz", "gzip", &["-c"][..]),
         ] {
             let path = dir.path().join(name);
-            std::fs::write(&path, compress_with(tool, args, &data)).unwrap();
+            fs_err::write(&path, compress_with(tool, args, &data)).unwrap();
             let (_, out) = open_and_read(&path);
             assert!(out == data, "{name}: decoded bytes differ");
         }

@@ -274,7 +274,7 @@ mod tests {
         data[size - 1] = 2;
         let mut buf = vec![0u8; 256 << 10];
         copy_skipping_zeros(&mut &data[..], &f, &mut buf, size as u64).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), data);
+        assert_eq!(fs_err::read(dir.path().join("f")).unwrap(), data);
         let blocks = f.metadata().unwrap().blocks();
         assert!(blocks <= 32, "{blocks} blocks of 512 bytes allocated");
         // The stream ending early is reported, not padded.

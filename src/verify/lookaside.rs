@@ -114,7 +114,7 @@ pub fn signature_path(dir: &Path, reference: &ImageReference, digest: &Digest, n
 /// Every lookaside entry of the `*.yaml` files in `dir` (none when it does not exist), in
 /// file-name order.
 pub fn load_registries_d(dir: &Path) -> Result<Vec<(String, String)>> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
@@ -127,8 +127,7 @@ pub fn load_registries_d(dir: &Path) -> Result<Vec<(String, String)>> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let text =
-            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let text = fs_err::read_to_string(&f)?;
         out.extend(parse_registries_yaml(&text).with_context(|| format!("in {}", f.display()))?);
     }
     Ok(out)

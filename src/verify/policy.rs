@@ -131,7 +131,7 @@ impl Policy {
 
     /// The policy of `<sandboxes_dir>/policy.json`, or reject-everything when it is missing.
     pub fn load(path: &Path) -> Result<Policy> {
-        match std::fs::read(path) {
+        match fs_err::read(path) {
             Ok(bytes) => {
                 Policy::parse(&bytes).with_context(|| format!("reading {}", path.display()))
             }

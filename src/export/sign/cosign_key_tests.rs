@@ -176,7 +176,7 @@ fn key_files_are_read_and_named_in_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cosign.key");
     let pem = encrypted_pem(&pkcs8(&fresh()), b"pw", ENCRYPTED_KEY_LABELS[0], 1024);
-    std::fs::write(&path, &pem).unwrap();
+    fs_err::write(&path, &pem).unwrap();
     load_cosign_signing_key(&path, b"pw").unwrap();
     let e = load_cosign_signing_key(&path, b"nope").unwrap_err();
     assert!(

@@ -88,7 +88,7 @@ pub fn write_lookaside_signature(
     let parent = first
         .parent()
         .context("internal: a signature path has a parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    fs_err::create_dir_all(parent)?;
     let tmp = parent.join(format!(
         ".signature-tmp-{}-{:016x}",
         std::process::id(),
@@ -96,7 +96,7 @@ pub fn write_lookaside_signature(
     ));
     let result = write_then_link(&tmp, signature, dir, reference, digest);
     // The temporary name goes whether or not a link was made.
-    let _ = std::fs::remove_file(&tmp);
+    let _ = fs_err::remove_file(&tmp);
     result
 }
 
@@ -118,7 +118,7 @@ fn write_then_link(
     drop(file);
     for n in 1..=MAX_SIGNATURES {
         let path = signature_path(dir, reference, digest, n);
-        match std::fs::hard_link(tmp, &path) {
+        match fs_err::hard_link(tmp, &path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
@@ -148,7 +148,7 @@ mod tests {
         let path = dir.join("key.pgp");
         let mut bytes = Vec::new();
         cert.as_tsk().serialize(&mut bytes).unwrap();
-        std::fs::write(&path, bytes).unwrap();
+        fs_err::write(&path, bytes).unwrap();
         (load_signing_key(&path).unwrap(), cert)
     }
 
@@ -199,9 +199,9 @@ mod tests {
         assert_eq!(one, signature_path(&store_dir, &r, &d, 1));
         let two = write_lookaside_signature(&store_dir, &r, &d, b"second").unwrap();
         assert_eq!(two, signature_path(&store_dir, &r, &d, 2));
-        assert_eq!(std::fs::read(&two).unwrap(), b"second");
+        assert_eq!(fs_err::read(&two).unwrap(), b"second");
         // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(one.parent().unwrap())
+        let names: Vec<_> = fs_err::read_dir(one.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -209,7 +209,7 @@ mod tests {
 
         let mut trust = TrustStore::new();
         trust.add_cert(cert.strip_secret_key_material(), "test", false);
-        let (payload, check) = verify_inline(&trust, &std::fs::read(&one).unwrap()).unwrap();
+        let (payload, check) = verify_inline(&trust, &fs_err::read(&one).unwrap()).unwrap();
         assert_eq!(check.primary_fingerprint, key.fingerprint);
         let identity = check_payload(&payload, SIMPLE_SIGNING_TYPE, &d, &r).unwrap();
         check_exact_tag(&identity, &r).unwrap();

@@ -42,20 +42,18 @@ fn execute_one(host: &dyn Host, action: &Action) -> Result<()> {
         }
         Action::Symlink { link, target } => {
             if let Some(parent) = link.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+                fs_err::create_dir_all(parent)?;
             }
             std::os::unix::fs::symlink(target, link)
                 .with_context(|| format!("linking {} to {}", link.display(), target.display()))
         }
         Action::WriteFile { path, contents } => {
             if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+                fs_err::create_dir_all(parent)?;
             }
             crate::atomic::write_file(path, contents.as_bytes())
         }
-        Action::RemoveFile { path } => match fs::remove_file(path) {
+        Action::RemoveFile { path } => match fs_err::remove_file(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             r => r.with_context(|| format!("removing {}", path.display())),
         },
@@ -91,14 +89,14 @@ fn execute_one(host: &dyn Host, action: &Action) -> Result<()> {
 /// filesystems (boot pool → data pool) is a copy that could lose owners, xattrs and ACLs of a
 /// whole rootfs, so it is refused with what to do instead.
 fn move_entry(from: &Path, to: &Path) -> Result<()> {
-    if fs::symlink_metadata(to).is_ok() {
+    if fs_err::symlink_metadata(to).is_ok() {
         bail!("{} already exists; not replacing it", to.display());
     }
-    let immutable = fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) && is_immutable(from);
+    let immutable = fs_err::symlink_metadata(from).is_ok_and(|m| m.is_dir()) && is_immutable(from);
     if immutable {
         crate::machine::materialise::unset_immutable(from)?;
     }
-    let renamed = fs::rename(from, to);
+    let renamed = fs_err::rename(from, to);
     let flag_target = if renamed.is_ok() { to } else { from };
     if immutable {
         crate::machine::materialise::set_immutable(flag_target)?;

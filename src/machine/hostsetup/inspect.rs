@@ -2,7 +2,6 @@
 //! and whether systemd-networkd is enabled. The only reads `setup`, `undo` and `status` make.
 
 use std::ffi::OsStr;
-use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -33,8 +32,8 @@ pub fn inspect(paths: &HostPaths, host: &dyn Host, exe: &Path) -> Result<HostSta
             NetworkFileState {
                 name: name.to_string(),
                 shipped: paths.host(NETWORK_LIB).join(name).exists(),
-                present: fs::symlink_metadata(&path).is_ok(),
-                linked_by_us: fs::read_link(&path).is_ok_and(|t| t == lib),
+                present: fs_err::symlink_metadata(&path).is_ok(),
+                linked_by_us: fs_err::read_link(&path).is_ok_and(|t| t == lib),
                 path,
             }
         })
@@ -52,12 +51,12 @@ pub fn inspect(paths: &HostPaths, host: &dyn Host, exe: &Path) -> Result<HostSta
         .host(SYSTEM_ETC)
         .join("multi-user.target.wants")
         .join(UNIT_NAME);
-    let has_text = |p: &Path| fs::read_to_string(p).is_ok_and(|t| t == unit_text);
+    let has_text = |p: &Path| fs_err::read_to_string(p).is_ok_and(|t| t == unit_text);
     let unit = UnitState {
         installed: has_text(&unit_path),
         persisted: has_text(&persisted_path),
-        enabled: fs::symlink_metadata(&wants_link).is_ok(),
-        present: fs::symlink_metadata(&unit_path).is_ok(),
+        enabled: fs_err::symlink_metadata(&wants_link).is_ok(),
+        present: fs_err::symlink_metadata(&unit_path).is_ok(),
         path: unit_path,
         persisted_path,
         wants_link,
@@ -132,7 +131,7 @@ pub(super) fn systemctl_root(root: Option<&Path>) -> Vec<std::ffi::OsString> {
 
 /// Sorted entry names of `dir`; empty when it does not exist.
 fn list_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),

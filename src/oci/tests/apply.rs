@@ -2,7 +2,6 @@
 //! plain tar) with whiteouts, an opaque directory, a hardlink to a lower file and a write
 //! through Debian's `var/run -> /run`; then init detection and the `[Exec]` section.
 
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use serde_json::json;
@@ -179,8 +178,8 @@ fn a_hardlink_to_a_lower_layer_file_shares_its_inode() {
     let sb = Sandbox::new();
     let root = Root::open(&sb.root).unwrap();
     apply_image(&root, &layout, &image, &opts()).unwrap();
-    let tool = fs::metadata(sb.path("usr/bin/tool")).unwrap();
-    let link = fs::metadata(sb.path("usr/bin/tool-link")).unwrap();
+    let tool = fs_err::metadata(sb.path("usr/bin/tool")).unwrap();
+    let link = fs_err::metadata(sb.path("usr/bin/tool-link")).unwrap();
     assert_eq!((tool.ino(), tool.nlink()), (link.ino(), 2));
     assert_eq!(tool.mode() & 0o777, 0o755);
     assert_eq!(
@@ -247,7 +246,7 @@ fn images_with_systemd_are_booted() {
     apply_image(&root, &layout, &image, &opts()).unwrap();
     assert!(has_init(&root).unwrap());
     // Not executable: not an init.
-    fs::set_permissions(
+    fs_err::set_permissions(
         sb.path("usr/lib/systemd/systemd"),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )

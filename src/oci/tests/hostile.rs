@@ -2,8 +2,6 @@
 //! escape through whiteouts; archives with hostile members. Each must fail with a message
 //! that says what was wrong, and nothing outside the staging root may change.
 
-use std::fs;
-
 use serde_json::json;
 
 use super::util::{Comp, LayoutBuilder, compress};
@@ -110,7 +108,7 @@ fn a_blob_whose_digest_lies_aborts() {
         let b = LayoutBuilder::new();
         let (mut layer, diff_id) = b.layer(&simple_layer(), comp);
         let evil = compress(&Tar::new().file("evil", b"planted").finish(), comp);
-        fs::write(b.blob_path(&layer.digest), &evil).unwrap();
+        fs_err::write(b.blob_path(&layer.digest), &evil).unwrap();
         layer.size = evil.len() as u64;
         let m = b.image("linux/amd64", &[(layer.clone(), diff_id)]);
         let err = apply(&b, &m).unwrap_err();
@@ -128,20 +126,20 @@ fn a_blob_whose_digest_lies_aborts() {
     let layer = b.layer(&simple_layer(), Comp::Gzip);
     let m = b.image("linux/amd64", &[layer]);
     let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(b.blob_path(&m.digest)).unwrap()).unwrap();
+        serde_json::from_slice(&fs_err::read(b.blob_path(&m.digest)).unwrap()).unwrap();
     let config: Descriptor = serde_json::from_value(manifest["config"].clone()).unwrap();
     for digest in [config.digest, m.digest] {
         let path = b.blob_path(&digest);
-        let original = fs::read(&path).unwrap();
+        let original = fs_err::read(&path).unwrap();
         let mut forged = original.clone();
         *forged.last_mut().unwrap() = b' ';
-        fs::write(&path, &forged).unwrap();
+        fs_err::write(&path, &forged).unwrap();
         let err = resolve(&b, &m).unwrap_err();
         assert!(
             matches!(blob_error(&err), Some(BlobError::DigestMismatch { expected, .. }) if expected == digest),
             "{err:#}"
         );
-        fs::write(&path, &original).unwrap();
+        fs_err::write(&path, &original).unwrap();
     }
     resolve(&b, &m).unwrap();
 }
@@ -229,7 +227,7 @@ fn foreign_layers_and_artifacts_are_refused_before_any_layer_is_read() {
     let b = LayoutBuilder::new();
     let (mut layer, diff_id) = b.layer(&simple_layer(), Comp::Gzip);
     layer.media_type = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into();
-    fs::remove_file(b.blob_path(&layer.digest)).unwrap();
+    fs_err::remove_file(b.blob_path(&layer.digest)).unwrap();
     let m = b.image("linux/amd64", &[(layer, diff_id)]);
     assert_msg(
         &resolve(&b, &m).unwrap_err(),
@@ -308,7 +306,7 @@ fn whiteout_escapes_in_a_layer_abort_as_safety_violations() {
 fn hostile_archives_are_refused() {
     let b = LayoutBuilder::new();
     let m = b.image("linux/amd64", &[b.layer(&simple_layer(), Comp::Gzip)]);
-    let blob = fs::read(b.blob_path(&m.digest)).unwrap();
+    let blob = fs_err::read(b.blob_path(&m.digest)).unwrap();
     let member = |name: &str, data: &[u8]| (name.to_string(), data.to_vec());
     let good = |extra: Vec<Member>| {
         let mut members = vec![
@@ -381,7 +379,7 @@ fn a_fifo_in_place_of_a_blob_is_refused_without_blocking() {
     let b = LayoutBuilder::new();
     let m = b.image("linux/amd64", &[b.layer(&simple_layer(), Comp::Gzip)]);
     let path = b.blob_path(&m.digest);
-    fs::remove_file(&path).unwrap();
+    fs_err::remove_file(&path).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
         &path,

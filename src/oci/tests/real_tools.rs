@@ -28,13 +28,13 @@ fn umoci_image(work: &Path) -> PathBuf {
     umoci(&["new", "--image", &image]);
     let base = work.join("base");
     for dir in ["etc", "opt/d/sub", "usr/bin"] {
-        fs::create_dir_all(base.join(dir)).unwrap();
+        fs_err::create_dir_all(base.join(dir)).unwrap();
     }
-    fs::write(base.join("etc/hostname"), "h\n").unwrap();
-    fs::write(base.join("opt/d/a"), "a\n").unwrap();
-    fs::write(base.join("opt/d/sub/b"), "b\n").unwrap();
-    fs::write(base.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
-    fs::set_permissions(
+    fs_err::write(base.join("etc/hostname"), "h\n").unwrap();
+    fs_err::write(base.join("opt/d/a"), "a\n").unwrap();
+    fs_err::write(base.join("opt/d/sub/b"), "b\n").unwrap();
+    fs_err::write(base.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+    fs_err::set_permissions(
         base.join("usr/bin/tool"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
@@ -44,15 +44,15 @@ fn umoci_image(work: &Path) -> PathBuf {
     let bundle = work.join("bundle");
     umoci(&["unpack", "--image", &image, &bundle.display().to_string()]);
     let rootfs = bundle.join("rootfs");
-    fs::remove_file(rootfs.join("etc/hostname")).unwrap();
+    fs_err::remove_file(rootfs.join("etc/hostname")).unwrap();
     std::os::unix::fs::symlink("../usr/bin/tool", rootfs.join("opt/link")).unwrap();
     std::os::unix::fs::symlink("/usr/bin/tool", rootfs.join("opt/abs-link")).unwrap();
-    fs::hard_link(rootfs.join("usr/bin/tool"), rootfs.join("usr/bin/tool2")).unwrap();
+    fs_err::hard_link(rootfs.join("usr/bin/tool"), rootfs.join("usr/bin/tool2")).unwrap();
     umoci(&["repack", "--image", &image, &bundle.display().to_string()]);
-    fs::remove_dir_all(&bundle).unwrap();
+    fs_err::remove_dir_all(&bundle).unwrap();
     let newd = work.join("newd");
-    fs::create_dir(&newd).unwrap();
-    fs::write(newd.join("new"), "n\n").unwrap();
+    fs_err::create_dir(&newd).unwrap();
+    fs_err::write(newd.join("new"), "n\n").unwrap();
     umoci(&["insert", "--image", &image, "--opaque", "newd", "/opt/d"]);
     umoci(&["insert", "--image", &image, "--whiteout", "/opt/link"]);
     umoci(&["insert", "--image", &image, "--whiteout", "/etc/never-was"]);
@@ -129,7 +129,10 @@ fn umoci_layouts_apply_as_umoci_unpacks_them() {
         ]
     );
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(fs::metadata(sb.path("usr/bin/tool2")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs_err::metadata(sb.path("usr/bin/tool2")).unwrap().nlink(),
+        2
+    );
     let exec = render_exec_section(image.config.config.as_ref(), "umoci").unwrap();
     assert!(exec.contains("Parameters=/usr/bin/tool\n"), "{exec}");
     assert!(
@@ -150,7 +153,7 @@ fn skopeo_archives_zstd_layers_and_docker_manifests_apply_the_same() {
     let archive = work.path().join("image.tar");
     skopeo(&[&src, &format!("oci-archive:{}:t", archive.display())]);
     let extracted = work.path().join("extracted");
-    fs::create_dir(&extracted).unwrap();
+    fs_err::create_dir(&extracted).unwrap();
     let summary = extract_oci_archive(fs::File::open(&archive).unwrap(), &extracted).unwrap();
     assert!(summary.blobs >= 7, "{summary:?}");
     assert_eq!(tree(&apply_layout(&extracted).0.root), want);

@@ -2,7 +2,6 @@
 //! indexes serialised from the crate's own types (or hand-written JSON for hostile ones).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -43,8 +42,8 @@ impl LayoutBuilder {
     pub fn new() -> LayoutBuilder {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("layout");
-        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        fs_err::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs_err::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         LayoutBuilder {
             _tmp: tmp,
             dir,
@@ -59,7 +58,7 @@ impl LayoutBuilder {
     /// Writes `bytes` under their digest; returns a descriptor of `media_type`.
     pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Descriptor {
         let d = Digest::of(bytes);
-        fs::write(self.blob_path(&d), bytes).unwrap();
+        fs_err::write(self.blob_path(&d), bytes).unwrap();
         Descriptor::new(media_type, d, bytes.len() as u64)
     }
 
@@ -147,7 +146,7 @@ impl LayoutBuilder {
         d.annotations = BTreeMap::from([(REF_NAME_ANNOTATION.to_string(), name.to_string())]);
         self.entries.push(d);
         let doc = json!({"schemaVersion": 2, "manifests": self.entries});
-        fs::write(
+        fs_err::write(
             self.dir.join("index.json"),
             serde_json::to_vec(&doc).unwrap(),
         )
@@ -162,20 +161,20 @@ pub fn tree(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
+        for e in fs_err::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            let m = fs::symlink_metadata(&p).unwrap();
+            let m = fs_err::symlink_metadata(&p).unwrap();
             let desc = if m.is_dir() {
                 stack.push(p.clone());
                 "dir".to_string()
             } else if m.file_type().is_symlink() {
-                format!("-> {}", fs::read_link(&p).unwrap().display())
+                format!("-> {}", fs_err::read_link(&p).unwrap().display())
             } else {
                 format!(
                     "file {:o} {:?}",
                     m.mode() & 0o7777,
-                    String::from_utf8_lossy(&fs::read(&p).unwrap())
+                    String::from_utf8_lossy(&fs_err::read(&p).unwrap())
                 )
             };
             out.insert(rel, desc);

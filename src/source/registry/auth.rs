@@ -291,7 +291,7 @@ pub fn find_credentials(reference: &ImageReference) -> Result<Option<Credentials
         std::env::var_os("HOME").map(PathBuf::from),
     );
     for file in files {
-        let bytes = match std::fs::read(&file) {
+        let bytes = match fs_err::read(&file) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),

@@ -82,7 +82,7 @@ impl Registry {
     /// the file streamed. The file must be exactly `size` bytes; the registry checks the digest.
     pub async fn upload_blob(&self, digest: &Digest, size: u64, path: &Path) -> Result<()> {
         let what = || format!("uploading blob {digest} from {}", path.display());
-        let actual = std::fs::metadata(path)
+        let actual = fs_err::metadata(path)
             .with_context(|| format!("reading the size of {}", path.display()))
             .with_context(what)?
             .len();
@@ -289,7 +289,7 @@ async fn ensure_blob(registry: &Registry, desc: &Descriptor, from: &BlobFrom) ->
 /// `size` bytes of `path` as a request body, read in chunks as the connection takes them.
 /// A file that turns out shorter fails the request instead of sending a short body.
 fn file_body(path: &Path, size: u64) -> Result<reqwest::Body> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
     let shown_path = path.display().to_string();
     let stream = futures_util::stream::try_unfold(
         (tokio::fs::File::from_std(file), 0u64),

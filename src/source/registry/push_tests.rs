@@ -146,7 +146,7 @@ fn a_streamed_upload_has_an_exact_length_and_its_location_query_kept() {
     let path = dir.path().join("layer");
     // Several chunks, not a multiple of the chunk size.
     let data: Vec<u8> = (0..(CHUNK * 2 + 123)).map(|i| (i % 251) as u8).collect();
-    std::fs::write(&path, &data).unwrap();
+    fs_err::write(&path, &data).unwrap();
     let digest = Digest::of(&data);
     let (port, seen) = scripted(move |_, req| {
         if req.head.starts_with("post ") {

@@ -193,8 +193,8 @@ fn shipped_bridge_takes_extra_bridges() {
 }
 
 fn write(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
+    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    fs_err::write(path, text).unwrap();
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn a_user_directory_is_read_with_modes_and_symlinks() {
         &t.join("files/usr/local/bin/hello"),
         "#!/bin/sh\necho hello\n",
     );
-    fs::set_permissions(
+    fs_err::set_permissions(
         t.join("files/usr/local/bin/hello"),
         fs::Permissions::from_mode(0o4755),
     )

@@ -73,8 +73,8 @@ fn pyyaml_reads_the_emitted_text_as_it_read_the_input() {
         let tree = yaml::parse(sample, "in").unwrap().unwrap();
         let a = dir.path().join(format!("{i}.in.yaml"));
         let b = dir.path().join(format!("{i}.out.yaml"));
-        std::fs::write(&a, sample).unwrap();
-        std::fs::write(&b, yaml::emit(&tree)).unwrap();
+        fs_err::write(&a, sample).unwrap();
+        fs_err::write(&b, yaml::emit(&tree)).unwrap();
         args.push(a);
         args.push(b);
     }

@@ -133,10 +133,10 @@ mod tests {
     fn edits_replace_planted_symlinks_and_never_leave_the_root() {
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("shadow");
-        std::fs::write(&victim, b"secret").unwrap();
+        fs_err::write(&victim, b"secret").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir_all(d.join("etc")).unwrap();
+        fs_err::create_dir_all(d.join("etc")).unwrap();
         std::os::unix::fs::symlink(&victim, d.join("etc/machine-id")).unwrap();
         std::os::unix::fs::symlink(outside.path(), d.join("out")).unwrap();
         std::os::unix::fs::symlink("etc", d.join("conf")).unwrap();
@@ -153,7 +153,7 @@ mod tests {
         );
         root.write_file(Path::new("etc/machine-id"), 0o444, b"")
             .unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+        assert_eq!(fs_err::read(&victim).unwrap(), b"secret");
         let meta = d.join("etc/machine-id").symlink_metadata().unwrap();
         assert!(meta.is_file() && meta.len() == 0);
         assert_eq!(meta.permissions().mode() & 0o777, 0o444);
@@ -163,7 +163,7 @@ mod tests {
         assert!(!outside.path().join("x").exists());
         root.write_file(Path::new("conf/new/file"), 0o600, b"in")
             .unwrap();
-        assert_eq!(std::fs::read(d.join("etc/new/file")).unwrap(), b"in");
+        assert_eq!(fs_err::read(d.join("etc/new/file")).unwrap(), b"in");
         assert_eq!(
             root.read_file(Path::new("conf/new/file"), 1).unwrap(),
             Some(b"i".to_vec())
@@ -176,7 +176,7 @@ mod tests {
         root.write_symlink(Path::new("etc/link"), b"/nowhere")
             .unwrap();
         assert_eq!(
-            std::fs::read_link(d.join("etc/link")).unwrap(),
+            fs_err::read_link(d.join("etc/link")).unwrap(),
             Path::new("/nowhere")
         );
         assert_eq!(

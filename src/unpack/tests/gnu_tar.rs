@@ -18,20 +18,20 @@ const SPARSE_SIZE: u64 = 64 << 20;
 /// Builds the source tree in `src` (which exists).
 fn make_tree(src: &Path) {
     let p = |rel: &str| src.join(rel);
-    fs::create_dir_all(p("d/sub")).unwrap();
-    fs::create_dir(p("acl-dir")).unwrap();
-    fs::create_dir(p("private")).unwrap();
-    fs::write(p("d/file"), "hello\n").unwrap();
-    fs::hard_link(p("d/file"), p("d/hard")).unwrap();
+    fs_err::create_dir_all(p("d/sub")).unwrap();
+    fs_err::create_dir(p("acl-dir")).unwrap();
+    fs_err::create_dir(p("private")).unwrap();
+    fs_err::write(p("d/file"), "hello\n").unwrap();
+    fs_err::hard_link(p("d/file"), p("d/hard")).unwrap();
     symlink("file", p("d/sym")).unwrap();
     symlink("/etc/passwd", p("d/abs")).unwrap();
     symlink("t".repeat(150), p("d/long-target")).unwrap();
-    fs::write(p("d/ping"), "ELF").unwrap();
-    fs::write(p("d/acl"), "acl").unwrap();
-    fs::write(src.join(OsStr::from_bytes(b"d/caf\xe9")), "latin1").unwrap();
+    fs_err::write(p("d/ping"), "ELF").unwrap();
+    fs_err::write(p("d/acl"), "acl").unwrap();
+    fs_err::write(src.join(OsStr::from_bytes(b"d/caf\xe9")), "latin1").unwrap();
     let long_dir = format!("d/{}/{}", "x".repeat(120), "y".repeat(120));
-    fs::create_dir_all(p(&long_dir)).unwrap();
-    fs::write(p(&format!("{long_dir}/{}", "z".repeat(110))), "long").unwrap();
+    fs_err::create_dir_all(p(&long_dir)).unwrap();
+    fs_err::write(p(&format!("{long_dir}/{}", "z".repeat(110))), "long").unwrap();
     // Sparse: data at the start, in the middle and at the very end, holes between.
     let sparse = fs::File::create(p("sparse")).unwrap();
     sparse.set_len(SPARSE_SIZE).unwrap();
@@ -88,7 +88,7 @@ fn describe(root: &Path, with_nanos: bool, with_xattrs: bool) -> BTreeMap<Vec<u8
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).unwrap();
+        let meta = fs_err::symlink_metadata(&path).unwrap();
         let ft = meta.file_type();
         let mut desc = format!(
             "{:o} {}:{} mtime {}{}",
@@ -103,16 +103,16 @@ fn describe(root: &Path, with_nanos: bool, with_xattrs: bool) -> BTreeMap<Vec<u8
             }
         );
         if ft.is_dir() {
-            for entry in fs::read_dir(&path).unwrap() {
+            for entry in fs_err::read_dir(&path).unwrap() {
                 stack.push(rel.join(entry.unwrap().file_name()));
             }
         } else if ft.is_symlink() {
-            desc += &format!(" -> {:?}", fs::read_link(&path).unwrap());
+            desc += &format!(" -> {:?}", fs_err::read_link(&path).unwrap());
         } else if ft.is_file() {
             let first = inodes
                 .entry(meta.ino())
                 .or_insert_with(|| rel.as_os_str().as_bytes().to_vec());
-            let hash = Sha256::digest(fs::read(&path).unwrap());
+            let hash = Sha256::digest(fs_err::read(&path).unwrap());
             desc += &format!(
                 " size {} sha256 {} nlink {} first {:?}",
                 meta.len(),
@@ -161,8 +161,8 @@ fn round_trip(args: &[&str]) -> (tempfile::TempDir, Sandbox) {
         .arg("-C")
         .arg(src.path())
         .arg("."));
-    let bytes = fs::read(&archive).unwrap();
-    fs::remove_file(&archive).unwrap();
+    let bytes = fs_err::read(&archive).unwrap();
+    fs_err::remove_file(&archive).unwrap();
     let sb = Sandbox::new();
     let summary = sb.unpack(&bytes).unwrap();
     assert!(summary.root_entry_seen);
@@ -236,7 +236,7 @@ fn pax_sparse_versions_0_0_and_0_1() {
 
 /// The holes stayed holes: far fewer blocks than the apparent size.
 fn assert_sparse(path: &Path) {
-    let meta = fs::metadata(path).unwrap();
+    let meta = fs_err::metadata(path).unwrap();
     assert_eq!(meta.len(), SPARSE_SIZE);
     let allocated = meta.blocks() * 512;
     assert!(

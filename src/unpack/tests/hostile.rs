@@ -53,9 +53,9 @@ fn absolute_paths_land_inside_the_root() {
         .finish();
     sb.unpack(&archive).unwrap();
     let inside = sb.root.join(abs.strip_prefix("/").unwrap());
-    assert_eq!(fs::read(inside).unwrap(), b"pwned");
+    assert_eq!(fs_err::read(inside).unwrap(), b"pwned");
     assert_eq!(
-        fs::read(sb.path("etc/passwd")).unwrap(),
+        fs_err::read(sb.path("etc/passwd")).unwrap(),
         b"root:x:0:0::/root:/bin/sh\n"
     );
     sb.assert_outside_untouched();
@@ -80,7 +80,7 @@ fn dotdot_that_leaves_the_root_is_refused() {
     let sb = Sandbox::new();
     sb.unpack(&Tar::new().file("a/../b", b"ok").finish())
         .unwrap();
-    assert_eq!(fs::read(sb.path("b")).unwrap(), b"ok");
+    assert_eq!(fs_err::read(sb.path("b")).unwrap(), b"ok");
 }
 
 #[test]
@@ -187,10 +187,14 @@ fn symlinks_that_stay_inside_are_followed() {
         .file("a/b/usr/bin/sh", b"sh")
         .finish();
     sb.unpack(&archive).unwrap();
-    assert_eq!(fs::read(sb.path("usr/bin/ls")).unwrap(), b"ls");
-    assert_eq!(fs::read(sb.path("top")).unwrap(), b"top");
-    assert_eq!(fs::read(sb.path("usr/bin/sh")).unwrap(), b"sh");
-    assert!(fs::symlink_metadata(sb.path("bin")).unwrap().is_symlink());
+    assert_eq!(fs_err::read(sb.path("usr/bin/ls")).unwrap(), b"ls");
+    assert_eq!(fs_err::read(sb.path("top")).unwrap(), b"top");
+    assert_eq!(fs_err::read(sb.path("usr/bin/sh")).unwrap(), b"sh");
+    assert!(
+        fs_err::symlink_metadata(sb.path("bin"))
+            .unwrap()
+            .is_symlink()
+    );
     sb.assert_outside_untouched();
 }
 
@@ -219,7 +223,7 @@ fn hardlinks_to_files_outside_are_refused() {
     let message = invalid(sb.unpack(&archive));
     assert!(message.contains("does not exist"), "{message}");
     assert!(!sb.path("x").exists());
-    assert_eq!(fs::metadata(&abs).unwrap().nlink(), 1);
+    assert_eq!(fs_err::metadata(&abs).unwrap().nlink(), 1);
     sb.assert_outside_untouched();
 
     // Through a symlinked parent that points out.
@@ -254,10 +258,13 @@ fn a_hardlink_to_a_symlink_links_the_symlink_not_its_target() {
         .hardlink("h", "s")
         .finish();
     sb.unpack(&archive).unwrap();
-    let h = fs::symlink_metadata(sb.path("h")).unwrap();
+    let h = fs_err::symlink_metadata(sb.path("h")).unwrap();
     assert!(h.is_symlink());
-    assert_eq!(h.ino(), fs::symlink_metadata(sb.path("s")).unwrap().ino());
-    assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
+    assert_eq!(
+        h.ino(),
+        fs_err::symlink_metadata(sb.path("s")).unwrap().ino()
+    );
+    assert_eq!(fs_err::metadata(&secret).unwrap().nlink(), 1);
     sb.assert_outside_untouched();
 }
 
@@ -276,13 +283,13 @@ fn a_symlink_at_the_destination_is_replaced_not_written_through() {
         .raw(b"h", EntryType::Fifo, b"", 0o644, b"")
         .finish();
     sb.unpack(&archive).unwrap();
-    let f = fs::symlink_metadata(sb.path("f")).unwrap();
+    let f = fs_err::symlink_metadata(sb.path("f")).unwrap();
     assert!(f.is_file());
-    assert_eq!(fs::read(sb.path("f")).unwrap(), b"new");
-    assert!(fs::symlink_metadata(sb.path("d")).unwrap().is_dir());
-    assert_eq!(fs::read(sb.path("d/inside")).unwrap(), b"inside");
+    assert_eq!(fs_err::read(sb.path("f")).unwrap(), b"new");
+    assert!(fs_err::symlink_metadata(sb.path("d")).unwrap().is_dir());
+    assert_eq!(fs_err::read(sb.path("d/inside")).unwrap(), b"inside");
     assert!(
-        fs::symlink_metadata(sb.path("h"))
+        fs_err::symlink_metadata(sb.path("h"))
             .unwrap()
             .file_type()
             .is_fifo_like()
@@ -293,7 +300,7 @@ fn a_symlink_at_the_destination_is_replaced_not_written_through() {
     let sb = Sandbox::new();
     std::os::unix::fs::symlink(&secret, sb.path("f")).unwrap();
     sb.unpack(&Tar::new().file("f", b"new").finish()).unwrap();
-    assert_eq!(fs::read(sb.path("f")).unwrap(), b"new");
+    assert_eq!(fs_err::read(sb.path("f")).unwrap(), b"new");
     sb.assert_outside_untouched();
 }
 
@@ -372,8 +379,8 @@ fn non_utf8_names_are_extracted_byte_for_byte() {
         .finish();
     sb.unpack(&archive).unwrap();
     let name = std::ffi::OsStr::from_bytes(b"caf\xe9/\xff\xfe");
-    assert_eq!(fs::read(sb.root.join(name)).unwrap(), b"latin1");
-    let link = fs::read_link(sb.root.join(std::ffi::OsStr::from_bytes(b"l\xff"))).unwrap();
+    assert_eq!(fs_err::read(sb.root.join(name)).unwrap(), b"latin1");
+    let link = fs_err::read_link(sb.root.join(std::ffi::OsStr::from_bytes(b"l\xff"))).unwrap();
     assert_eq!(link.as_os_str().as_bytes(), b"caf\xe9/\xff\xfe");
 }
 

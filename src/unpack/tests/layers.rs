@@ -1,7 +1,6 @@
 //! OCI layer rules (`layers.rs`): whiteouts, opaque directories in any stream order, hostile
 //! whiteout names, absolute symlinks inside the root; and `Root::lookup_in_root`.
 
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -21,10 +20,10 @@ fn names(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
+        for e in fs_err::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if fs::symlink_metadata(&p).unwrap().is_dir() {
+            if fs_err::symlink_metadata(&p).unwrap().is_dir() {
                 stack.push(p);
             }
         }
@@ -115,7 +114,7 @@ fn whiteouts_apply_to_lower_layers_only() {
         .file("etc/.wh.passwd", b"");
     sb.layer(&root, &t).unwrap();
     assert_eq!(names(&sb.path("opt/tree")), ["b"]);
-    assert_eq!(fs::read(sb.path("etc/passwd")).unwrap(), b"new");
+    assert_eq!(fs_err::read(sb.path("etc/passwd")).unwrap(), b"new");
 }
 
 #[test]
@@ -140,7 +139,7 @@ fn opaque_over_a_lower_symlink_replaces_it_without_following() {
     let mut t = Tar::new();
     t.file("data/.wh..wh..opq", b"").file("data/f", b"f");
     sb.layer(&root, &t).unwrap();
-    assert!(fs::symlink_metadata(sb.path("data")).unwrap().is_dir());
+    assert!(fs_err::symlink_metadata(sb.path("data")).unwrap().is_dir());
     assert_eq!(names(&sb.path("data")), ["f"]);
     sb.assert_outside_untouched();
 }
@@ -258,16 +257,19 @@ fn absolute_symlinks_resolve_inside_the_root_for_layers_only() {
         .symlink("evil", &outside);
     sb.layer(&root, &t).unwrap();
     let inside = sb.root.join(sb.outside.strip_prefix("/").unwrap());
-    fs::create_dir_all(&inside).unwrap();
+    fs_err::create_dir_all(&inside).unwrap();
     let mut t = Tar::new();
     t.file("var/run/pid", b"1")
         .file("evil/secret", b"overwritten?")
         .hardlink("var/run/pid2", "var/run/pid");
     sb.layer(&root, &t).unwrap();
-    assert_eq!(fs::read(sb.path("run/pid")).unwrap(), b"1");
-    assert_eq!(fs::metadata(sb.path("run/pid")).unwrap().nlink(), 2);
+    assert_eq!(fs_err::read(sb.path("run/pid")).unwrap(), b"1");
+    assert_eq!(fs_err::metadata(sb.path("run/pid")).unwrap().nlink(), 2);
     // `evil` means the root's own `<outside path>`.
-    assert_eq!(fs::read(inside.join("secret")).unwrap(), b"overwritten?");
+    assert_eq!(
+        fs_err::read(inside.join("secret")).unwrap(),
+        b"overwritten?"
+    );
     sb.assert_outside_untouched();
     // A whiteout through an absolute symlink resolves inside the root too.
     let mut t = Tar::new();
@@ -315,7 +317,7 @@ fn hardlinks_may_name_files_of_lower_layers() {
         .hardlink("bad", "../outside/secret");
     let err = sb.layer(&root, &t).unwrap_err();
     assert!(err.is_safety_violation(), "{err:?}");
-    assert_eq!(fs::metadata(sb.path("etc/passwd")).unwrap().nlink(), 2);
+    assert_eq!(fs_err::metadata(sb.path("etc/passwd")).unwrap().nlink(), 2);
     sb.assert_outside_untouched();
 }
 
@@ -352,7 +354,7 @@ fn lookup_in_root_follows_symlinks_as_a_chroot_would() {
     assert_eq!(init.mode() & 0o777, 0o755);
     assert_eq!(
         init.ino(),
-        fs::metadata(sb.path("usr/lib/systemd/systemd"))
+        fs_err::metadata(sb.path("usr/lib/systemd/systemd"))
             .unwrap()
             .ino()
     );
@@ -374,7 +376,7 @@ fn a_layer_may_end_right_after_its_last_data_but_not_inside_it() {
     let sb = Sandbox::new();
     let root = Root::open(&sb.root).unwrap();
     unpack_layer(unpadded, &root, &Sandbox::opts()).unwrap();
-    assert_eq!(fs::read(sb.path("d/f")).unwrap(), b"abc");
+    assert_eq!(fs_err::read(sb.path("d/f")).unwrap(), b"abc");
     // Partial padding too.
     unpack_layer(&full[..1024 + 100], &root, &Sandbox::opts()).unwrap();
     // A tarball is held to the format.

@@ -2,7 +2,6 @@
 //! hardlinks, the root entry. Archives are built in code; results are read back with std and
 //! with the `attr`/`acl` tools.
 
-use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -71,18 +70,21 @@ fn owners_and_setuid_survive() {
         )
         .finish();
     sb.unpack(&archive).unwrap();
-    let m = fs::metadata(sb.path("shared/suid")).unwrap();
+    let m = fs_err::metadata(sb.path("shared/suid")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1234, 0o4755));
-    let m = fs::metadata(sb.path("sgid")).unwrap();
+    let m = fs_err::metadata(sb.path("sgid")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 1234, 0o2711));
-    let m = fs::metadata(sb.path("sticky")).unwrap();
+    let m = fs_err::metadata(sb.path("sticky")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (99, 98, 0o1777));
-    let m = fs::metadata(sb.path("shared")).unwrap();
+    let m = fs_err::metadata(sb.path("shared")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1234, 0o2775));
-    let m = fs::symlink_metadata(sb.path("link")).unwrap();
+    let m = fs_err::symlink_metadata(sb.path("link")).unwrap();
     assert!(m.is_symlink());
     assert_eq!((m.uid(), m.gid()), (1234, 4321));
-    assert_eq!(fs::read_link(sb.path("link")).unwrap(), Path::new("suid!"));
+    assert_eq!(
+        fs_err::read_link(sb.path("link")).unwrap(),
+        Path::new("suid!")
+    );
 }
 
 #[test]
@@ -104,21 +106,21 @@ fn device_nodes_and_fifos() {
         .finish();
     let summary = sb.unpack(&archive).unwrap();
     assert_eq!(summary.warnings, 0);
-    let m = fs::symlink_metadata(sb.path("dev/null")).unwrap();
+    let m = fs_err::symlink_metadata(sb.path("dev/null")).unwrap();
     assert!(m.file_type().is_char_device());
     assert_eq!(
         (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())),
         (1, 3)
     );
     assert_eq!(m.mode() & 0o7777, 0o666);
-    let m = fs::symlink_metadata(sb.path("dev/loop0")).unwrap();
+    let m = fs_err::symlink_metadata(sb.path("dev/loop0")).unwrap();
     assert!(m.file_type().is_block_device());
     assert_eq!(
         (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())),
         (7, 0)
     );
     assert_eq!((m.gid(), m.mode() & 0o7777), (6, 0o660));
-    let m = fs::symlink_metadata(sb.path("run/fifo")).unwrap();
+    let m = fs_err::symlink_metadata(sb.path("run/fifo")).unwrap();
     assert!(m.file_type().is_fifo());
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5, 0o620));
     assert_eq!(m.mtime(), MTIME as i64);
@@ -212,7 +214,7 @@ fn acls_from_pax_text() {
         .arg(sb.path("d")));
     assert!(facl.contains("user:4242:rwx"), "{facl}");
     assert_eq!(
-        fs::metadata(sb.path("named")).unwrap().mode() & 0o777,
+        fs_err::metadata(sb.path("named")).unwrap().mode() & 0o777,
         0o754
     );
 }
@@ -244,18 +246,18 @@ fn file_and_directory_times() {
         .raw(b"d/l", EntryType::Symlink, b"f", 0o777, b"")
         .finish();
     sb.unpack(&archive).unwrap();
-    let d = fs::metadata(sb.path("d")).unwrap();
+    let d = fs_err::metadata(sb.path("d")).unwrap();
     assert_eq!((d.mtime(), d.mtime_nsec()), (1_500_000_000, 123_456_789));
     assert_eq!((d.atime(), d.atime_nsec()), (1_400_000_000, 500_000_000));
     for p in ["d/f", "d/sub", "d/sub/g"] {
         assert_eq!(
-            fs::metadata(sb.path(p)).unwrap().mtime(),
+            fs_err::metadata(sb.path(p)).unwrap().mtime(),
             MTIME as i64,
             "{p}"
         );
     }
     assert_eq!(
-        fs::symlink_metadata(sb.path("d/l")).unwrap().mtime(),
+        fs_err::symlink_metadata(sb.path("d/l")).unwrap().mtime(),
         MTIME as i64
     );
 }
@@ -269,12 +271,15 @@ fn restrictive_directory_modes_are_set_last() {
         .raw(b"ro/inner/f", EntryType::Regular, b"", 0o400, b"data")
         .finish();
     sb.unpack(&archive).unwrap();
-    assert_eq!(fs::metadata(sb.path("ro")).unwrap().mode() & 0o7777, 0o500);
     assert_eq!(
-        fs::metadata(sb.path("ro/inner")).unwrap().mode() & 0o7777,
+        fs_err::metadata(sb.path("ro")).unwrap().mode() & 0o7777,
+        0o500
+    );
+    assert_eq!(
+        fs_err::metadata(sb.path("ro/inner")).unwrap().mode() & 0o7777,
         0
     );
-    assert_eq!(fs::read(sb.path("ro/inner/f")).unwrap(), b"data");
+    assert_eq!(fs_err::read(sb.path("ro/inner/f")).unwrap(), b"data");
 }
 
 #[test]
@@ -286,7 +291,7 @@ fn the_root_entry_applies_to_the_root() {
         let archive = Tar::new().header(&mut h, b"").file("./x", b"x").finish();
         let summary = sb.unpack(&archive).unwrap();
         assert!(summary.root_entry_seen, "{name:?}");
-        let m = fs::metadata(&sb.root).unwrap();
+        let m = fs_err::metadata(&sb.root).unwrap();
         assert_eq!(
             (m.uid(), m.gid(), m.mode() & 0o7777, m.mtime()),
             (1234, 4321, 0o750, MTIME as i64)
@@ -321,7 +326,7 @@ fn long_names_and_deep_paths() {
         .finish();
     let summary = sb.unpack(&archive).unwrap();
     assert_eq!(summary.entries, 4);
-    assert_eq!(fs::read(sb.path(&long)).unwrap(), b"gnu");
+    assert_eq!(fs_err::read(sb.path(&long)).unwrap(), b"gnu");
     // Read back with find, which walks down instead of passing the whole path to the kernel.
     let out = run(Command::new("find")
         .arg(".")
@@ -331,7 +336,7 @@ fn long_names_and_deep_paths() {
         .current_dir(&sb.root));
     assert_eq!(out, format!("deep ./{deep_file}"));
     assert_eq!(
-        fs::read(
+        fs_err::read(
             sb.root
                 .join(std::ffi::OsStr::from_bytes(pax_name.as_bytes()))
         )
@@ -339,7 +344,7 @@ fn long_names_and_deep_paths() {
         b"newlines"
     );
     assert_eq!(
-        fs::read_link(sb.path("longlink"))
+        fs_err::read_link(sb.path("longlink"))
             .unwrap()
             .as_os_str()
             .as_bytes(),
@@ -350,7 +355,7 @@ fn long_names_and_deep_paths() {
 #[test]
 fn hardlinks_share_an_inode() {
     let sb = Sandbox::new();
-    fs::write(sb.path("lower"), "from a lower layer").unwrap();
+    fs_err::write(sb.path("lower"), "from a lower layer").unwrap();
     let archive = Tar::new()
         .file("a/orig", b"content")
         .hardlink("b/link", "a/orig")
@@ -359,16 +364,20 @@ fn hardlinks_share_an_inode() {
         .hardlink("a/orig", "a/orig")
         .finish();
     sb.unpack(&archive).unwrap();
-    let orig = fs::metadata(sb.path("a/orig")).unwrap();
+    let orig = fs_err::metadata(sb.path("a/orig")).unwrap();
     assert_eq!(orig.nlink(), 3);
     for p in ["b/link", "abs"] {
-        assert_eq!(fs::metadata(sb.path(p)).unwrap().ino(), orig.ino(), "{p}");
+        assert_eq!(
+            fs_err::metadata(sb.path(p)).unwrap().ino(),
+            orig.ino(),
+            "{p}"
+        );
     }
     assert_eq!(
-        fs::metadata(sb.path("lower-link")).unwrap().ino(),
-        fs::metadata(sb.path("lower")).unwrap().ino()
+        fs_err::metadata(sb.path("lower-link")).unwrap().ino(),
+        fs_err::metadata(sb.path("lower")).unwrap().ino()
     );
-    assert_eq!(fs::read(sb.path("a/orig")).unwrap(), b"content");
+    assert_eq!(fs_err::read(sb.path("a/orig")).unwrap(), b"content");
 }
 
 #[test]
@@ -394,11 +403,11 @@ fn replacing_objects_keeps_later_entries_in_the_right_place() {
         .finish();
     sb.unpack(&archive).unwrap();
     assert!(!sb.path("a/b/old").exists());
-    assert_eq!(fs::read(sb.path("a/b/new")).unwrap(), b"new");
-    assert_eq!(fs::read(sb.path("a/b/newer")).unwrap(), b"newer");
-    assert_eq!(fs::read(sb.path("t/via-link")).unwrap(), b"1");
-    assert!(fs::symlink_metadata(sb.path("s")).unwrap().is_dir());
-    assert_eq!(fs::read(sb.path("s/in-dir")).unwrap(), b"2");
+    assert_eq!(fs_err::read(sb.path("a/b/new")).unwrap(), b"new");
+    assert_eq!(fs_err::read(sb.path("a/b/newer")).unwrap(), b"newer");
+    assert_eq!(fs_err::read(sb.path("t/via-link")).unwrap(), b"1");
+    assert!(fs_err::symlink_metadata(sb.path("s")).unwrap().is_dir());
+    assert_eq!(fs_err::read(sb.path("s/in-dir")).unwrap(), b"2");
     assert!(!sb.path("t/in-dir").exists());
 }
 
@@ -411,7 +420,7 @@ fn pre_posix_directories_and_unknown_types() {
         .raw(b"old-style/f", EntryType::Regular, b"", 0o644, b"f")
         .finish();
     let summary = sb.unpack(&archive).unwrap();
-    assert!(fs::metadata(sb.path("old-style")).unwrap().is_dir());
+    assert!(fs_err::metadata(sb.path("old-style")).unwrap().is_dir());
     assert!(!sb.top.join("volume label").exists());
     assert_eq!(summary.warnings, 1);
     assert_eq!(summary.entries, 3);
@@ -432,7 +441,7 @@ fn big_ids_from_pax() {
         err.to_string().contains("uid 4294967295 is out of range"),
         "{err}"
     );
-    let m = fs::metadata(sb.path("f")).unwrap();
+    let m = fs_err::metadata(sb.path("f")).unwrap();
     assert_eq!((m.uid(), m.gid()), (100_000_000, 3_000_000_000));
 }
 

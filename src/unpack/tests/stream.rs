@@ -1,6 +1,5 @@
 //! The stream as a whole: concatenation, padding, garbage, truncation, input errors, limits.
 
-use std::fs;
 use std::io::{self, Read};
 
 use tar::EntryType;
@@ -20,7 +19,7 @@ fn concatenated_archives_and_zero_padding_are_accepted() {
     let summary = sb.unpack(&archive).unwrap();
     assert_eq!(summary.entries, 3);
     for (name, content) in [("one", "1"), ("two", "2"), ("three", "3")] {
-        assert_eq!(fs::read_to_string(sb.path(name)).unwrap(), content);
+        assert_eq!(fs_err::read_to_string(sb.path(name)).unwrap(), content);
     }
 }
 
@@ -29,7 +28,7 @@ fn an_archive_without_end_marker_is_accepted_like_gnu_tar_does() {
     let sb = Sandbox::new();
     sb.unpack(&Tar::new().file("a", b"x").unterminated())
         .unwrap();
-    assert_eq!(fs::read(sb.path("a")).unwrap(), b"x");
+    assert_eq!(fs_err::read(sb.path("a")).unwrap(), b"x");
 }
 
 #[test]
@@ -51,7 +50,7 @@ fn trailing_garbage_is_an_error_with_its_offset() {
         other => panic!("expected trailing garbage, got {other:?}"),
     }
     // Everything before the garbage was extracted.
-    assert_eq!(fs::read(sb.path("a")).unwrap(), b"x");
+    assert_eq!(fs_err::read(sb.path("a")).unwrap(), b"x");
 }
 
 #[test]
@@ -244,7 +243,7 @@ fn large_files_through_a_reader_that_returns_small_pieces() {
     let root = Root::open(&sb.root).unwrap();
     let summary = unpack_tar(Trickle(stream), &root, &Sandbox::opts()).unwrap();
     assert_eq!(summary.bytes, size);
-    let written = fs::read(sb.path("big")).unwrap();
+    let written = fs_err::read(sb.path("big")).unwrap();
     assert_eq!(written.len() as u64, size);
     assert!(written.iter().enumerate().all(|(i, &b)| b == i as u8));
 }

@@ -2,7 +2,6 @@
 //! write), a sandbox with a sentinel directory outside the root, and snapshots of that sentinel.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -156,10 +155,10 @@ impl Sandbox {
         let top = dir.path().to_owned();
         let root = top.join("root");
         let outside = top.join("outside");
-        fs::create_dir(&root).unwrap();
-        fs::create_dir(&outside).unwrap();
-        fs::write(outside.join("secret"), "sentinel").unwrap();
-        fs::create_dir(outside.join("dir")).unwrap();
+        fs_err::create_dir(&root).unwrap();
+        fs_err::create_dir(&outside).unwrap();
+        fs_err::write(outside.join("secret"), "sentinel").unwrap();
+        fs_err::create_dir(outside.join("dir")).unwrap();
         let before = snapshot(&top, &root);
         Sandbox {
             _dir: dir,
@@ -201,23 +200,23 @@ fn snapshot(top: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![top.to_owned()];
     while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
+        for entry in fs_err::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path == skip {
                 continue;
             }
-            let meta = fs::symlink_metadata(&path).unwrap();
+            let meta = fs_err::symlink_metadata(&path).unwrap();
             let desc = if meta.is_dir() {
                 stack.push(path.clone());
                 format!("dir {:o}", meta.mode())
             } else if meta.file_type().is_symlink() {
-                format!("symlink {:?}", fs::read_link(&path).unwrap())
+                format!("symlink {:?}", fs_err::read_link(&path).unwrap())
             } else {
                 format!(
                     "file {:o} nlink {} {:?}",
                     meta.mode(),
                     meta.nlink(),
-                    fs::read(&path).unwrap()
+                    fs_err::read(&path).unwrap()
                 )
             };
             out.insert(path, desc);

@@ -182,7 +182,7 @@ pub fn certs_to_add(bytes: &[u8], origin: &str) -> Result<Vec<Cert>> {
 /// See [`certs_to_add`]; also when `keys_dir` cannot be created or written, or an existing
 /// `<FPR>.pgp` does not parse. Certificates written before a failure stay (each is complete).
 pub fn add_to_dir(keys_dir: &Path, file: &Path) -> Result<Vec<String>> {
-    let bytes = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bytes = fs_err::read(file)?;
     let certs = certs_to_add(&bytes, &file.display().to_string())?;
     fs::DirBuilder::new()
         .recursive(true)
@@ -194,7 +194,7 @@ pub fn add_to_dir(keys_dir: &Path, file: &Path) -> Result<Vec<String>> {
         let fpr = fpr_hex(&cert.fingerprint());
         let name = format!("{fpr}.pgp");
         let target = keys_dir.join(&name);
-        let cert = match fs::read(&target) {
+        let cert = match fs_err::read(&target) {
             Ok(existing) => merge_with_existing(cert, &existing, &target)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => cert,
             Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
@@ -249,7 +249,7 @@ pub fn remove_from_dir(keys_dir: &Path, fpr: &str) -> Result<PathBuf> {
     let fpr = parse_fingerprint(fpr)?;
     let mut holders = Vec::new();
     for path in keyring_files_in_dir(keys_dir)? {
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = fs_err::read(&path)?;
         let certs = parse_keyring(&bytes).with_context(|| format!("reading {}", path.display()))?;
         if certs.iter().any(|c| c.fingerprint() == fpr) {
             holders.push((path, certs.len()));
@@ -264,7 +264,7 @@ pub fn remove_from_dir(keys_dir: &Path, fpr: &str) -> Result<PathBuf> {
             keys_dir.display()
         );
     }
-    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    fs_err::remove_file(&path)?;
     File::open(keys_dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", keys_dir.display()))?;

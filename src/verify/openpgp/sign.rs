@@ -105,7 +105,6 @@ pub fn sign_message(key: &SigningKey, data: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
 
     /// A new signing-capable certificate, written as a secret key file and loaded from it.
     fn generated_key(key_file: &std::path::Path) -> (openpgp::Cert, SigningKey) {
@@ -116,7 +115,7 @@ mod tests {
             .unwrap();
         let mut bytes = Vec::new();
         cert.as_tsk().serialize(&mut bytes).unwrap();
-        fs::write(key_file, &bytes).unwrap();
+        fs_err::write(key_file, &bytes).unwrap();
         let key = load_signing_key(key_file).unwrap();
         (cert, key)
     }
@@ -150,7 +149,7 @@ mod tests {
         // A public key alone cannot sign.
         let mut public = Vec::new();
         cert.serialize(&mut public).unwrap();
-        fs::write(&key_file, &public).unwrap();
+        fs_err::write(&key_file, &public).unwrap();
         assert!(load_signing_key(&key_file).is_err());
     }
 

@@ -50,7 +50,7 @@ impl TrustStore {
     /// the file. Nothing is added from a file that fails.
     pub fn add_file(&mut self, path: &Path, pinned: bool) -> Result<usize> {
         let bytes =
-            std::fs::read(path).with_context(|| format!("reading keyring {}", path.display()))?;
+            fs_err::read(path).with_context(|| format!("reading keyring {}", path.display()))?;
         self.add_bytes(&bytes, &path.display().to_string(), pinned)
     }
 
@@ -137,7 +137,7 @@ pub(crate) fn parse_keyring(bytes: &[u8]) -> Result<Vec<Cert>> {
 /// # Errors
 /// When the directory exists but cannot be listed.
 pub fn keyring_files_in_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
@@ -155,7 +155,7 @@ pub fn keyring_files_in_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         let path = entry.path();
         // Follows symlinks on purpose: a link to a keyring elsewhere is a keyring the user
         // placed here. Directories and other odd things are skipped.
-        if std::fs::metadata(&path)
+        if fs_err::metadata(&path)
             .map(|m| m.is_file())
             .unwrap_or(false)
         {
@@ -192,7 +192,7 @@ pub fn load_trust_store(
         store.add_file(&path, true)?;
     }
     for path in importd_keyrings {
-        match std::fs::read(path) {
+        match fs_err::read(path) {
             Ok(bytes) => {
                 store.add_bytes(&bytes, &path.display().to_string(), false)?;
             }

@@ -141,14 +141,14 @@ impl Gpg<'_> {
             .home
             .join("openpgp-revocs.d")
             .join(format!("{fpr}.rev"));
-        let text = std::fs::read_to_string(&rev).expect("gpg wrote a revocation certificate");
+        let text = fs_err::read_to_string(&rev).expect("gpg wrote a revocation certificate");
         let armored: String = text
             .lines()
             .map(|l| l.strip_prefix(':').unwrap_or(l))
             .collect::<Vec<_>>()
             .join("\n");
         let path = self.home.join("revoke.asc");
-        std::fs::write(&path, armored).expect("writing the revocation certificate");
+        fs_err::write(&path, armored).expect("writing the revocation certificate");
         self.run(&["--import", path.to_str().expect("temp paths are UTF-8")]);
     }
 
@@ -157,7 +157,7 @@ impl Gpg<'_> {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let data_path = self.home.join("data.bin");
-        std::fs::write(&data_path, &data).expect("writing the data to sign");
+        fs_err::write(&data_path, &data).expect("writing the data to sign");
 
         let alice = self.gen_key("Alice <alice@example.org>", &[]);
         let bob = self.gen_key("Bob <bob@example.org>", &[]);

@@ -10,7 +10,7 @@ use crate::verify::openpgp::keys::{
 use crate::verify::openpgp::{TrustStore, load_trust_store, verify_detached};
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    let mut names: Vec<String> = fs_err::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -33,7 +33,7 @@ fn add_ls_rm_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let keys_dir = tmp.path().join("sandboxes/keys");
     let input = tmp.path().join("alice.asc");
-    std::fs::write(&input, &f.alice.armored).unwrap();
+    fs_err::write(&input, &f.alice.armored).unwrap();
 
     assert_eq!(
         add_to_dir(&keys_dir, &input).unwrap(),
@@ -41,9 +41,9 @@ fn add_ls_rm_round_trip() {
     );
     let stored = keys_dir.join(format!("{}.pgp", f.alice.fpr));
     assert_eq!(files_in(&keys_dir), vec![format!("{}.pgp", f.alice.fpr)]);
-    let mode = std::fs::metadata(&keys_dir).unwrap().permissions().mode();
+    let mode = fs_err::metadata(&keys_dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o755);
-    let bytes = std::fs::read(&stored).unwrap();
+    let bytes = fs_err::read(&stored).unwrap();
     assert!(bytes[0] & 0x80 != 0, "binary packets, not armor");
 
     // Adding the same key again keeps one file.
@@ -83,7 +83,7 @@ fn add_a_keyring_with_several_keys_writes_one_file_each() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("both.asc");
-    std::fs::write(&input, &f.alice_and_bob_armored).unwrap();
+    fs_err::write(&input, &f.alice_and_bob_armored).unwrap();
     let keys_dir = tmp.path().join("keys");
     let added = add_to_dir(&keys_dir, &input).unwrap();
     assert_eq!(added, vec![f.alice.fpr.clone(), f.bob.fpr.clone()]);
@@ -99,7 +99,7 @@ fn add_refuses_secret_keys_and_garbage() {
     let keys_dir = tmp.path().join("keys");
 
     let secret = tmp.path().join("secret.gpg");
-    std::fs::write(&secret, &f.alice_secret).unwrap();
+    fs_err::write(&secret, &f.alice_secret).unwrap();
     let err = add_to_dir(&keys_dir, &secret).unwrap_err();
     let message = format!("{err:#}");
     assert!(
@@ -109,7 +109,7 @@ fn add_refuses_secret_keys_and_garbage() {
     assert!(!keys_dir.exists(), "nothing written");
 
     let garbage = tmp.path().join("garbage.asc");
-    std::fs::write(&garbage, "hello\n").unwrap();
+    fs_err::write(&garbage, "hello\n").unwrap();
     let err = add_to_dir(&keys_dir, &garbage).unwrap_err();
     assert!(format!("{err:#}").contains("garbage.asc"), "{err:#}");
 
@@ -154,7 +154,7 @@ fn rm_errors_are_clear_and_touch_nothing() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let keys_dir = tmp.path().join("keys");
-    std::fs::create_dir(&keys_dir).unwrap();
+    fs_err::create_dir(&keys_dir).unwrap();
 
     let err = remove_from_dir(&keys_dir, &f.alice.fpr).unwrap_err();
     assert!(format!("{err:#}").contains("no key"), "{err:#}");
@@ -167,8 +167,8 @@ fn rm_errors_are_clear_and_touch_nothing() {
     );
 
     // The same key in two files: ambiguous.
-    std::fs::write(keys_dir.join("alice.asc"), &f.alice.armored).unwrap();
-    std::fs::write(keys_dir.join("alice-again.gpg"), &f.alice.binary).unwrap();
+    fs_err::write(keys_dir.join("alice.asc"), &f.alice.armored).unwrap();
+    fs_err::write(keys_dir.join("alice-again.gpg"), &f.alice.binary).unwrap();
     let err = remove_from_dir(&keys_dir, &f.alice.fpr).unwrap_err();
     let message = format!("{err:#}");
     assert!(
@@ -178,16 +178,16 @@ fn rm_errors_are_clear_and_touch_nothing() {
     assert_eq!(files_in(&keys_dir).len(), 2);
 
     // A file with several keys is not rewritten.
-    std::fs::remove_file(keys_dir.join("alice.asc")).unwrap();
-    std::fs::remove_file(keys_dir.join("alice-again.gpg")).unwrap();
-    std::fs::write(keys_dir.join("both.asc"), &f.alice_and_bob_armored).unwrap();
+    fs_err::remove_file(keys_dir.join("alice.asc")).unwrap();
+    fs_err::remove_file(keys_dir.join("alice-again.gpg")).unwrap();
+    fs_err::write(keys_dir.join("both.asc"), &f.alice_and_bob_armored).unwrap();
     let err = remove_from_dir(&keys_dir, &f.bob.fpr).unwrap_err();
     assert!(format!("{err:#}").contains("holds 2 keys"), "{err:#}");
     assert_eq!(files_in(&keys_dir), vec!["both.asc".to_string()]);
 
     // A file next to the keys directory is never a candidate.
     let outside = tmp.path().join("alice.asc");
-    std::fs::write(&outside, &f.alice.armored).unwrap();
+    fs_err::write(&outside, &f.alice.armored).unwrap();
     assert!(remove_from_dir(&keys_dir, &f.alice.fpr).is_err());
     assert!(outside.exists());
 }

@@ -9,7 +9,7 @@ use crate::verify::openpgp::{TrustStore, load_trust_store, verify_detached};
 fn garbled_keyring_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbled.gpg");
-    std::fs::write(&path, b"\x99\x01\x0dthis is no key packet at all").unwrap();
+    fs_err::write(&path, b"\x99\x01\x0dthis is no key packet at all").unwrap();
     let mut store = TrustStore::new();
     let err = store.add_file(&path, true).unwrap_err();
     assert!(
@@ -19,7 +19,7 @@ fn garbled_keyring_file_is_an_error_naming_it() {
     assert!(store.is_empty(), "nothing added from a failing file");
 
     let text = dir.path().join("notes.asc");
-    std::fs::write(&text, "just some text\n").unwrap();
+    fs_err::write(&text, "just some text\n").unwrap();
     let err = store.add_file(&text, true).unwrap_err();
     assert!(format!("{err:#}").contains("notes.asc"), "{err:#}");
 }
@@ -50,16 +50,16 @@ fn load_trust_store_combines_keyrings_keys_dir_and_importd() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let keyring = dir.path().join("alice.asc");
-    std::fs::write(&keyring, &f.alice.armored).unwrap();
+    fs_err::write(&keyring, &f.alice.armored).unwrap();
     let keys_dir = dir.path().join("keys");
-    std::fs::create_dir(&keys_dir).unwrap();
-    std::fs::write(keys_dir.join("bob.pgp"), &f.bob.binary).unwrap();
+    fs_err::create_dir(&keys_dir).unwrap();
+    fs_err::write(keys_dir.join("bob.pgp"), &f.bob.binary).unwrap();
     // Not keyrings by name: ignored, even though garbled or a real key.
-    std::fs::write(keys_dir.join("README"), b"not a key").unwrap();
-    std::fs::write(keys_dir.join(".bob.pgp.tmp-0123"), b"half a key").unwrap();
-    std::fs::write(keys_dir.join("old.txt"), &f.old.armored).unwrap();
+    fs_err::write(keys_dir.join("README"), b"not a key").unwrap();
+    fs_err::write(keys_dir.join(".bob.pgp.tmp-0123"), b"half a key").unwrap();
+    fs_err::write(keys_dir.join("old.txt"), &f.old.armored).unwrap();
     let importd = dir.path().join("import-pubring.gpg");
-    std::fs::write(&importd, &f.old.binary).unwrap();
+    fs_err::write(&importd, &f.old.binary).unwrap();
     let missing_importd = dir.path().join("no-such-pubring.pgp");
 
     let store = load_trust_store(
@@ -110,18 +110,18 @@ fn load_trust_store_errors() {
     );
 
     // Garbled files are errors wherever they are.
-    std::fs::create_dir(&no_keys_dir).unwrap();
+    fs_err::create_dir(&no_keys_dir).unwrap();
     let garbled = no_keys_dir.join("broken.asc");
-    std::fs::write(&garbled, b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n").unwrap();
+    fs_err::write(&garbled, b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n").unwrap();
     let err = load_trust_store(&[], &no_keys_dir, &[]).unwrap_err();
     assert!(
         format!("{err:#}").contains(&garbled.display().to_string()),
         "{err:#}"
     );
-    std::fs::remove_file(&garbled).unwrap();
+    fs_err::remove_file(&garbled).unwrap();
 
     let importd = dir.path().join("import-pubring.gpg");
-    std::fs::write(&importd, &f.alice.binary[..40]).unwrap();
+    fs_err::write(&importd, &f.alice.binary[..40]).unwrap();
     let err = load_trust_store(&[], &no_keys_dir, std::slice::from_ref(&importd)).unwrap_err();
     assert!(
         format!("{err:#}").contains(&importd.display().to_string()),
@@ -130,7 +130,7 @@ fn load_trust_store_errors() {
 
     // An importd keyring that exists but cannot be read (a directory here) is not "missing".
     let unreadable: PathBuf = dir.path().join("pubring-dir.gpg");
-    std::fs::create_dir(&unreadable).unwrap();
+    fs_err::create_dir(&unreadable).unwrap();
     let err = load_trust_store(&[], &no_keys_dir, std::slice::from_ref(&unreadable)).unwrap_err();
     assert!(
         format!("{err:#}").contains(&unreadable.display().to_string()),

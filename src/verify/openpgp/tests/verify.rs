@@ -289,8 +289,8 @@ fn a_failing_data_reader_is_reported_as_such() {
 #[test]
 fn ubuntu_release_signature_by_a_key_we_do_not_have() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openpgp");
-    let sums = std::fs::read(format!("{dir}/ubuntu-noble-SHA256SUMS")).unwrap();
-    let sig = std::fs::read(format!("{dir}/ubuntu-noble-SHA256SUMS.gpg")).unwrap();
+    let sums = fs_err::read(format!("{dir}/ubuntu-noble-SHA256SUMS")).unwrap();
+    let sig = fs_err::read(format!("{dir}/ubuntu-noble-SHA256SUMS.gpg")).unwrap();
     assert!(
         sig.starts_with(b"-----BEGIN PGP SIGNATURE-----"),
         "armored despite .gpg"
