@@ -51,7 +51,12 @@ pub fn run(settings: &Settings, args: ImagesArgs) -> Result<ExitCode> {
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let arch = args.arch.as_deref().map(normalise_arch);
     if args.remote {
-        let server = images::server_url(args.images_server.as_deref())?;
+        // An empty `$SANDBOX_IMAGES_SERVER` is unset, as `build` reads it.
+        let given = args
+            .images_server
+            .as_deref()
+            .filter(|s| !s.trim().is_empty());
+        let server = images::server_url(given)?;
         let http = Http::new()?;
         let rows = crate::runtime::block_on(images::list_remote(
             &server,

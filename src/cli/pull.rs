@@ -113,7 +113,8 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
         extra_keys: Vec::new(),
         offline: args.offline,
         arch: args.arch.clone(),
-        images_server: args.images_server.clone(),
+        // An empty `$SANDBOX_IMAGES_SERVER` is unset, as `build` reads it.
+        images_server: args.images_server.clone().filter(|s| !s.trim().is_empty()),
         allow_downgrade: args.allow_downgrade,
         oci: OciOptions {
             creds: args.creds.clone(),

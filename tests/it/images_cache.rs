@@ -146,6 +146,23 @@ fn offline_without_a_cached_copy_fails() {
     .failure()
     .stderr_mentions(&["--offline"]);
     lxc.env.assert_machines(&[]);
+    // An empty $SANDBOX_IMAGES_SERVER is unset (as for build): the default server's cache is
+    // asked, not "`` is not a valid URL".
+    let out = lxc
+        .env
+        .sandbox_with_env(
+            &[
+                "pull",
+                "--offline",
+                "--arch",
+                "amd64",
+                "images:debian/bookworm",
+            ],
+            &[("SANDBOX_IMAGES_SERVER", "")],
+        )
+        .failure()
+        .stderr_mentions(&["--offline", "not in the cache"]);
+    assert!(!out.stderr.contains("valid image server"), "{}", out.stderr);
     assert!(
         lxc.server.nginx().log().is_empty(),
         "--offline touched the server:\n{}",
