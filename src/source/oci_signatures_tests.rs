@@ -3,7 +3,7 @@
 //! index, the signature manifest (by digest only: no `.sig` tag exists) and its payload.
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -28,17 +28,7 @@ fn scripted_registry(routes_for: impl FnOnce(u16) -> Routes) -> (u16, Arc<Mutex<
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut req = Vec::new();
-            let mut byte = [0u8; 1];
-            while !req.ends_with(b"\r\n\r\n") {
-                match conn.read(&mut byte) {
-                    // The https probe of --tls-verify=false: hang up.
-                    Ok(1) if req.is_empty() && byte[0] == 0x16 => break,
-                    Ok(1) => req.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let text = String::from_utf8_lossy(&req).to_string();
+            let text = crate::transport::test_server::read_head(&mut conn).unwrap_or_default();
             let Some(path) = text.lines().next().and_then(|l| l.split(' ').nth(1)) else {
                 continue;
             };

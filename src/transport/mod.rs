@@ -27,6 +27,8 @@
 pub mod http;
 pub mod redact;
 pub mod resume;
+#[cfg(test)]
+pub(crate) mod test_server;
 
 use std::time::Duration;
 

@@ -402,11 +402,7 @@ mod tests {
         let url = format!("http://{}/blob", listener.local_addr().unwrap());
         std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
+            let _ = super::super::test_server::read_head(&mut conn);
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
             let _ = conn.write_all(&body);
         });

@@ -1,7 +1,7 @@
 //! Unit tests of the registry client against a scripted HTTP server on 127.0.0.1.
 
 use super::*;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -16,17 +16,7 @@ fn token_registry(manifest: Vec<u8>, announce: bool) -> (u16, Arc<Mutex<Vec<Stri
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut req = Vec::new();
-            let mut byte = [0u8; 1];
-            while !req.ends_with(b"\r\n\r\n") {
-                match conn.read(&mut byte) {
-                    // A TLS ClientHello (the https probe of --tls-verify=false): hang up.
-                    Ok(1) if req.is_empty() && byte[0] == 0x16 => break,
-                    Ok(1) => req.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let text = String::from_utf8_lossy(&req).to_string();
+            let text = crate::transport::test_server::read_head(&mut conn).unwrap_or_default();
             let Some(line) = text.lines().next().filter(|l| l.starts_with("GET")) else {
                 continue;
             };
