@@ -123,13 +123,21 @@ pub fn write_state(sandboxes_dir: &Path, state: &SandboxState) -> Result<()> {
 
 /// The record of `name`; `None` when there is none (a machine not built by `sandbox build`).
 pub fn read_state(sandboxes_dir: &Path, name: &str) -> Result<Option<SandboxState>> {
+    read_record(sandboxes_dir, name)
+}
+
+/// `<sandboxes_dir>/state/NAME.json` as `T`; `None` when there is none.
+fn read_record<T: serde::de::DeserializeOwned>(
+    sandboxes_dir: &Path,
+    name: &str,
+) -> Result<Option<T>> {
     let path = state_path(sandboxes_dir, name);
     match fs_err::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .with_context(|| format!("reading the sandbox state record {}", path.display())),
+            .with_context(|| format!("parsing the state record {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -168,14 +176,7 @@ impl RecordView {
 
 /// Reads `<sandboxes_dir>/state/NAME.json` leniently; `None` when there is none.
 pub fn read_view(sandboxes_dir: &Path, name: &str) -> Result<Option<RecordView>> {
-    let path = state_path(sandboxes_dir, name);
-    match fs_err::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("parsing the state record {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading the state record {}", path.display())),
-    }
+    read_record(sandboxes_dir, name)
 }
 
 /// The lenient field readers of [`RecordView`]: each takes any JSON value.
