@@ -207,9 +207,6 @@ fn check_options(source: &SourceRef, args: &PullArgs) -> Result<Option<OciSource
             "--keyring is for tarball and images: signatures; OCI signatures are not yet checked"
         );
     }
-    if let Some(p) = &args.platform {
-        PlatformSpec::parse(p)?;
-    }
     Ok(Some(oci))
 }
 
