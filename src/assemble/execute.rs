@@ -153,7 +153,8 @@ pub fn build(
         .flatten();
 
     let on_zfs = zfs::on_zfs(machines_dir)?;
-    if on_zfs && !host.available(Program::Zfs) {
+    let zfs_runs = host.available(Program::Zfs);
+    if on_zfs && !zfs_runs {
         tracing::warn!(
             "{} is on ZFS, but {}: building `{}` as a plain directory, not a dataset of its own",
             machines_dir.display(),
@@ -161,7 +162,7 @@ pub fn build(
             req.name
         );
     }
-    let (fixups, state) = if on_zfs && host.available(Program::Zfs) {
+    let (fixups, state) = if on_zfs && zfs_runs {
         build_on_zfs(
             paths,
             progress,

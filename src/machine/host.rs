@@ -68,14 +68,19 @@ pub trait Host {
     fn available(&self, program: Program) -> bool;
     /// Why `program` is not run, for the message that says what was skipped.
     fn unavailable(&self, program: Program) -> String {
-        format!(
-            "{} is not available (not on PATH, ${} unset)",
-            program.name(),
-            program.env_var()
-        )
+        not_found(program)
     }
     /// Runs it; a non-zero exit is an error that names the command and quotes its stderr.
     fn run(&self, program: Program, args: &[&OsStr]) -> Result<CommandOutput>;
+}
+
+/// `program` is neither on PATH nor named by its variable.
+fn not_found(program: Program) -> String {
+    format!(
+        "{} is not available (not on PATH, ${} unset)",
+        program.name(),
+        program.env_var()
+    )
 }
 
 /// The real host: programs from `$SANDBOX_<NAME>` or `PATH`; under `--root` only from
@@ -121,11 +126,7 @@ impl Host for SystemHost {
                 program.env_var()
             )
         } else {
-            format!(
-                "{} is not available (not on PATH, ${} unset)",
-                program.name(),
-                program.env_var()
-            )
+            not_found(program)
         }
     }
 
