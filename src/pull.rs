@@ -1,5 +1,6 @@
 //! Pulling a source into the cache, verified: the one entry every command uses (`sandbox
-//! pull`, the base of `sandbox build`, `--offline`). Chooses the source kind, builds the trust
+//! pull`, the base of `sandbox build`, `--offline`, and `sandbox cache import`, which verifies an
+//! imported ref here before it writes it). Chooses the source kind, builds the trust
 //! store, fetches, and re-hashes a cached image before it is used (a corrupt blob is a miss:
 //! fetched again). What comes out is one typed [`FetchedImage`], whatever the source kind;
 //! `machine::materialise` turns it into a tree.
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use crate::cache::store::hash_file;
-use crate::cache::{Cache, RefBlob, Verification};
+use crate::cache::{Cache, Ref, RefBlob, Verification};
 use crate::digest::Digest;
 use crate::oci::{OciSource, PlatformSpec};
 use crate::paths::HostPaths;
@@ -46,6 +47,10 @@ pub struct PullSpec {
     pub allow_downgrade: bool,
     /// OCI sources: the registry options of `sandbox pull`.
     pub oci: OciOptions,
+    /// A ref that is not (yet) in the cache, verified from the cache's blobs in place of the
+    /// one the cache holds for this source (`cache import`). Implies `offline`; the fetch
+    /// writes no ref, the caller writes it once this returned the verified image.
+    pub candidate: Option<Box<Ref>>,
 }
 
 /// How an OCI base is fetched: what `sandbox pull` takes as options for `docker://`.
@@ -87,6 +92,7 @@ impl PullSpec {
             images_server: None,
             allow_downgrade: false,
             oci: OciOptions::default(),
+            candidate: None,
         }
     }
 
@@ -97,6 +103,11 @@ impl PullSpec {
         } else {
             self.verify
         }
+    }
+
+    /// Whether the network may be used: not with `--offline`, nor for a candidate ref.
+    pub fn offline(&self) -> bool {
+        self.offline || self.candidate.is_some()
     }
 }
 
@@ -216,8 +227,9 @@ fn fetch(
                 server,
                 mode,
                 trust: None,
-                offline: spec.offline,
+                offline: spec.offline(),
                 allow_downgrade: spec.allow_downgrade,
+                candidate: None,
             };
             Request::Images(Box::new(req), trust)
         }
@@ -232,7 +244,8 @@ fn fetch(
                     mode,
                     pinned: spec.checksum,
                     trust: trust.as_ref(),
-                    offline: spec.offline,
+                    offline: spec.offline(),
+                    candidate: spec.candidate.as_deref(),
                 };
                 let t = runtime::block_on(tarball::fetch(&req, cache, &http, progress))??;
                 let blob = cache
@@ -251,6 +264,7 @@ fn fetch(
             Request::Images(req, trust) => {
                 let req = ImagesRequest {
                     trust: trust.as_ref(),
+                    candidate: spec.candidate.as_deref(),
                     ..req.as_ref().clone()
                 };
                 let i = runtime::block_on(images::fetch(&req, cache, &http, progress))??;
@@ -270,7 +284,8 @@ fn fetch(
         }
     };
     let (fetched, fresh) = fetch_once().with_context(|| format!("pulling {}", source.display()))?;
-    if fresh {
+    // A candidate's blobs were hashed as they were taken in; nothing is fetched again for it.
+    if fresh || spec.candidate.is_some() {
         return Ok(fetched);
     }
     // A blob that rotted in the cache since it was verified is a miss: drop it, fetch again.
@@ -317,7 +332,8 @@ fn fetch_oci_base(
         tls_verify: spec.oci.tls_verify,
         verify: spec.mode(),
         policy_file: paths.sandboxes_dir.join("policy.json"),
-        offline: spec.offline,
+        offline: spec.offline(),
+        candidate: spec.candidate.as_deref(),
         cosign_key: spec.oci.cosign_key.clone(),
         registries_d: paths.sandboxes_dir.join("registries.d"),
         lookaside: spec.oci.lookaside.clone(),

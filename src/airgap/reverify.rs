@@ -1,20 +1,19 @@
 //! Re-verifying an imported ref against the importing host, before it is written: its blobs
-//! must be present and hash to their names, and a signature ref must verify again with this
-//! host's keys (the exporting host's word is not taken).
+//! must be present and hash to their names, and the ref must pass `pull::fetch_verified` as
+//! its candidate, with this host's keys and policy (the exporting host's word is not taken).
 
 use std::collections::BTreeSet;
-use std::io::BufReader;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
 use crate::cache::store::hash_file;
 use crate::cache::{Cache, Ref, RefKind};
 use crate::digest::Digest;
-use crate::source::sums;
+use crate::oci::PlatformSpec;
+use crate::pull::PullSpec;
+use crate::source::SourceRef;
 use crate::verify::mode::{Checked, VerifyMode};
-use crate::verify::openpgp::{TrustStore, verify_detached};
-
-const IMAGE_SIGNATURE: &str = "image-signature";
 
 /// What re-verification concluded about a ref that passed.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,78 +58,76 @@ pub fn check_blobs(cache: &Cache, r: &Ref, hashed: &mut BTreeSet<Digest>) -> Res
     Ok(())
 }
 
-/// The name the checksum file lists the image under: the last segment of its URL.
-fn image_file_name(r: &Ref) -> Result<String> {
-    let image = r.blob("image").context("the ref has no image")?;
-    let loc = image.url.as_deref().unwrap_or(&r.source);
-    let path = loc.split(['?', '#']).next().unwrap_or(loc);
-    match path.rsplit('/').next() {
-        Some(name) if !name.is_empty() => Ok(name.to_string()),
-        _ => bail!("cannot tell the image's file name from {loc}"),
+/// The pull that verifies `r` again on this host: its source, read back from the ref, in the
+/// mode it was recorded with, with `r` as the candidate (checked from the cache, not written).
+/// `None` for an index ref, which holds unsigned documents only.
+pub fn candidate_spec(kind: RefKind, r: &Ref, keyrings: &[PathBuf]) -> Result<Option<PullSpec>> {
+    if kind == RefKind::Index {
+        return Ok(None);
     }
+    let source = SourceRef::parse(&r.source)?;
+    let fits = match kind {
+        RefKind::Tarball => matches!(source, SourceRef::Url(_) | SourceRef::File(_)),
+        RefKind::Images => matches!(source, SourceRef::Images(_)),
+        RefKind::Oci => matches!(source, SourceRef::Oci(_)),
+        RefKind::Index => false,
+    };
+    if !fits {
+        bail!(
+            "a {} ref cannot have the source {}",
+            kind.dir_name(),
+            r.source
+        );
+    }
+    let detail = |key: &str| {
+        r.details
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let mut spec = PullSpec::new(source);
+    spec.verify = match r.verification.mode {
+        Checked::No => VerifyMode::No,
+        Checked::Checksum => VerifyMode::Checksum,
+        // An OCI image's digests are always checked; the policy says what else it needs.
+        Checked::Signature | Checked::Digest => VerifyMode::Signature,
+    };
+    if kind == RefKind::Tarball
+        && r.verification.mode == Checked::Checksum
+        && r.blob("checksums").is_none()
+    {
+        // Pinned by `--checksum` on the exporting host: that pin is all there is to check.
+        spec.checksum = r.blob("image").map(|b| b.digest);
+    }
+    spec.keyrings = keyrings.to_vec();
+    spec.arch = detail("arch");
+    spec.images_server = detail("server");
+    if kind == RefKind::Oci {
+        let platform = detail("platform").context("the ref names no platform")?;
+        spec.oci.platform = Some(PlatformSpec::parse(&platform)?);
+    }
+    spec.allow_downgrade = true;
+    spec.candidate = Some(Box::new(r.clone()));
+    Ok(Some(spec))
 }
 
-/// Verifies a tarball or images ref again from the (imported) cache with `trust`.
-pub fn verify_image_ref(
-    cache: &Cache,
-    kind: RefKind,
-    r: &Ref,
-    trust: &TrustStore,
-) -> Result<Outcome> {
-    if kind == RefKind::Index || kind == RefKind::Oci {
-        return Ok(Outcome::Verified);
-    }
-    let image = r.blob("image").context("the ref has no image")?;
-    let has = |role: &str| r.blob(role).is_some();
-    let with_sums = |mode: VerifyMode| -> Result<Outcome> {
-        let s = sums::reverify_cached(cache, &r.blobs, &r.verification, mode, Some(trust))?;
-        let name = image_file_name(r)?;
-        let listed = s.digest_of(&name)?;
-        if listed != image.digest {
-            bail!(
-                "its checksum file says {listed} for {name}, its image is {}",
-                image.digest
-            );
-        }
-        Ok(Outcome::Verified)
-    };
+/// What re-verification of `r` amounts to, once it passed: a checksum the cache keeps no file
+/// for (a products file's, or `--checksum`) is the exporting host's record.
+pub fn outcome(r: &Ref) -> Outcome {
     match r.verification.mode {
-        Checked::Signature if has("checksums") && has("signature") => {
-            with_sums(VerifyMode::Signature).map_err(|e| with_signer(e, r))
-        }
-        Checked::Signature if has(IMAGE_SIGNATURE) => {
-            let sig = r.blob(IMAGE_SIGNATURE).context("checked above")?;
-            let sig_bytes = cache.read_blob(&sig.digest)?;
-            let path = cache
-                .blob(&image.digest)
-                .context("its image is not in the cache")?;
-            let file = fs_err::File::open(&path).map(fs_err::File::into_file)?;
-            verify_detached(
-                trust,
-                BufReader::with_capacity(256 * 1024, file),
-                &sig_bytes,
-            )
-            .context("verifying its image with its detached signature")
-            .map_err(|e| with_signer(e, r))?;
-            Ok(Outcome::Verified)
-        }
-        Checked::Signature => {
-            bail!("it was recorded as signature-verified but carries no signature")
-        }
-        Checked::Checksum if has("checksums") => with_sums(VerifyMode::Checksum),
-        Checked::Checksum => Ok(Outcome::AsRecorded(
+        Checked::No => Outcome::Unverified,
+        Checked::Checksum if r.blob("checksums").is_none() => Outcome::AsRecorded(
             r.verification
                 .checksum_source
                 .clone()
                 .unwrap_or_else(|| "an unrecorded checksum".into()),
-        )),
-        Checked::No => Ok(Outcome::Unverified),
-        Checked::Digest => bail!("verification mode `digest` cannot be checked again on import"),
+        ),
+        _ => Outcome::Verified,
     }
 }
 
 /// Adds who signed it on the exporting host, so a refusal names the key to look for.
-fn with_signer(e: anyhow::Error, r: &Ref) -> anyhow::Error {
+pub fn with_signer(e: anyhow::Error, r: &Ref) -> anyhow::Error {
     let v = &r.verification;
     match (&v.key_fingerprint, &v.signer) {
         (Some(fpr), Some(who)) => e.context(format!(

@@ -160,8 +160,8 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
         CacheCommand::Import { file, keyring } => {
             let cache = Cache::open(&dir)?;
             let trust = import::Trust {
-                tarball: crate::pull::trust_store(&settings.paths, &keyring, false)?,
-                images: crate::pull::trust_store(&settings.paths, &keyring, true)?,
+                paths: &settings.paths,
+                keyrings: &keyring,
             };
             let report = import::import(&cache, &file, &trust)?;
             if settings.json {

@@ -126,6 +126,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
                 None => None,
             },
         },
+        candidate: None,
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
     let fetched = fetch_verified(&settings.paths, settings.progress, &cache, &spec)?;

@@ -16,7 +16,7 @@ use url::Url;
 
 use super::documents::{self, Freshness};
 use super::fetch::{Wanted, fetch_file};
-use super::images_verify::{BuildCheck, IMAGE_SIGNATURE, verify_build};
+use super::images_verify::{BuildCheck, IMAGE_SIGNATURE, verify_build, verify_from_cache};
 use super::simplestreams::{self as ss, Alias};
 use super::site::Site;
 use super::sums;
@@ -43,6 +43,9 @@ pub struct ImagesRequest<'a> {
     pub trust: Option<&'a TrustStore>,
     pub offline: bool,
     pub allow_downgrade: bool,
+    /// A ref to verify from the cache in place of the cache's own (`cache import`): the build
+    /// it records is checked, nothing is fetched and no ref is written.
+    pub candidate: Option<&'a Ref>,
 }
 
 /// The server URL a user gave (or the default), normalised to end in `/`.
@@ -105,6 +108,9 @@ pub async fn fetch(
     http: &Http,
     progress: ProgressMode,
 ) -> Result<CachedImage> {
+    if let Some(r) = req.candidate {
+        return verify_candidate(req, cache, r);
+    }
     let key = ref_key(&req.server, &req.alias.alias, &req.arch);
     let previous = cache.read_ref(RefKind::Images, &key)?;
     let build = resolve(req, cache, http).await?;
@@ -145,14 +151,12 @@ pub async fn fetch(
         let trust = req
             .trust
             .context("internal: signature mode without a trust store")?;
-        let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
-        let check = verify_detached(trust, BufReader::with_capacity(256 * 1024, file), sig)
-            .with_context(|| {
-                format!(
-                    "verifying {} with {sig_loc}",
-                    site.location(&build.rootfs_name)
-                )
-            })?;
+        let check = verify_image_signature(trust, path, sig).with_context(|| {
+            format!(
+                "verifying {} with {sig_loc}",
+                site.location(&build.rootfs_name)
+            )
+        })?;
         *signed_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
         Ok(())
     };
@@ -266,6 +270,66 @@ pub async fn fetch(
         verification,
         version: build.version,
         file_name: build.rootfs_name,
+    })
+}
+
+/// A signature over the rootfs tarball itself, checked over its bytes at `path`.
+fn verify_image_signature(trust: &TrustStore, path: &Path, sig: &[u8]) -> Result<SignatureCheck> {
+    let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
+    Ok(verify_detached(
+        trust,
+        BufReader::with_capacity(256 * 1024, file),
+        sig,
+    )?)
+}
+
+/// Verifies `r`, a ref not written to the cache (`cache import`), from the cache's blobs as
+/// `req.mode` asks: the build it records, its checksum file and signature (or the signature
+/// over the image itself), with this host's trust store.
+fn verify_candidate(req: &ImagesRequest<'_>, cache: &Cache, r: &Ref) -> Result<CachedImage> {
+    let image = r.blob("image").cloned().context("the ref has no image")?;
+    let location = image.url.as_deref().unwrap_or(&r.source);
+    let (_, rootfs_name) = split_dir(location.split(['?', '#']).next().unwrap_or(location));
+    if rootfs_name.is_empty() {
+        bail!("cannot tell the image's file name from {location}");
+    }
+    let version = r.version.clone().context("the ref names no version")?;
+    let build = Build {
+        version: version.clone(),
+        dir: String::new(),
+        rootfs_name: rootfs_name.clone(),
+        // A digest from a products file is recorded, not kept as a file: the record stands.
+        rootfs_digest: Some(image.digest),
+        rootfs_size: Some(image.size),
+        metadata: None,
+        variant: String::new(),
+        details: r.details.clone(),
+    };
+    let check = verify_from_cache(req, &build, r, cache)?.with_context(|| {
+        format!(
+            "it holds no checksum file or signature for --verify={}",
+            req.mode.as_str()
+        )
+    })?;
+    let mut verification = check.verification;
+    if let Some((sig_loc, sig)) = &check.per_file_sig {
+        let trust = req
+            .trust
+            .context("internal: signature mode without a trust store")?;
+        let path = cache
+            .blob(&image.digest)
+            .context("its image is not in the cache")?;
+        let signed = verify_image_signature(trust, &path, sig)
+            .context("verifying its image with its detached signature")?;
+        sums::record_signature(&mut verification, &signed);
+        verification.signature_source = Some(sig_loc.clone());
+    }
+    Ok(CachedImage {
+        image,
+        image_fresh: false,
+        verification,
+        version,
+        file_name: rootfs_name,
     })
 }
 

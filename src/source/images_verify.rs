@@ -131,7 +131,7 @@ pub(super) async fn verify_build(
 
 /// Verifies a cached build again from what its ref stored; `None` when the cache does not hold
 /// what `req.mode` needs (e.g. it was pulled with a weaker mode).
-fn verify_from_cache(
+pub(super) fn verify_from_cache(
     req: &ImagesRequest<'_>,
     build: &Build,
     r: &Ref,

@@ -70,6 +70,9 @@ pub struct OciRequest<'a> {
     /// `<sandboxes_dir>/policy.json`.
     pub policy_file: PathBuf,
     pub offline: bool,
+    /// A ref to verify from the cache in place of the cache's own (`cache import`): its
+    /// documents and layers are checked from the cache, nothing is fetched or written.
+    pub candidate: Option<&'a Ref>,
     /// `--cosign-key`: a cosign signature by this PEM public key is required, whatever the
     /// policy says (on top of what it requires).
     pub cosign_key: Option<PathBuf>,
@@ -185,7 +188,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     let registry = match req.source {
         OciSource::Registry(reference) => {
             cosign_keys = check_policy(req, reference, &mut verification)?;
-            if req.offline {
+            if req.offline || req.candidate.is_some() {
                 return fetch_offline(req, cache, verification, &cosign_keys);
             }
             let creds = match &req.creds {
@@ -194,6 +197,8 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
             };
             Some(Registry::new(reference, creds, req.tls_verify)?)
         }
+        // A layout or archive of another host: what it held is in the cache now.
+        _ if req.candidate.is_some() => return fetch_offline(req, cache, verification, &[]),
         _ => None,
     };
     let _archive_dir;
@@ -292,13 +297,30 @@ fn fetch_offline(
     mut verification: Verification,
     cosign_keys: &[RequiredKey],
 ) -> Result<OciFetched> {
-    let key = ref_key(req.source, &req.platform);
-    let r = cache.read_ref(RefKind::Oci, &key)?.with_context(|| {
-        format!(
-            "--offline: {} was never pulled for {}",
-            req.source, req.platform
-        )
-    })?;
+    let r = match req.candidate {
+        Some(r) => {
+            // An export carries no signatures: the exporting host's record of one is its word.
+            if let Some(k) = cosign_keys.first() {
+                bail!(
+                    "{} requires a signature by {}, which an import cannot check (an export \
+                     carries no signatures); pull {} online",
+                    k.why,
+                    k.path.display(),
+                    req.source
+                );
+            }
+            r.clone()
+        }
+        None => {
+            let key = ref_key(req.source, &req.platform);
+            cache.read_ref(RefKind::Oci, &key)?.with_context(|| {
+                format!(
+                    "--offline: {} was never pulled for {}",
+                    req.source, req.platform
+                )
+            })?
+        }
+    };
     // The signatures cannot be fetched offline: the last online pull's record must show that
     // every key required now verified then (the manifest it names is the one used here).
     for k in cosign_keys {
@@ -334,6 +356,12 @@ fn fetch_offline(
         .with_context(|| format!("resolving {} from the cache", req.source))?;
     let missing = missing_layers(cache, &resolved.layers)?;
     if let Some(l) = missing.first() {
+        if req.candidate.is_some() {
+            bail!(
+                "its manifest names layer {}, which is neither in the export nor in this cache",
+                l.descriptor.digest
+            );
+        }
         bail!(
             "--offline: layer {} of {} is no longer in the cache",
             l.descriptor.digest,

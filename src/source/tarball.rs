@@ -28,6 +28,9 @@ pub struct TarballRequest<'a> {
     pub pinned: Option<Digest>,
     pub trust: Option<&'a TrustStore>,
     pub offline: bool,
+    /// A ref to verify from the cache in place of the cache's own (`cache import`); it is
+    /// not written.
+    pub candidate: Option<&'a Ref>,
 }
 
 /// A tarball in the cache, verified, with its `.nspawn` companion when there is one.
@@ -78,8 +81,10 @@ pub async fn fetch(
 ) -> Result<CachedTarball> {
     let (site, file_name) = site_of(req.source, http)?;
     let key = req.source.display();
+    if let Some(r) = req.candidate {
+        return fetch_offline(req, cache, Some(r.clone()), file_name);
+    }
     let previous = cache.read_ref(RefKind::Tarball, &key)?;
-
     if req.offline {
         return fetch_offline(req, cache, previous, file_name);
     }

@@ -14,6 +14,7 @@ mod build_oci_signed;
 mod build_validate;
 mod cache;
 mod cache_transfer;
+mod cache_transfer_kinds;
 mod harness;
 mod harness_selftest;
 mod host;

@@ -18,7 +18,7 @@ pub(crate) const ALLOW_ALL: &str = r#"{"default":[{"type":"reject"}],"transports
 
 /// Three layers: gzip, zstd, plain; a whiteout, an opaque directory, a hardlink to a file of
 /// a lower layer, a symlink, and a file replaced; no init, so a `.nspawn` is expected.
-fn rich_image(arch: &'static str) -> ImageSpec {
+pub(crate) fn rich_image(arch: &'static str) -> ImageSpec {
     ImageSpec {
         arch,
         layers: vec![
@@ -62,7 +62,7 @@ fn rich_image(arch: &'static str) -> ImageSpec {
 }
 
 /// Runs the binary with no credentials from the real host's auth files.
-fn run(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Outcome {
+pub(crate) fn run(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Outcome {
     let home = env.scratch("home");
     let runtime = env.scratch("xdg-runtime");
     let mut all = vec![("HOME", arg(&home)), ("XDG_RUNTIME_DIR", arg(&runtime))];
@@ -70,13 +70,13 @@ fn run(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Outcome {
     env.sandbox_with_env(args, &all)
 }
 
-fn allow_all(env: &TestEnv) {
+pub(crate) fn allow_all(env: &TestEnv) {
     std::fs::create_dir_all(env.sandboxes_dir()).unwrap();
     std::fs::write(env.sandboxes_dir().join("policy.json"), ALLOW_ALL).unwrap();
 }
 
 /// A registry holding `spec` as `repo:tag`, and the image's blobs.
-fn registry_with(
+pub(crate) fn registry_with(
     env: &TestEnv,
     spec: &ImageSpec,
     repo_tag: &str,
@@ -90,7 +90,7 @@ fn registry_with(
 }
 
 /// The tree `rich_image` must become.
-fn assert_rich_tree(root: &Path, arch: &str) {
+pub(crate) fn assert_rich_tree(root: &Path, arch: &str) {
     assert_eq!(
         std::fs::read(root.join("etc/arch")).unwrap(),
         arch.as_bytes()
