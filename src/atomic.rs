@@ -7,9 +7,10 @@
 //! The leading dot keeps a temporary file that survives a crash out of every listing that
 //! matters (keyring directories, machined's image list, layouts' `blobs/`).
 
-use std::fs::{File, OpenOptions};
+use fs_err::OpenOptions;
+use fs_err::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -42,13 +43,12 @@ pub fn write_with<T>(
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+            .map(fs_err::File::into_file)?;
         let value = fill(&mut file)?;
         file.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         drop(file);
-        fs_err::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        fs_err::rename(&tmp, path)?;
         sync_dir(&dir)?;
         Ok(value)
     })();

@@ -56,10 +56,9 @@ impl Write for Sink {
 
 /// Opens an export file for reading, decompressing it when it starts with the zstd magic.
 pub fn open(path: &Path) -> Result<Box<dyn Read>> {
-    let file = fs_err::File::open(path).map(fs_err::File::into_file)?;
+    let file = fs_err::File::open(path)?;
     let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let head = io::BufRead::fill_buf(&mut reader)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let head = io::BufRead::fill_buf(&mut reader)?;
     if head.starts_with(&ZSTD_MAGIC) {
         let dec = zstd::Decoder::with_buffer(reader)
             .with_context(|| format!("starting zstd decompression of {}", path.display()))?;

@@ -101,11 +101,8 @@ fn write_tar(
     let mut total = 0;
     for d in blobs {
         let path = cache.layout().blob(d);
-        let f = fs_err::File::open(&path).map(fs_err::File::into_file)?;
-        let size = f
-            .metadata()
-            .with_context(|| format!("reading {}", path.display()))?
-            .len();
+        let f = fs_err::File::open(&path)?;
+        let size = f.metadata()?.len();
         let mut reader = HashingReader::new(BufReader::with_capacity(256 * 1024, f));
         let mut header = entry_header(size);
         builder

@@ -240,11 +240,8 @@ fn dev_listing(root: &Root, rootfs: &Path) -> Result<DevListing> {
             let dir = rootfs.join("dev");
             let mut names = Vec::new();
             for entry in fs_err::read_dir(&dir)? {
-                let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-                let m = entry
-                    .path()
-                    .symlink_metadata()
-                    .with_context(|| format!("inspecting {}", entry.path().display()))?;
+                let entry = entry?;
+                let m = fs_err::symlink_metadata(entry.path())?;
                 names.push((
                     entry.file_name(),
                     m.mode(),

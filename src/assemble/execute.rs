@@ -446,7 +446,7 @@ fn move_contents_up(staging: &Staging, dest: &Path) -> Result<()> {
     let src = staging.path();
     let meta = fs_err::metadata(src)?;
     for entry in fs_err::read_dir(src)? {
-        let entry = entry.with_context(|| format!("listing {}", src.display()))?;
+        let entry = entry?;
         let to: PathBuf = dest.join(entry.file_name());
         fs_err::rename(entry.path(), &to)
             .with_context(|| format!("moving {} to {}", entry.path().display(), to.display()))?;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::atomic::{write_file, write_file_mode};
 
@@ -31,7 +31,7 @@ impl HostFiles {
         let previous = match fs_err::read(path) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e.into()),
         };
         self.saved.push((path.to_path_buf(), previous));
         Ok(())
@@ -70,7 +70,7 @@ impl HostFiles {
         match fs_err::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+            Err(e) => Err(e.into()),
         }
     }
 

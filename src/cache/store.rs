@@ -5,9 +5,10 @@
 //! blob whose bytes no longer hash to its name is corrupt (`fsck` finds it, `open_blob`'s callers
 //! re-hash what they extract).
 
-use std::fs::{File, OpenOptions};
+use fs_err::OpenOptions;
+use fs_err::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -116,7 +117,7 @@ impl Cache {
             .create_new(true)
             .mode(0o644)
             .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+            .map(fs_err::File::into_file)?;
         Ok(TempBlob {
             writer: Some(HashingWriter::new(io::BufWriter::with_capacity(
                 256 * 1024,
@@ -266,15 +267,11 @@ pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     match fs_err::read_dir(dir) {
         Ok(rd) => {
             for entry in rd {
-                out.push(
-                    entry
-                        .with_context(|| format!("listing {}", dir.display()))?
-                        .path(),
-                );
+                out.push(entry?.path());
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) => return Err(e.into()),
     }
     out.sort();
     Ok(out)
@@ -282,18 +279,18 @@ pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Hashes a file.
 pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let f = fs_err::File::open(path).map(fs_err::File::into_file)?;
-    crate::digest::digest_reader(io::BufReader::with_capacity(256 * 1024, f))
-        .with_context(|| format!("reading {}", path.display()))
+    let f = fs_err::File::open(path)?;
+    Ok(crate::digest::digest_reader(io::BufReader::with_capacity(
+        256 * 1024,
+        f,
+    ))?)
 }
 
 /// Reads at most `limit` bytes of a small file, refusing larger ones.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = fs_err::File::open(path).map(fs_err::File::into_file)?;
+    let f = fs_err::File::open(path)?;
     let mut data = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut data)
-        .with_context(|| format!("reading {}", path.display()))?;
+    f.take(limit + 1).read_to_end(&mut data)?;
     if data.len() as u64 > limit {
         bail!("{} is larger than {limit} bytes", path.display());
     }

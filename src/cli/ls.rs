@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -178,11 +178,11 @@ fn dir_names(dir: &Path, keep: impl Fn(&Path, &str) -> bool) -> Result<Vec<Strin
     let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) => return Err(e.into()),
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if keep(&entry.path(), &name) {
             names.push(name);

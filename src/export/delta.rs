@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 /// What identifies an inode's state: a new inode or a later ctime is a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +106,11 @@ impl Snapshot {
         let probe = probe_dir.join(format!(".ctime-probe-{:08x}", rand::random::<u32>()));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let file = fs::File::create(&probe)
-                .with_context(|| format!("creating {}", probe.display()))?;
+            let file = fs_err::File::create(&probe)?;
             let meta = file.metadata();
             drop(file);
             let _ = fs_err::remove_file(&probe);
-            let meta = meta.with_context(|| format!("inspecting {}", probe.display()))?;
+            let meta = meta?;
             if (meta.ctime(), meta.ctime_nsec()) > latest {
                 return Ok(());
             }
@@ -195,8 +194,7 @@ fn walk(root: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) -> Result<()> {
 fn walk_dir(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) -> Result<()> {
     let names: Vec<OsString> = fs_err::read_dir(dir)?
         .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()
-        .with_context(|| format!("listing {}", dir.display()))?;
+        .collect::<io::Result<_>>()?;
     for name in names {
         let path = dir.join(&name);
         let rel = rel.join(&name);

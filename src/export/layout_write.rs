@@ -51,10 +51,10 @@ impl LayoutWriter {
         let mut entries = match fs_err::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            Err(e) => return Err(e.into()),
         };
         if let Some(first) = entries.next() {
-            let first = first.with_context(|| format!("listing {}", dir.display()))?;
+            let first = first?;
             bail!(
                 "{} is not empty and not an OCI image layout (it holds {:?}); choose an empty or new directory",
                 dir.display(),

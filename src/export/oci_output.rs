@@ -219,7 +219,7 @@ fn write_layer(
     ) -> Result<HashingWriter<GzEncoder<HashingWriter<BufWriter<File>>>>>,
 ) -> Result<LayerFile> {
     let what = || format!("writing the layer {}", path.display());
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file = fs_err::File::create(path)?.into_file();
     let blob = HashingWriter::new(BufWriter::new(file));
     let gz = GzEncoder::new(blob, flate2::Compression::new(GZIP_LEVEL));
     let tar = fill(HashingWriter::new(gz))?;

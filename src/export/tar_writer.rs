@@ -123,8 +123,7 @@ impl<W: Write> TreeWriter<'_, W> {
         }
         let mut names: Vec<OsString> = fs_err::read_dir(dir)?
             .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .with_context(|| format!("listing {}", dir.display()))?;
+            .collect::<io::Result<_>>()?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let path = dir.join(&name);

@@ -187,7 +187,7 @@ fn flatten(staging: &mut Staging, machines_dir: &Path, name: &str) -> Result<()>
     let (Some(first), None) = (entries.next(), entries.next()) else {
         return Ok(());
     };
-    let first = first.with_context(|| format!("listing {}", staging.path().display()))?;
+    let first = first?;
     let is_dir = first.file_type().map(|t| t.is_dir()).unwrap_or(false);
     if !is_dir || !has_os_release(&first.path()) {
         return Ok(());

@@ -211,7 +211,7 @@ fn verify_simple_signing(
         let msg = match fs_err::read(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e.into()),
         };
         let outcome = verify_inline(&store, &msg)
             .map_err(anyhow::Error::from)

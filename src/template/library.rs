@@ -248,11 +248,11 @@ fn names_in(root: &Root) -> Result<Vec<String>> {
             let entries = match fs_err::read_dir(dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+                Err(e) => return Err(e.into()),
             };
             let mut names = Vec::new();
             for entry in entries {
-                let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+                let entry = entry?;
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                     continue;
                 };
@@ -310,9 +310,7 @@ fn load_from(root: &Root, name: &str) -> Result<Option<Template>> {
 /// Reads a template directory. Symlinks are kept as symlinks (never followed) and allowed only
 /// under `files/`; top-level names starting with `.` (editor and VCS litter) are skipped.
 fn read_tree(top: &Path, dir: &Path, files: &mut BTreeMap<String, TemplateFile>) -> Result<()> {
-    let mut entries: Vec<_> = fs_err::read_dir(dir)?
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
+    let mut entries: Vec<_> = fs_err::read_dir(dir)?.collect::<std::io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();

@@ -15,7 +15,7 @@
 //! An interrupted body (connection cut, process killed) leaves the partial file in place for
 //! the next pull. Every message names the URL as the caller shows it, never a credential.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
@@ -245,20 +245,17 @@ pub async fn receive(
 fn open_at(part: &Path, start: u64) -> Result<(File, Hasher)> {
     let mut hasher = Hasher::new();
     if start == 0 {
-        let file = File::create(part).with_context(|| format!("creating {}", part.display()))?;
+        let file = fs_err::File::create(part)?.into_file();
         return Ok((file, hasher));
     }
-    let mut file = OpenOptions::new()
+    let mut file = fs_err::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(part)
-        .with_context(|| format!("opening {}", part.display()))?;
+        .open(part)?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut reader = (&file).take(start);
     loop {
-        let n = reader
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", part.display()))?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -268,10 +265,9 @@ fn open_at(part: &Path, start: u64) -> Result<(File, Hasher)> {
         discard(part);
         bail!("partial download {} shrank while resuming", part.display());
     }
-    file.set_len(start)
-        .and_then(|()| file.seek(SeekFrom::Start(start)).map(drop))
-        .with_context(|| format!("truncating {} to {start} bytes", part.display()))?;
-    Ok((file, hasher))
+    file.set_len(start)?;
+    file.seek(SeekFrom::Start(start))?;
+    Ok((file.into_file(), hasher))
 }
 
 /// Publishes a received file under its digest when it is `expected` (if given) and `check`

@@ -117,12 +117,11 @@ pub fn load_registries_d(dir: &Path) -> Result<Vec<(String, String)>> {
     let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        Err(e) => return Err(e.into()),
     };
     let mut files: Vec<PathBuf> = entries
         .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
+        .collect::<std::io::Result<_>>()?;
     files.retain(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"));
     files.sort();
     let mut out = Vec::new();

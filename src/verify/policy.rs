@@ -139,7 +139,7 @@ impl Policy {
                 default: vec![Requirement::Reject],
                 docker: Vec::new(),
             }),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -107,21 +107,19 @@ fn write_then_link(
     reference: &ImageReference,
     digest: &Digest,
 ) -> Result<PathBuf> {
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(signature)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
+        .open(tmp)?;
+    file.write_all(signature)?;
+    file.sync_all()?;
     drop(file);
     for n in 1..=MAX_SIGNATURES {
         let path = signature_path(dir, reference, digest, n);
         match fs_err::hard_link(tmp, &path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            Err(e) => return Err(e.into()),
         }
     }
     bail!(

@@ -55,7 +55,7 @@ fn execute_one(host: &dyn Host, action: &Action) -> Result<()> {
         }
         Action::RemoveFile { path } => match fs_err::remove_file(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r.with_context(|| format!("removing {}", path.display())),
+            r => Ok(r?),
         },
         Action::EnableNetworkd { root } => {
             let mut args = systemctl_root(root.as_deref());

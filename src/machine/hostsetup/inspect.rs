@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{
     HostState, ItemState, NETWORK_ETC, NETWORK_FILES, NETWORK_LIB, NetworkFileState,
@@ -134,11 +134,11 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) => return Err(e.into()),
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let entry = entry?;
         names.push(entry.file_name().to_string_lossy().into_owned());
     }
     names.sort();

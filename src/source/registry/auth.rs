@@ -294,7 +294,7 @@ pub fn find_credentials(reference: &ImageReference) -> Result<Option<Credentials
         let bytes = match fs_err::read(&file) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            Err(e) => return Err(e.into()),
         };
         let entry = lookup_auth_file(&bytes, reference)
             .with_context(|| format!("reading the auth file {}", file.display()))?;

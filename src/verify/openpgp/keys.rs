@@ -6,7 +6,7 @@
 //! exported the wrong thing, and should hear so before the file spreads further.
 //! `rm` only ever deletes a file it found by listing `keys_dir` itself.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -197,7 +197,7 @@ pub fn add_to_dir(keys_dir: &Path, file: &Path) -> Result<Vec<String>> {
         let cert = match fs_err::read(&target) {
             Ok(existing) => merge_with_existing(cert, &existing, &target)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => cert,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
+            Err(e) => return Err(e.into()),
         };
         let serialized = cert
             .to_vec()
@@ -265,9 +265,7 @@ pub fn remove_from_dir(keys_dir: &Path, fpr: &str) -> Result<PathBuf> {
         );
     }
     fs_err::remove_file(&path)?;
-    File::open(keys_dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", keys_dir.display()))?;
+    fs_err::File::open(keys_dir)?.sync_all()?;
     Ok(path)
 }
 
