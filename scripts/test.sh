@@ -13,6 +13,7 @@ declare -A need=(
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [debootstrap]=debootstrap
   [openssl]=openssl
   [busybox]=busybox-static
+  [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs
 )
 missing=()
 for tool in "${!need[@]}"; do

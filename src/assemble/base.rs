@@ -128,6 +128,7 @@ mod tests {
             }),
             vars: Default::default(),
             enable: false,
+            storage: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! templates and the cache's refs, read without opening the cache (that would create
 //! directories); nothing is changed.
 
+use crate::machine::storage::Storage;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -172,11 +173,25 @@ pub fn dry_run(paths: &HostPaths, comp: &Composition, req: &BuildRequest) -> Res
     ));
     let state_path = state::state_path(&paths.sandboxes_dir, &req.name);
     out.push_str(&format!("# state: {}\n", state_path.display()));
+    let storage = req.storage.or(spec.storage).unwrap_or_default();
+    out.push_str(&format!(
+        "# storage: {} (auto: a ZFS clone, a btrfs snapshot or a reflinked copy of the stored image where the filesystem allows, else unpacked)\n",
+        storage.as_str()
+    ));
     let zfs_line = zfs::on_zfs(&paths.machines_dir).unwrap_or(false).then(|| {
-        format!(
-            "zfs list -H -o name {}; zfs {}",
-            paths.machines_dir.display(),
+        let make = if storage == Storage::Copy {
             zfs::create_args("<parent>/NAME", &machine).join(" ")
+        } else {
+            format!(
+                "clone -o mountpoint={} <parent>/{}/<image>@{} <parent>/NAME",
+                machine.display(),
+                crate::machine::store::IMAGES_DATASET,
+                crate::machine::store::SNAPSHOT
+            )
+        };
+        format!(
+            "zfs list -H -o name {}; zfs {make}",
+            paths.machines_dir.display()
         )
     });
     if let Some(z) = &zfs_line {

@@ -22,7 +22,9 @@ use crate::digest::Digest;
 use crate::digest::Hasher;
 use crate::machine::host::{Host, Program, run_str};
 use crate::machine::materialise::{self, MaterialiseOptions, Staging};
+use crate::machine::place::{self, PlaceCtx, Tree};
 use crate::machine::state::{self, SandboxState};
+use crate::machine::storage::{Backend, Storage};
 use crate::machine::zfs;
 use crate::paths::HostPaths;
 use crate::progress::ProgressMode;
@@ -54,6 +56,8 @@ pub struct BuildRequest {
     pub keyrings: Vec<PathBuf>,
     /// `--images-server` or `$SANDBOX_IMAGES_SERVER`: over the templates' `images_server`.
     pub images_server: Option<ServerOverride>,
+    /// `--storage`: over the templates' `storage` [default: auto].
+    pub storage: Option<Storage>,
 }
 
 /// What a build did.
@@ -162,7 +166,9 @@ pub fn build(
             req.name
         );
     }
-    let (fixups, state) = if on_zfs && zfs_runs {
+    let requested = req.storage.or(spec.storage).unwrap_or_default();
+    let (backend, _) = place::choose_backend(paths, host, requested)?;
+    let (fixups, state) = if backend == Backend::Copy && on_zfs && zfs_runs {
         build_on_zfs(
             paths,
             progress,
@@ -175,15 +181,37 @@ pub fn build(
             enable,
         )?
     } else {
-        let (staging, fixups) =
-            unpack_and_layer(progress, &cache, &fetched, &plan, machines_dir, &req.name)?;
-        let state = make_state(paths, &plan, &fetched, req, None, enable);
-        let host_files = write_host_side(paths, &plan, &state, req.force)?;
-        let opts = MaterialiseOptions {
-            force: req.force,
-            read_only: false,
+        let ctx = PlaceCtx {
+            paths,
+            host,
+            cache: &cache,
+            backend,
         };
-        materialise::publish(staging, machines_dir, &req.name, None, &opts)?;
+        let source = spec.source.source.display();
+        let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
+        let (tree, placement) = place::make_tree(
+            &ctx,
+            &fetched,
+            &source,
+            &req.name,
+            req.force,
+            previous.as_ref(),
+            &bar,
+        )
+        .with_context(|| format!("unpacking {source}"))?;
+        let fixups = layer_into(tree.path(), &plan, progress)?;
+        let state = make_state(paths, &plan, &fetched, req, None, enable).placed(&placement);
+        let host_files = write_host_side(paths, &plan, &state, req.force)?;
+        match tree {
+            Tree::Staged(staging) => {
+                let opts = MaterialiseOptions {
+                    force: req.force,
+                    read_only: false,
+                };
+                materialise::publish(staging, machines_dir, &req.name, None, &opts)?;
+            }
+            Tree::InPlace(clone) => clone.keep(),
+        }
         host_files.commit();
         (fixups, state)
     };
@@ -321,6 +349,8 @@ fn make_state(
         machines_dir: paths.machines_dir.clone(),
         rootfs: paths.machines_dir.join(&req.name),
         zfs_dataset,
+        storage: None,
+        stored_image: None,
         nspawn_file: Some(paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name))),
         dropin_dir: Some(paths.host(&dropin::dropin_dir(&req.name))),
         enabled,
@@ -406,7 +436,7 @@ fn build_on_zfs(
     // Unpacked into a staging dir inside the dataset (importd's flattening applies), then
     // moved up: renames within one filesystem.
     let staging = unpack_base(progress, cache, fetched, &target, &req.name)?;
-    move_contents_up(&staging, &target)?;
+    materialise::move_contents_up(&staging, &target)?;
     drop(staging);
     let fixups = layer_into(&target, plan, progress)?;
     let state = make_state(paths, plan, fetched, req, Some(dataset.clone()), enable);
@@ -437,24 +467,6 @@ impl Drop for DatasetGuard<'_> {
             tracing::warn!("could not remove {}: {e:#}", self.mountpoint.display());
         }
     }
-}
-
-/// Moves every entry of `staging` into `dest` (its parent) and gives `dest` the staging
-/// directory's mode and owner (the tarball's `./` entry).
-fn move_contents_up(staging: &Staging, dest: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let src = staging.path();
-    let meta = fs_err::metadata(src)?;
-    for entry in fs_err::read_dir(src)? {
-        let entry = entry?;
-        let to: PathBuf = dest.join(entry.file_name());
-        fs_err::rename(entry.path(), &to)
-            .with_context(|| format!("moving {} to {}", entry.path().display(), to.display()))?;
-    }
-    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
-        .with_context(|| format!("chown {}", dest.display()))?;
-    fs_err::set_permissions(dest, meta.permissions())
-        .with_context(|| format!("chmod {}", dest.display()))
 }
 
 /// `machinectl enable`/`start`; skipped with a warning when there is no machinectl.

@@ -1,5 +1,6 @@
 //! `sandbox build`: compose templates, pull the base, write the sandbox, hand off.
 
+use crate::machine::storage::Storage;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -35,6 +36,11 @@ pub struct BuildArgs {
     /// Replace an existing sandbox of the same name.
     #[arg(long)]
     pub force: bool,
+    /// How the rootfs is made: from the unpacked-image store by a ZFS clone, a btrfs
+    /// snapshot or a reflinked copy, or unpacked anew (copy) [default: the templates'
+    /// `storage`, else the best the machines dir's filesystem offers].
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub storage: Option<Storage>,
     /// Build from the cache alone: the base image (and its checksums and signatures) as an
     /// earlier pull or build left them; fails when they are not there.
     #[arg(long)]
@@ -180,6 +186,7 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
             args.images_server.as_deref(),
             std::env::var("SANDBOX_IMAGES_SERVER").ok().as_deref(),
         ),
+        storage: args.storage,
     };
     if args.dry_run {
         let plan = crate::assemble::dry_run::dry_run(&settings.paths, &composition, &req)?;

@@ -9,7 +9,12 @@ use clap::Subcommand;
 use super::Settings;
 use crate::airgap::{export, import};
 use crate::cache::Cache;
+use crate::cache::Verification;
 use crate::cache::maintenance;
+use crate::digest::Digest;
+use crate::machine::host::SystemHost;
+use crate::machine::store;
+use serde::Serialize;
 
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
@@ -38,6 +43,37 @@ pub enum CacheCommand {
         #[arg(long)]
         keyring: Vec<PathBuf>,
     },
+}
+
+#[derive(Serialize)]
+struct GcOutput<'a> {
+    #[serde(flatten)]
+    blobs: &'a maintenance::GcReport,
+    removed_stored_images: &'a [String],
+    kept_stored_images: &'a [String],
+}
+
+#[derive(Serialize)]
+struct FsckOutput<'a> {
+    #[serde(flatten)]
+    blobs: &'a maintenance::FsckReport,
+    store: &'a store::StoreCheck,
+}
+
+/// The image digests the cache's refs name (a tarball's image, an OCI manifest), with how
+/// each was verified: what vouches for a stored image.
+fn vouched(cache: &Cache) -> Result<Vec<(Digest, Verification)>> {
+    Ok(cache
+        .list_refs()?
+        .into_iter()
+        .flat_map(|(_, _, r)| {
+            r.blobs
+                .iter()
+                .filter(|b| b.role == "image" || b.role == "manifest")
+                .map(|b| (b.digest, r.verification.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect())
 }
 
 pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
@@ -92,9 +128,20 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
         CacheCommand::Fsck => {
             let cache = Cache::open(&dir)?;
             let report = maintenance::fsck(&cache)?;
+            let host = SystemHost::for_paths(&settings.paths);
+            let store = store::check(&settings.paths, &host, &vouched(&cache)?)?;
             if settings.json {
-                super::print_json(&report)?;
+                super::print_json(&FsckOutput {
+                    blobs: &report,
+                    store: &store,
+                })?;
             } else {
+                for c in &store.corrupt {
+                    eprintln!("stored image: {c}");
+                }
+                for u in &store.unvouched {
+                    eprintln!("warning: stored image {u}");
+                }
                 for c in &report.corrupt {
                     eprintln!("corrupt blob removed: {c}");
                 }
@@ -108,7 +155,7 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
                     report.missing.len()
                 ));
             }
-            Ok(if report.corrupt.is_empty() {
+            Ok(if report.corrupt.is_empty() && store.corrupt.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -117,8 +164,14 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
         CacheCommand::Gc => {
             let cache = Cache::open_exclusive(&dir)?;
             let report = maintenance::gc(&cache)?;
+            let host = SystemHost::for_paths(&settings.paths);
+            let store = store::sweep(&settings.paths, &host, |_| true)?;
             if settings.json {
-                super::print_json(&report)?;
+                super::print_json(&GcOutput {
+                    blobs: &report,
+                    removed_stored_images: &store.removed,
+                    kept_stored_images: &store.kept,
+                })?;
             } else {
                 settings.say(format!(
                     "removed {} unused blobs and {} other files, freed {}",
@@ -126,12 +179,31 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
                     report.removed_other.len(),
                     human_size(report.freed_bytes)
                 ));
+                for r in &store.removed {
+                    settings.say(format!("removed the stored image {r}"));
+                }
+                for k in &store.kept {
+                    settings.say(format!("kept the stored image {k}"));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Rm { reference } => {
             let cache = Cache::open(&dir)?;
-            let removed = maintenance::remove_ref(&cache, &reference)?;
+            let mut removed = maintenance::remove_ref(&cache, &reference)?;
+            // Stored trees of an image no ref names any more go with it, unless in use.
+            let named: Vec<Digest> = vouched(&cache)?.into_iter().map(|(d, _)| d).collect();
+            let host = SystemHost::for_paths(&settings.paths);
+            let store = store::sweep(&settings.paths, &host, |r| !named.contains(&r.image))?;
+            removed.extend(
+                store
+                    .removed
+                    .iter()
+                    .map(|r| format!("the stored image {r}")),
+            );
+            for k in &store.kept {
+                tracing::warn!("kept the stored image {k}");
+            }
             if settings.json {
                 super::print_json(&removed)?;
             } else {

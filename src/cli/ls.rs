@@ -42,6 +42,10 @@ pub struct SandboxRow {
     pub running: Option<bool>,
     /// `machines.target.wants/systemd-nspawn@NAME.service` exists (starts at boot).
     pub enabled: bool,
+    /// How the rootfs was made: `copy`, `reflink`, `btrfs` or `zfs` (`--storage`).
+    pub storage: Option<String>,
+    /// The stored image (`<sandboxes_dir>/store/KEY`) whose blocks it shares.
+    pub stored_image: Option<String>,
 }
 
 pub fn run(settings: &Settings, _args: LsArgs) -> Result<ExitCode> {
@@ -111,6 +115,8 @@ pub fn row(name: &str, path: PathBuf, record: Option<&RecordView>, facts: Facts)
         created_at: record.and_then(|r| r.created_at.clone()),
         running: facts.running,
         enabled: facts.enabled,
+        storage: record.and_then(|r| r.storage.clone()),
+        stored_image: record.and_then(|r| r.stored_image.clone()),
     }
 }
 
@@ -126,13 +132,15 @@ fn verification_text(v: &Verification) -> String {
 /// The table people read; `-` for what is not known.
 pub fn render_table(rows: &[SandboxRow]) -> String {
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    let mut table: Vec<[String; 6]> = vec![[
+    let mut table: Vec<[String; 8]> = vec![[
         "NAME".into(),
         "TEMPLATE".into(),
         "BASE".into(),
         "VERIFICATION".into(),
         "RUNNING".into(),
         "ENABLED".into(),
+        "STORAGE".into(),
+        "SHARES".into(),
     ]];
     for r in rows {
         let running = match r.running {
@@ -152,9 +160,16 @@ pub fn render_table(rows: &[SandboxRow]) -> String {
             dash(&r.verification.as_ref().map(verification_text)),
             running.into(),
             if r.enabled { "yes" } else { "no" }.into(),
+            dash(&r.storage),
+            // The first 12 digits name a stored image well enough to tell them apart.
+            dash(
+                &r.stored_image
+                    .as_ref()
+                    .map(|k| k.chars().take(12).collect()),
+            ),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 8];
     for line in &table {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());
@@ -271,8 +286,16 @@ mod tests {
             "{table}"
         );
         let running_col = lines[0].find("RUNNING").unwrap();
-        assert_eq!(&lines[1][running_col..], "yes      no", "{table}");
-        assert_eq!(&lines[2][running_col..], "?        yes", "{table}");
+        assert_eq!(
+            &lines[1][running_col..],
+            "yes      no       -        -",
+            "{table}"
+        );
+        assert_eq!(
+            &lines[2][running_col..],
+            "?        yes      -        -",
+            "{table}"
+        );
         assert!(lines[2].starts_with("longer-name (no rootfs)"), "{table}");
     }
 }

@@ -10,9 +10,12 @@ use serde::Serialize;
 use super::Settings;
 use crate::cache::{Cache, Verification};
 use crate::digest::Digest;
+use crate::machine::host::SystemHost;
 use crate::machine::materialise::{self, MaterialiseOptions};
 use crate::machine::name;
+use crate::machine::place::{self, PlaceCtx, Tree};
 use crate::machine::state::{self, SandboxState};
+use crate::machine::storage::Storage;
 use crate::oci::{OciSource, PlatformSpec};
 use crate::pull::{FetchedImage, OciOptions, PullSpec, fetch_verified};
 use crate::source::oci_pull::OciFetched;
@@ -38,6 +41,11 @@ pub struct PullArgs {
     /// Make the result immutable (chattr +i on its top directory).
     #[arg(long)]
     pub read_only: bool,
+    /// How the tree is made: from the unpacked-image store by a ZFS clone, a btrfs snapshot
+    /// or a reflinked copy, or unpacked anew (copy) [default: the best the machines dir's
+    /// filesystem offers].
+    #[arg(long, value_enum, default_value = "auto", value_name = "BACKEND")]
+    pub storage: Storage,
     /// Use only the cache; never touch the network.
     #[arg(long)]
     pub offline: bool,
@@ -138,20 +146,49 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             &format!("machine-{}", machines_dir.join(n).display()),
             &format!("another pull into machine `{n}`"),
         )?;
-        materialise::ensure_machines_dir(machines_dir)?;
+        let host = SystemHost::for_paths(&settings.paths);
+        let (backend, _) = place::choose_backend(&settings.paths, &host, args.storage)?;
+        let previous = state::read_state(&settings.paths.sandboxes_dir, n)
+            .ok()
+            .flatten();
         let bar = settings
             .progress
             .task(&format!("Unpacking {}", fetched.file_name));
         let into = || format!("materialising {shown} into {}", machines_dir.display());
-        let staging =
-            materialise::materialise(&cache, &fetched, machines_dir, n, &bar).with_context(into)?;
-        let nspawn = materialise::image_settings(&cache, &fetched, &staging).with_context(into)?;
+        let ctx = PlaceCtx {
+            paths: &settings.paths,
+            host: &host,
+            cache: &cache,
+            backend,
+        };
+        let (tree, placement) = place::make_tree(
+            &ctx,
+            &fetched,
+            &shown,
+            n,
+            args.force,
+            previous.as_ref(),
+            &bar,
+        )
+        .with_context(into)?;
+        let nspawn =
+            materialise::image_settings(&cache, &fetched, tree.path()).with_context(into)?;
         let opts = MaterialiseOptions {
             force: args.force,
             read_only: args.read_only,
         };
-        let path = materialise::publish(staging, machines_dir, n, nspawn.as_deref(), &opts)
-            .with_context(into)?;
+        let path = match tree {
+            Tree::Staged(staging) => {
+                materialise::publish(staging, machines_dir, n, nspawn.as_deref(), &opts)
+                    .with_context(into)?
+            }
+            Tree::InPlace(clone) => {
+                materialise::finish_in_place(machines_dir, n, nspawn.as_deref(), &opts)
+                    .with_context(into)?;
+                clone.keep();
+                machines_dir.join(n)
+            }
+        };
         placed = Placed {
             path: Some(path),
             nspawn: nspawn.map(|_| machines_dir.join(format!("{n}.nspawn"))),
@@ -166,7 +203,8 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             machines_dir,
             placed.nspawn.clone(),
             crate::cache::refs::now_rfc3339(),
-        );
+        )
+        .placed(&placement);
         state::write_state(&settings.paths.sandboxes_dir, &record)?;
     }
     match fetched.oci() {

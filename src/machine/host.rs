@@ -29,6 +29,8 @@ pub enum Program {
     Systemctl,
     /// `mountpoint -q PATH`: whether a bind mount is in place (exit status only).
     Mountpoint,
+    /// btrfs-progs: subvolumes and snapshots of the unpacked-image store.
+    Btrfs,
 }
 
 impl Program {
@@ -40,6 +42,7 @@ impl Program {
             Program::Umount => "umount",
             Program::Systemctl => "systemctl",
             Program::Mountpoint => "mountpoint",
+            Program::Btrfs => "btrfs",
         }
     }
 
@@ -51,6 +54,7 @@ impl Program {
             Program::Umount => "SANDBOX_UMOUNT",
             Program::Systemctl => "SANDBOX_SYSTEMCTL",
             Program::Mountpoint => "SANDBOX_MOUNTPOINT",
+            Program::Btrfs => "SANDBOX_BTRFS",
         }
     }
 }

@@ -53,8 +53,22 @@ impl Staging {
         })
     }
 
+    /// Takes `path`, a tree made elsewhere (a snapshot), as a staging tree: removed on drop
+    /// unless published.
+    pub fn adopt(path: PathBuf) -> Staging {
+        Staging {
+            path,
+            published: false,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keeps the tree, wherever it was moved: it is no longer removed on drop.
+    pub fn keep(mut self) {
+        self.published = true;
     }
 
     /// Adopts another directory as the staging tree (used when flattening).
@@ -121,19 +135,14 @@ pub fn materialise(
 
 /// The `.nspawn` that goes next to `image`'s tree in `staging` when it is pulled as a
 /// machine: a tarball's companion file, or what an OCI image needs (`oci::settings_for`).
-pub fn image_settings(
-    cache: &Cache,
-    image: &FetchedImage,
-    staging: &Staging,
-) -> Result<Option<Vec<u8>>> {
+pub fn image_settings(cache: &Cache, image: &FetchedImage, tree: &Path) -> Result<Option<Vec<u8>>> {
     match &image.content {
         Content::Tarball { .. } => match &image.nspawn {
             Some(b) => Ok(Some(cache.read_blob(&b.digest)?)),
             None => Ok(None),
         },
         Content::Oci(oci) => {
-            let root = Root::open(staging.path())
-                .with_context(|| format!("opening {}", staging.path().display()))?;
+            let root = Root::open(tree).with_context(|| format!("opening {}", tree.display()))?;
             let config = oci.resolved.config.config.as_ref();
             Ok(settings_for(&root, config, &image.file_name)?.map(String::into_bytes))
         }
@@ -200,6 +209,24 @@ fn flatten(staging: &mut Staging, machines_dir: &Path, name: &str) -> Result<()>
         first.file_name()
     );
     staging.replace_with(inner)
+}
+
+/// Moves every entry of `staging` into `dest` (its parent, a dataset or subvolume that must be
+/// the tree itself) and gives `dest` the staging directory's mode and owner (the tarball's
+/// `./` entry): renames within one filesystem.
+pub fn move_contents_up(staging: &Staging, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let src = staging.path();
+    let meta = fs_err::metadata(src)?;
+    for entry in fs_err::read_dir(src)? {
+        let entry = entry?;
+        let to: PathBuf = dest.join(entry.file_name());
+        fs_err::rename(entry.path(), &to)?;
+    }
+    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
+        .with_context(|| format!("chown {}", dest.display()))?;
+    fs_err::set_permissions(dest, meta.permissions())?;
+    Ok(())
 }
 
 /// Whether machine `name` exists in `machines_dir`. An error when something that is not a
@@ -304,6 +331,40 @@ pub fn publish(
     }
     drop(staging);
     Ok(target)
+}
+
+/// Finishes machine `name` whose tree was made in place (a ZFS clone): its `.nspawn` next to
+/// it (never over another machine's file, nor over one without `--force`), and `--read-only`.
+pub fn finish_in_place(
+    machines_dir: &Path,
+    name: &str,
+    nspawn: Option<&[u8]>,
+    opts: &MaterialiseOptions,
+) -> Result<()> {
+    let target = machines_dir.join(name);
+    if let Some(bytes) = nspawn {
+        let nspawn_path = machines_dir.join(format!("{name}.nspawn"));
+        if let Some(shape) = Shape::at(&nspawn_path) {
+            let settings = Artifact {
+                path: nspawn_path.clone(),
+                kind: Kind::Settings,
+            };
+            if let Some(why) = artifacts::refusal(&settings, shape) {
+                bail!("not publishing machine `{name}` with its settings file: {why}");
+            }
+            if !opts.force {
+                bail!(
+                    "{} already exists; pass --force to replace it",
+                    nspawn_path.display()
+                );
+            }
+        }
+        write_file(&nspawn_path, bytes)?;
+    }
+    if opts.read_only {
+        set_immutable(&target)?;
+    }
+    Ok(())
 }
 
 /// `chattr +i` on the top directory.

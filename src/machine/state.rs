@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::place::Placement;
+use super::storage::Backend;
 use crate::atomic::write_file;
 use crate::cache::Verification;
 use crate::digest::Digest;
@@ -47,6 +49,12 @@ pub struct SandboxState {
     /// The ZFS dataset holding the rootfs, when the machines dir is on ZFS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zfs_dataset: Option<String>,
+    /// How the rootfs was made (`--storage`): `copy`, `reflink`, `btrfs` or `zfs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Backend>,
+    /// The key of the stored image (`<sandboxes_dir>/store/KEY`) the rootfs shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_image: Option<String>,
     /// `ROOT/etc/systemd/nspawn/NAME.nspawn` (a build), `<machines_dir>/NAME.nspawn` (a pull
     /// that brought one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,12 +100,24 @@ impl SandboxState {
             machines_dir: machines_dir.to_path_buf(),
             rootfs: machines_dir.join(name),
             zfs_dataset: None,
+            storage: None,
+            stored_image: None,
             nspawn_file,
             dropin_dir: None,
             enabled: false,
             created_at,
             cloud_init_seed: Vec::new(),
         }
+    }
+
+    /// Records how the rootfs was made.
+    pub fn placed(mut self, p: &Placement) -> SandboxState {
+        self.storage = Some(p.backend);
+        self.stored_image = p.stored.clone();
+        if p.dataset.is_some() {
+            self.zfs_dataset = p.dataset.clone();
+        }
+        self
     }
 }
 
@@ -109,6 +129,26 @@ pub fn state_dir(sandboxes_dir: &Path) -> PathBuf {
 /// `<sandboxes_dir>/state/NAME.json`.
 pub fn state_path(sandboxes_dir: &Path, name: &str) -> PathBuf {
     state_dir(sandboxes_dir).join(format!("{name}.json"))
+}
+
+/// The names of every state record, in order; none when the state dir does not exist.
+pub fn names(sandboxes_dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs_err::read_dir(state_dir(sandboxes_dir)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let file = entry?.file_name();
+        if let Some(n) = file.to_str().and_then(|f| f.strip_suffix(".json"))
+            && !n.starts_with('.')
+        {
+            names.push(n.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Writes the record atomically (temp file, fsync, rename), creating the state dir.
@@ -163,6 +203,10 @@ pub struct RecordView {
     pub created_at: Option<String>,
     #[serde(default, deserialize_with = "lenient::text")]
     pub zfs_dataset: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub storage: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub stored_image: Option<String>,
 }
 
 impl RecordView {
@@ -249,6 +293,8 @@ mod tests {
             machines_dir: "/var/lib/machines".into(),
             rootfs: "/var/lib/machines/web".into(),
             zfs_dataset: None,
+            storage: Some(Backend::Btrfs),
+            stored_image: Some("0123456789abcdef0123456789abcdef".into()),
             nspawn_file: Some("/etc/systemd/nspawn/web.nspawn".into()),
             dropin_dir: Some("/etc/systemd/system/systemd-nspawn@web.service.d".into()),
             enabled: true,

@@ -166,6 +166,7 @@ impl Composition {
             .filter_map(|l| l.manifest.enable)
             .next_back()
             .unwrap_or(false);
+        let storage = layers.iter().filter_map(|l| l.manifest.storage).next_back();
 
         let mut parts = Vec::new();
         let mut files: BTreeMap<String, (TemplateFile, String)> = BTreeMap::new();
@@ -181,6 +182,7 @@ impl Composition {
             images_server,
             vars,
             enable,
+            storage,
         };
         let composition = Composition { spec, parts, files };
         // Merge once now so that conflicts surface before anything is pulled.

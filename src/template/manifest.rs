@@ -20,6 +20,7 @@ use crate::verify::mode::VerifyMode;
 
 use super::generate::Generator;
 use super::vars::validate_var_name;
+use crate::machine::storage::Storage;
 
 /// A parsed `template.toml`. Lines are 1-based lines of that file.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,8 @@ pub struct Manifest {
     pub extends: Vec<(String, usize)>,
     /// `enable = true`: the sandbox is enabled to start at boot.
     pub enable: Option<bool>,
+    /// `storage = "btrfs"`: how the sandbox's tree is made (`--storage` overrides it).
+    pub storage: Option<Storage>,
     /// Built-in generators whose output is placed at this template's position.
     pub generate: Vec<(Generator, usize)>,
     /// Variable defaults: name → (value, line).
@@ -65,6 +68,7 @@ struct Raw {
     images_server: Option<Spanned<String>>,
     extends: Option<Vec<Spanned<String>>>,
     enable: Option<bool>,
+    storage: Option<Spanned<String>>,
     generate: Option<Vec<Spanned<String>>>,
     vars: Option<BTreeMap<Spanned<String>, Spanned<VarValue>>>,
     build: Option<RawBuild>,
@@ -196,6 +200,14 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest> {
         }
     };
 
+    let storage = match raw.storage {
+        None => None,
+        Some(s) => {
+            let line = at(&s.span());
+            Some(Storage::parse(s.get_ref()).map_err(|e| anyhow!("{file}:{line}: storage: {e}"))?)
+        }
+    };
+
     let mut extends = Vec::new();
     for e in raw.extends.unwrap_or_default() {
         let line = at(&e.span());
@@ -241,6 +253,7 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest> {
         images_server,
         extends,
         enable: raw.enable,
+        storage,
         generate,
         vars,
         bake,

@@ -83,6 +83,8 @@ pub struct TemplateSpec {
     pub vars: BTreeMap<String, String>,
     /// Enable the sandbox to start at boot (`machinectl enable`).
     pub enable: bool,
+    /// The templates' `storage` (the last that sets one); `--storage` overrides it.
+    pub storage: Option<crate::machine::storage::Storage>,
 }
 
 /// Which tree a planned path is relative to.

@@ -550,7 +550,8 @@ fn a_seed_for_an_image_without_cloud_init_is_refused() {
 }
 
 #[test]
-fn on_zfs_each_sandbox_gets_a_dataset() {
+/// `--storage=copy` on ZFS: a dataset per sandbox, unpacked into (no store).
+fn on_zfs_with_copy_each_sandbox_gets_a_dataset_unpacked_into() {
     let env = TestEnv::new();
     let image = BaseImage::new(&env);
     testbase(&env, &image, "m\n");
@@ -562,8 +563,11 @@ fn on_zfs_each_sandbox_gets_a_dataset() {
         ("SANDBOX_ASSUME_ZFS", "1"),
     ];
     let machines = env.machines_dir();
-    env.sandbox_with_env(&["build", "--no-start", "testbase", "web"], &vars)
-        .success();
+    env.sandbox_with_env(
+        &["build", "--storage=copy", "--no-start", "testbase", "web"],
+        &vars,
+    )
+    .success();
     assert_eq!(
         log_lines(&zlog),
         [
@@ -591,8 +595,18 @@ fn on_zfs_each_sandbox_gets_a_dataset() {
             ("files/home/user", b"not a dir\n", 0o644),
         ],
     );
-    env.sandbox_with_env(&["build", "--force", "--no-start", "clash", "web"], &vars)
-        .failure();
+    env.sandbox_with_env(
+        &[
+            "build",
+            "--storage=copy",
+            "--force",
+            "--no-start",
+            "clash",
+            "web",
+        ],
+        &vars,
+    )
+    .failure();
     assert_eq!(
         log_lines(&zlog),
         [

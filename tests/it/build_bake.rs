@@ -252,13 +252,18 @@ fn bake_steps_run_in_the_rootfs_in_namespaces_of_their_own() {
     assert_eq!(mounts_below(env.root()), Vec::<String>::new());
     assert_eq!(read(&log), "start web\n");
 
-    // The same steps on the ZFS path (a recording `zfs`: the dataset is a plain directory).
-    let (zfs, _) = recorder(&env, "zfs", "tank/machines\n");
+    // The same steps on the ZFS path (a stateful `zfs` stand-in: the clone of the stored image
+    // is a plain directory holding a copy of its origin's files).
+    let zfs = crate::harness::zfs_fake::FakeZfs::new(&env.scratch("zfs"), "tank/machines");
     env.sandbox_with_env(
         &["build", "--no-start", "probe", "zweb"],
-        &[("SANDBOX_ZFS", arg(&zfs)), ("SANDBOX_ASSUME_ZFS", "1")],
+        &[
+            ("SANDBOX_ZFS", arg(&zfs.script)),
+            ("SANDBOX_ASSUME_ZFS", "1"),
+        ],
     )
     .success();
+    assert!(zfs.datasets().contains(&"tank/machines/zweb".to_string()));
     assert_eq!(read(&env.machine("zweb").join("probe/hostname")), "zweb\n");
     assert_eq!(read(&env.machine("zweb").join("etc/baked")), "baked\n");
     assert_eq!(mounts_below(env.root()), Vec::<String>::new());

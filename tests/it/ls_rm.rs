@@ -113,7 +113,9 @@ fn ls_lists_pulled_and_built_sandboxes_with_their_running_state() {
             "BASE",
             "VERIFICATION",
             "RUNNING",
-            "ENABLED"
+            "ENABLED",
+            "STORAGE",
+            "SHARES"
         ]
     );
     assert_eq!(
@@ -125,7 +127,9 @@ fn ls_lists_pulled_and_built_sandboxes_with_their_running_state() {
             "signature",
             "(BAEFF88C22F6E216)",
             "yes",
-            "no"
+            "no",
+            "-",
+            "-"
         ]
     );
     // A pulled machine has a record too: where it came from and how it was checked.
@@ -138,7 +142,9 @@ fn ls_lists_pulled_and_built_sandboxes_with_their_running_state() {
             pulled_from.to_str().unwrap(),
             "no",
             "no",
-            "no"
+            "no",
+            "copy",
+            "-"
         ]
     );
 

@@ -37,4 +37,5 @@ mod push;
 mod records;
 mod root_isolation;
 mod settings;
+mod storage;
 mod verify;

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use crate::build::{BaseImage, testbase};
 use crate::harness::env::TestEnv;
 
-const PROGRAMS: [&str; 6] = [
+const PROGRAMS: [&str; 7] = [
     "machinectl",
     "zfs",
     "mount",
     "umount",
     "systemctl",
     "mountpoint",
+    "btrfs",
 ];
 
 /// A directory of tripwires and the log they append to.

@@ -24,6 +24,7 @@ pub mod cutproxy;
 pub mod env;
 pub mod fixture;
 pub mod gpg;
+pub mod loopfs;
 pub mod nginx;
 pub mod ocimage;
 pub mod rawtar;
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod simplestreams;
 pub mod site;
+pub mod zfs_fake;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,7 +50,10 @@ pub fn require_tool(tool: &str) -> PathBuf {
         "tar" | "gzip" | "zstd" | "bzip2" | "skopeo" | "docker-registry" | "openssl" => tool,
         "htpasswd" => "apache2-utils",
         "busybox" => "busybox-static",
-        "setpriv" => "util-linux",
+        "setpriv" | "mount" => "util-linux",
+        "mkfs.btrfs" | "btrfs" => "btrfs-progs",
+        "mkfs.xfs" => "xfsprogs",
+        "filefrag" => "e2fsprogs",
         _ => "coreutils",
     };
     let candidates = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
