@@ -13,7 +13,7 @@ declare -A need=(
   [docker-registry]=docker-registry [htpasswd]=apache2-utils [debootstrap]=debootstrap
   [openssl]=openssl
   [busybox]=busybox-static
-  [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs
+  [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs [groff]=groff-base [script]=util-linux
 )
 missing=()
 for tool in "${!need[@]}"; do

@@ -38,6 +38,15 @@ impl ProgressMode {
         }
     }
 
+    /// A phase of a longer command (`build`: pull, unpack, layering, bake, publish, export),
+    /// as one line on stderr when bars are drawn (a terminal, no `-q`, no `--json`).
+    pub fn phase(&self, text: &str) {
+        if self.enabled {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), "==> {text}");
+        }
+    }
+
     /// A bar for one task, labelled `label` (e.g. "Downloading image.tar.xz").
     pub fn task(&self, label: &str) -> Progress {
         let bar = if self.enabled {

@@ -134,6 +134,7 @@ pub fn run(rootfs: &Path, plan: &BuildPlan, out: ProgressMode) -> Result<()> {
     if steps.is_empty() {
         return Ok(());
     }
+    out.phase(&format!("Running {} bake step(s)", steps.len()));
     if !rustix::process::geteuid().is_root() {
         bail!(
             "the templates have {} bake step(s) ({}: {}), which run as root inside the rootfs: run sandbox build as root",

@@ -188,6 +188,7 @@ pub fn build(
             backend,
         };
         let source = spec.source.source.display();
+        progress.phase(&format!("Making the rootfs ({backend})"));
         let bar = progress.task(&format!("Unpacking {}", fetched.file_name));
         let (tree, placement) = place::make_tree(
             &ctx,
@@ -208,6 +209,7 @@ pub fn build(
                     force: req.force,
                     read_only: false,
                 };
+                progress.phase(&format!("Publishing {}", req.name));
                 materialise::publish(staging, machines_dir, &req.name, None, &opts)?;
             }
             Tree::InPlace(clone) => clone.keep(),
@@ -246,6 +248,7 @@ pub(crate) fn pull_and_render(
     let cache = Cache::open(&paths.cache_dir())?;
     let pull = pull_spec(spec, req)?;
     let server = images_server(spec, req.images_server.as_ref())?;
+    progress.phase(&format!("Pulling {}", spec.source.source.display()));
     let fetched = fetch_verified(paths, progress, &cache, &pull);
     // Which server, and what chose it: a variable set long ago is easily forgotten.
     let fetched = match server.filter(|s| s.chosen_by != ServerOrigin::Default) {
@@ -307,6 +310,7 @@ pub(crate) fn layer_into(
     plan: &BuildPlan,
     progress: ProgressMode,
 ) -> Result<FixupReport> {
+    progress.phase("Layering the templates' files and the fix-ups");
     let root = Root::open(rootfs)?;
     let report = fixups::layer(&root, plan)
         .with_context(|| format!("preparing the rootfs {}", rootfs.display()))?;

@@ -242,6 +242,12 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
                     .transpose()?,
             },
         };
+        settings.progress.phase(&match &opts.destination {
+            OciDestination::Layout { dir, tag } => {
+                format!("Exporting to the OCI layout {}:{tag}", dir.display())
+            }
+            OciDestination::Registry(r) => format!("Pushing to docker://{r}"),
+        });
         let report = oci_output::export_oci(
             &settings.paths,
             settings.progress,
@@ -312,6 +318,7 @@ fn run_tar_export(
         sign_key: args.sign_key.clone(),
         source_date_epoch: source_date_epoch()?,
     };
+    settings.progress.phase("Exporting the rootfs as a tarball");
     let report = tar_output::export(&settings.paths, settings.progress, composition, req, &opts)?;
     print_export(settings, &report)
 }

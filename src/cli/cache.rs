@@ -32,12 +32,15 @@ pub enum CacheCommand {
     /// Write refs (by their source, as `cache ls` shows it; all when none are named) and every
     /// blob they use to FILE, a tar (zstd-compressed when FILE ends in .zst), for another host.
     Export {
+        /// The file to write (a tar; zstd-compressed when it ends in .zst).
         file: PathBuf,
+        /// The refs to export, by their source as `cache ls` shows it [default: all].
         references: Vec<String>,
     },
     /// Take the blobs and refs of an export FILE into this cache. Every blob is re-hashed and
     /// every ref verified again with this host's keys; refs that fail are not imported (exit 1).
     Import {
+        /// An export file written by `cache export` (plain or zstd-compressed tar).
         file: PathBuf,
         /// A keyring (armored or binary) to trust for re-verifying signatures; may be repeated.
         #[arg(long)]

@@ -13,11 +13,17 @@ use crate::verify::openpgp::keys;
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Trust the public keys in FILE (armored or binary) for signature checks.
-    Add { file: PathBuf },
+    Add {
+        /// An OpenPGP key or keyring, armored or binary.
+        file: PathBuf,
+    },
     /// List every trusted key and where it comes from.
     Ls,
     /// Stop trusting a key added with `keys add` (full fingerprint).
-    Rm { fingerprint: String },
+    Rm {
+        /// The key's full fingerprint, as `keys ls` shows it.
+        fingerprint: String,
+    },
 }
 
 pub fn run(settings: &Settings, cmd: KeysCommand) -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod docs;
 mod host;
 mod images;
 mod keys;
@@ -38,23 +39,44 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct GlobalArgs {
     /// Take every host path under DIR (as `systemctl --root` does).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub root: Option<PathBuf>,
     /// Where sandboxes keep their cache, keys and state [default: $SANDBOXES_DIR, the ZFS
     /// property jip-hop:sandboxes_dir of boot-pool, or ROOT/var/lib/sandboxes].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub sandboxes_dir: Option<PathBuf>,
     /// Where machines live [default: ROOT/var/lib/machines].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub machines_dir: Option<PathBuf>,
     /// Print one JSON result on stdout; no progress bars.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     /// Print only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Global options"
+    )]
     pub quiet: bool,
     /// More detail on stderr (-vv for debug). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
 }
 
@@ -83,6 +105,10 @@ pub enum Command {
     /// Keep sandboxes across TrueNAS SCALE upgrades and enable container networking.
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Print a shell completion script (bash, zsh, fish, …) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Write a manual page for every command into DIR.
+    Man(docs::ManArgs),
 }
 
 /// How the program was started: `sandbox`, or one of the command-named entry points.
@@ -133,6 +159,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => ls::run(&settings, args),
         Command::Rm(args) => rm::run(&settings, args),
         Command::Host(cmd) => host::run(&settings, cmd),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(&settings, args),
     }
 }
 

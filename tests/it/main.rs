@@ -15,6 +15,7 @@ mod build_validate;
 mod cache;
 mod cache_transfer;
 mod cache_transfer_kinds;
+mod docs;
 mod harness;
 mod harness_selftest;
 mod host;
