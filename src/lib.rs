@@ -10,7 +10,8 @@
 //!               host files
 //! template      the template language, pure: library, composition, rendering to a BuildPlan
 //! machine       the host side: materialise (an image's tree in staging) and publish,
-//!               artifacts, removal, ZFS, the state record, host setup, machinectl
+//!               the unpacked-image store and its storage backends (place: zfs, btrfs,
+//!               reflink, copy), artifacts, removal, the state record, host setup
 //! pull          the one pull: SourceRef + trust settings → a verified FetchedImage
 //! source        where bytes come from: tarballs, images:, OCI (registry client included)
 //! transport     the one HTTP client, bounded reads, the resumable hashing download
@@ -18,8 +19,9 @@
 //! verify        checksums, OpenPGP, cosign, policy.json, simple signing; verification modes
 //! oci           OCI/Docker image formats and layer application, no network
 //! unpack        safe extraction into a directory handle that never leaves its root
-//! digest, atomic, paths, progress, runtime
-//!               sha256 digests, atomic file writes, host paths, progress bars, the runtime
+//! digest, atomic, cleanup, paths, progress, runtime
+//!               sha256 digests, atomic file writes, what an interrupted command undoes,
+//!               host paths, progress bars, the runtime
 //! ```
 //!
 //! A byte enters in `transport` (or `source` for local files), is verified in `verify` (called
@@ -30,6 +32,7 @@ pub(crate) mod airgap;
 pub(crate) mod assemble;
 pub(crate) mod atomic;
 pub(crate) mod cache;
+pub(crate) mod cleanup;
 pub mod cli;
 pub mod digest;
 pub mod export;

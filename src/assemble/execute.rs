@@ -147,9 +147,10 @@ pub fn build(
         plan,
     } = pull_and_render(paths, progress, comp, req)?;
     let _lock = cache.lock(
-        &format!("machine-{}", target.display()),
+        &materialise::machine_lock_name(machines_dir, &req.name),
         &format!("another build or pull of machine `{}`", req.name),
     )?;
+    materialise::sweep_staging(machines_dir, &req.name)?;
     materialise::ensure_machines_dir(machines_dir)?;
     let enable = req.enable || spec.enable;
     let previous = state::read_state(&paths.sandboxes_dir, &req.name)

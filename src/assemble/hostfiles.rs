@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::atomic::{write_file, write_file_mode};
+use crate::atomic::write_file_mode;
+use crate::cleanup::{self, Pending, Undo};
 
 /// Host files written so far, with what they replaced.
 #[derive(Debug, Default)]
@@ -16,6 +17,8 @@ pub struct HostFiles {
     saved: Vec<(PathBuf, Option<Vec<u8>>)>,
     /// Directories this build created, deepest last.
     created_dirs: Vec<PathBuf>,
+    /// The same undos, registered for an interrupted build (`cleanup`).
+    pending: Vec<Pending>,
     committed: bool,
 }
 
@@ -33,6 +36,10 @@ impl HostFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
+        self.pending.push(cleanup::register(Undo::Restore {
+            path: path.to_path_buf(),
+            previous: previous.clone(),
+        }));
         self.saved.push((path.to_path_buf(), previous));
         Ok(())
     }
@@ -52,6 +59,8 @@ impl HostFiles {
         }
         for d in missing.into_iter().rev() {
             fs_err::create_dir(&d)?;
+            self.pending
+                .push(cleanup::register(Undo::RemoveDir(d.clone())));
             self.created_dirs.push(d);
         }
         Ok(())
@@ -77,26 +86,23 @@ impl HostFiles {
     /// Keeps everything written.
     pub fn commit(mut self) {
         self.committed = true;
+        self.pending.clear();
     }
 
     fn rollback(&mut self) {
         for (path, previous) in self.saved.iter().rev() {
-            let result = match previous {
-                Some(bytes) => write_file(path, bytes),
-                None => match fs_err::remove_file(path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(anyhow::Error::new(e))
-                    }
-                    _ => Ok(()),
-                },
+            let undo = Undo::Restore {
+                path: path.clone(),
+                previous: previous.clone(),
             };
-            if let Err(e) = result {
+            if let Err(e) = undo.apply() {
                 tracing::warn!("could not restore {}: {e:#}", path.display());
             }
         }
         for dir in self.created_dirs.iter().rev() {
-            let _ = fs_err::remove_dir(dir);
+            let _ = Undo::RemoveDir(dir.clone()).apply();
         }
+        self.pending.clear();
     }
 }
 

@@ -97,9 +97,50 @@ pub fn acquire(path: &Path, mode: LockMode, what: &str, timeout: Duration) -> Re
     }
 }
 
+/// Takes the lock at `path` if nobody holds it; `None` when another process does.
+pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    let op = match mode {
+        LockMode::Shared => FlockOperation::NonBlockingLockShared,
+        LockMode::Exclusive => FlockOperation::NonBlockingLockExclusive,
+    };
+    loop {
+        match flock(&file, op) {
+            Ok(()) => {
+                return Ok(Some(LockGuard {
+                    _file: file,
+                    path: path.to_path_buf(),
+                }));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_acquire_says_none_while_another_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.lock");
+        let held = try_acquire(&p, LockMode::Exclusive).unwrap().expect("free");
+        assert!(try_acquire(&p, LockMode::Exclusive).unwrap().is_none());
+        drop(held);
+        assert!(try_acquire(&p, LockMode::Exclusive).unwrap().is_some());
+    }
 
     #[test]
     fn exclusive_excludes_and_shared_shares() {

@@ -203,6 +203,11 @@ impl Cache {
     }
 
     /// A per-name exclusive lock (a download URL, a machine name).
+    /// The exclusive lock `name` if no other process holds it.
+    pub fn try_lock(&self, name: &str) -> Result<Option<LockGuard>> {
+        lock::try_acquire(&self.layout.lock_file(name), LockMode::Exclusive)
+    }
+
     pub fn lock(&self, name: &str, what: &str) -> Result<LockGuard> {
         lock::acquire(
             &self.layout.lock_file(name),

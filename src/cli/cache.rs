@@ -52,6 +52,8 @@ pub enum CacheCommand {
 struct GcOutput<'a> {
     #[serde(flatten)]
     blobs: &'a maintenance::GcReport,
+    /// Staging trees (`.#NAME…`) of processes that died.
+    removed_staging: &'a [std::path::PathBuf],
     removed_stored_images: &'a [String],
     kept_stored_images: &'a [String],
 }
@@ -169,9 +171,14 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
             let report = maintenance::gc(&cache)?;
             let host = SystemHost::for_paths(&settings.paths);
             let store = store::sweep(&settings.paths, &host, |_| true)?;
+            let staging = crate::machine::materialise::sweep_dead_staging(
+                &cache,
+                &settings.paths.machines_dir,
+            )?;
             if settings.json {
                 super::print_json(&GcOutput {
                     blobs: &report,
+                    removed_staging: &staging,
                     removed_stored_images: &store.removed,
                     kept_stored_images: &store.kept,
                 })?;
@@ -187,6 +194,9 @@ pub fn run(settings: &Settings, cmd: CacheCommand) -> Result<ExitCode> {
                 }
                 for k in &store.kept {
                     settings.say(format!("kept the stored image {k}"));
+                }
+                for p in &staging {
+                    settings.say(format!("removed the unfinished tree {}", p.display()));
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -137,10 +137,17 @@ pub fn main(entry: Entry) -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     settings::init_logging(&cli.global);
+    if let Err(e) = crate::cleanup::on_signals() {
+        tracing::warn!(
+            "cannot handle SIGINT/SIGTERM (an interrupted command may leave its work): {e:#}"
+        );
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Errors may quote bytes from outside (a tar header's fields, a server's words):
+            // nothing in them may act on the terminal.
+            eprintln!("Error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -164,8 +171,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `text` with every control character but newline and tab escaped (`\u{1b}`), so that an
+/// escape sequence quoted from an archive or a server cannot clear the screen or set the
+/// terminal's title. Pure.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Prints `value` as JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_from_outside_are_escaped() {
+        let hostile = "cksum \u{1b}[2J\u{1b}]0;owned\u{7}\r done";
+        let shown = printable(hostile);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(shown.contains("\\u{1b}[2J"), "{shown}");
+        assert_eq!(printable("two\nlines\tand a tab"), "two\nlines\tand a tab");
+        assert_eq!(printable("naïve ümlaut"), "naïve ümlaut");
+    }
 }

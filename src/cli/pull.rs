@@ -143,9 +143,10 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
     if let Some(n) = &name {
         let machines_dir = &settings.paths.machines_dir;
         let _lock = cache.lock(
-            &format!("machine-{}", machines_dir.join(n).display()),
+            &materialise::machine_lock_name(machines_dir, n),
             &format!("another pull into machine `{n}`"),
         )?;
+        materialise::sweep_staging(machines_dir, n)?;
         let host = SystemHost::for_paths(&settings.paths);
         let (backend, _) = place::choose_backend(&settings.paths, &host, args.storage)?;
         let previous = state::read_state(&settings.paths.sandboxes_dir, n)

@@ -1,5 +1,6 @@
 //! `sandbox rm [--yes] NAME`.
 
+use crate::machine::materialise;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -44,11 +45,21 @@ pub fn run(settings: &Settings, args: RmArgs) -> Result<ExitCode> {
             bail!("not removing sandbox `{name}`: not confirmed");
         }
     }
-    let removal = remove::remove(
+    // Under the machine's lock: no pull or build of it is half-way, and the unfinished trees a
+    // dead one left go too.
+    let cache = crate::cache::Cache::open(&settings.paths.cache_dir())?;
+    let machines_dir = &settings.paths.machines_dir;
+    let _lock = cache.lock(
+        &materialise::machine_lock_name(machines_dir, name),
+        &format!("a pull or build of machine `{name}`"),
+    )?;
+    let swept = materialise::sweep_staging(machines_dir, name)?;
+    let mut removal = remove::remove(
         &settings.paths,
         &SystemHost::for_paths(&settings.paths),
         name,
     )?;
+    removal.removed.extend(swept);
     if settings.json {
         super::print_json(&removal)?;
     } else {

@@ -18,6 +18,7 @@ use rustix::fs::{CWD, IFlags, RenameFlags, ioctl_getflags, ioctl_setflags, renam
 use super::artifacts::{self, Artifact, Kind, Shape};
 use crate::atomic::write_file;
 use crate::cache::Cache;
+use crate::cleanup::{self, Pending, Undo};
 use crate::oci::{apply_image, settings_for};
 use crate::progress::Progress;
 use crate::pull::{Content, FetchedImage};
@@ -33,10 +34,12 @@ pub struct MaterialiseOptions {
     pub read_only: bool,
 }
 
-/// A staging directory that removes itself unless published.
+/// A staging directory that removes itself unless published (on an error, and on a signal:
+/// see `cleanup`).
 pub struct Staging {
     path: PathBuf,
     published: bool,
+    pending: Option<Pending>,
 }
 
 impl Staging {
@@ -47,16 +50,14 @@ impl Staging {
             .mode(0o700)
             .create(&path)
             .with_context(|| format!("creating staging directory {}", path.display()))?;
-        Ok(Staging {
-            path,
-            published: false,
-        })
+        Ok(Staging::adopt(path))
     }
 
     /// Takes `path`, a tree made elsewhere (a snapshot), as a staging tree: removed on drop
     /// unless published.
     pub fn adopt(path: PathBuf) -> Staging {
         Staging {
+            pending: Some(cleanup::register(Undo::RemoveTree(path.clone()))),
             path,
             published: false,
         }
@@ -69,11 +70,13 @@ impl Staging {
     /// Keeps the tree, wherever it was moved: it is no longer removed on drop.
     pub fn keep(mut self) {
         self.published = true;
+        self.pending = None;
     }
 
     /// Adopts another directory as the staging tree (used when flattening).
     fn replace_with(&mut self, other: PathBuf) -> Result<()> {
         remove_tree(&self.path)?;
+        self.pending = Some(cleanup::register(Undo::RemoveTree(other.clone())));
         self.path = other;
         Ok(())
     }
@@ -90,6 +93,73 @@ impl Drop for Staging {
             );
         }
     }
+}
+
+/// The name of the lock a pull or build of machine `name` holds while it makes the tree.
+pub fn machine_lock_name(machines_dir: &Path, name: &str) -> String {
+    format!("machine-{}", machines_dir.join(name).display())
+}
+
+/// The machine whose staging tree `entry` (a name in the machines dir) is: `.#NAME` followed
+/// by the 8 hex digits of [`Staging::create`]. Pure.
+pub fn staging_owner(entry: &str) -> Option<&str> {
+    let rest = entry.strip_prefix(".#")?;
+    let cut = rest.len().checked_sub(8)?;
+    let (name, tag) = rest.split_at(cut);
+    (!name.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
+}
+
+/// Removes the staging trees of machine `name` in `machines_dir`. Call only while holding the
+/// machine's lock ([`machine_lock_name`]): then no live process is writing one, and what is
+/// there was left by a process that died (kill -9, power loss).
+pub fn sweep_staging(machines_dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match fs_err::read_dir(machines_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let file = entry?.file_name();
+        let Some(entry_name) = file.to_str() else {
+            continue;
+        };
+        if staging_owner(entry_name) == Some(name) {
+            let path = machines_dir.join(entry_name);
+            tracing::warn!(
+                "removing {}, an unfinished tree of `{name}` that a process which died left",
+                path.display()
+            );
+            remove_tree(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every staging tree in `machines_dir` whose machine no live process is making (its
+/// machine lock is free): what `cache gc` sweeps.
+pub fn sweep_dead_staging(cache: &Cache, machines_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut owners = std::collections::BTreeSet::new();
+    match fs_err::read_dir(machines_dir) {
+        Ok(entries) => {
+            for entry in entries {
+                if let Some(owner) = entry?.file_name().to_str().and_then(staging_owner) {
+                    owners.insert(owner.to_string());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    }
+    let mut removed = Vec::new();
+    for owner in owners {
+        let Some(_lock) = cache.try_lock(&machine_lock_name(machines_dir, &owner))? else {
+            continue;
+        };
+        removed.extend(sweep_staging(machines_dir, &owner)?);
+    }
+    Ok(removed)
 }
 
 /// Creates the machines dir (0700, as systemd does) if it is missing.
@@ -167,9 +237,20 @@ fn unpack_into_staging(
     );
     let root = Root::open(staging.path())?;
     let opts = UnpackOptions::for_this_host();
+    let kind = match compression.name() {
+        "none" => "uncompressed".to_string(),
+        name => format!("{name}-compressed"),
+    };
     let summary = unpack_tar(reader, &root, &opts)
-        .with_context(|| format!("unpacking the {} tarball", compression.name()))?;
+        .with_context(|| format!("unpacking the {kind} tarball"))?;
     drop(root);
+    if summary.entries == 0 {
+        // A valid checksum over an empty file (or an empty archive) is no root filesystem.
+        bail!(
+            "the image {} holds no files: it is no root filesystem (an empty {kind} tarball)",
+            blob.display()
+        );
+    }
     progress.finish();
     if !summary.root_entry_seen {
         // No `./` entry to take the mode from: a rootfs top directory is 0755.
@@ -312,6 +393,7 @@ pub fn publish(
             }
         })?;
         staging.published = true;
+        staging.pending = None;
     }
     let finish = || -> Result<()> {
         if let Some(bytes) = nspawn {
@@ -406,5 +488,40 @@ pub fn remove_tree(path: &Path) -> Result<()> {
             Ok(fs_err::remove_dir_all(path)?)
         }
         Ok(_) => Ok(fs_err::remove_file(path)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_trees_name_their_machine_exactly() {
+        assert_eq!(staging_owner(".#web0a1b2c3d"), Some("web"));
+        assert_eq!(staging_owner(".#web10a1b2c3d"), Some("web1"));
+        assert_eq!(staging_owner(".#web0a1b2c3"), Some("we"));
+        for not in ["web", ".#0a1b2c3d", ".#webxyz12345", "#web0a1b2c3d", ".#"] {
+            assert_eq!(staging_owner(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_takes_only_the_named_machines_staging_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [".#web0a1b2c3d", ".#web10a1b2c3d", "web", ".#webdeadbeef"] {
+            std::fs::create_dir(dir.path().join(n)).unwrap();
+        }
+        std::fs::write(dir.path().join(".#webdeadbeef/x"), b"x").unwrap();
+        let mut removed = sweep_staging(dir.path(), "web").unwrap();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                dir.path().join(".#web0a1b2c3d"),
+                dir.path().join(".#webdeadbeef")
+            ]
+        );
+        assert!(dir.path().join(".#web10a1b2c3d").is_dir());
+        assert!(dir.path().join("web").is_dir());
     }
 }

@@ -314,6 +314,8 @@ pub fn ensure(
         &format!("store-{key}"),
         &format!("another pull storing {source}"),
     )?;
+    // Trees of this key a process that died was making.
+    materialise::sweep_staging(ctx.store.dir(), &key)?;
     let tree = ctx.store.tree(&key);
     if let Some(r) = ctx.store.read(&key)?
         && r.backend == ctx.backend

@@ -25,6 +25,7 @@
 //! gave them, and this module refuses bytes that do not match.
 
 pub mod http;
+pub mod limits;
 pub mod redact;
 pub mod resume;
 #[cfg(test)]

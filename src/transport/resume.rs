@@ -18,6 +18,7 @@
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt as _;
@@ -25,6 +26,7 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_RANGE;
 
 use super::describe;
+use super::limits::{Limits, Watch};
 use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::digest::Hasher;
@@ -173,6 +175,21 @@ pub fn discard(part: &Path) {
     }
 }
 
+/// A write into the partial file failed. A full disk frees it at once (its bytes would only
+/// hold the disk full until `cache gc`) and names the filesystem.
+fn write_failed(part: &Path, e: std::io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+        discard(part);
+        let dir = part.parent().unwrap_or(part);
+        return anyhow!(
+            "the filesystem of {} is full ({e}): the partial download was removed; free space \
+             or move <sandboxes_dir> and pull again",
+            dir.display()
+        );
+    }
+    anyhow::Error::new(e).context(format!("writing {}", part.display()))
+}
+
 /// Receives `resp` (a success) into `body.part`, see the module documentation.
 pub async fn receive(
     resp: reqwest::Response,
@@ -197,10 +214,27 @@ pub async fn receive(
         tracing::info!("{shown} ignored the range asked for; downloading it again from byte 0");
     }
 
+    let limits = Limits::from_env()?;
+    // Nothing verified gave a size: the configurable maximum caps the body (and what the
+    // server announces must fit under it).
+    let cap = match body.size {
+        Some(verified) => verified,
+        None => limits.max_bytes,
+    };
+    if let Some(t) = total
+        && t > cap
+    {
+        bail!(
+            "GET {shown}: the server announces {t} bytes, more than the {cap} a download may have \
+             when nothing verified says its size (raise $SANDBOX_MAX_DOWNLOAD)"
+        );
+    }
+    let cap = total.unwrap_or(cap);
     let (mut file, mut hasher) = open_at(part, start)?;
     progress.start_bytes(total, start);
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
     let mut stream = resp.bytes_stream();
+    let mut watch = Watch::new(limits, Instant::now());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| describe(e, shown)).with_context(|| {
             format!(
@@ -208,21 +242,36 @@ pub async fn receive(
                 part.display()
             )
         })?;
-        if !fits(hasher.len(), chunk.len() as u64, total) {
+        if !fits(hasher.len(), chunk.len() as u64, Some(cap)) {
             drop(out);
             discard(part);
+            match total {
+                Some(t) => bail!(
+                    "GET {shown}: the server sent more than the {t} bytes expected; nothing was stored"
+                ),
+                None => bail!(
+                    "GET {shown}: the body passed {cap} bytes, the most a download may have when \
+                     nothing verified says its size (raise $SANDBOX_MAX_DOWNLOAD); nothing was stored"
+                ),
+            }
+        }
+        if let Err(why) = watch.arrived(chunk.len() as u64, Instant::now()) {
             bail!(
-                "GET {shown}: the server sent more than the {} bytes expected; nothing was stored",
-                total.unwrap_or_default()
+                "GET {shown}: {why}; the partial file stays in {} for the next pull to resume",
+                part.display()
             );
         }
         hasher.update(&chunk);
-        out.write_all(&chunk)
-            .with_context(|| format!("writing {}", part.display()))?;
+        if let Err(e) = out.write_all(&chunk) {
+            drop(out);
+            return Err(write_failed(part, e));
+        }
         progress.inc(chunk.len() as u64);
     }
-    out.flush()
-        .with_context(|| format!("writing {}", part.display()))?;
+    if let Err(e) = out.flush() {
+        drop(out);
+        return Err(write_failed(part, e));
+    }
     drop(out);
     progress.finish();
     let size = hasher.len();

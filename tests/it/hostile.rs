@@ -292,3 +292,41 @@ fn absolute_symlinks_are_kept_verbatim_and_not_followed() {
     );
     assert_eq!(Hostile::host_files(&h.env), h.before);
 }
+
+#[test]
+fn an_empty_image_with_a_valid_checksum_is_no_root_filesystem() {
+    let env = TestEnv::new();
+    for (file, bytes) in [("zero.tar", Vec::new()), ("blank.tar", vec![0u8; 10240])] {
+        let path = env.scratch("images").join(file);
+        std::fs::write(&path, &bytes).unwrap();
+        let pin = format!("sha256:{}", crate::harness::sha256_hex(&bytes));
+        env.sandbox(&["pull", "--checksum", &pin, arg(&path), "empty"])
+            .failure()
+            .stderr_mentions(&["holds no files", "no root filesystem"]);
+        env.assert_machines(&[]);
+    }
+}
+
+#[test]
+fn escape_sequences_in_a_header_never_reach_the_terminal() {
+    let env = TestEnv::new();
+    // A tar header whose checksum field holds a clear-screen and a set-title sequence.
+    let mut header = vec![0u8; 512];
+    header[..5].copy_from_slice(b"etc/x");
+    header[148..156].copy_from_slice(b"\x1b[2J\x1b]0;");
+    let mut bytes = header;
+    bytes.extend(vec![0u8; 1024]);
+    let path = env.scratch("images").join("evil.tar");
+    std::fs::write(&path, &bytes).unwrap();
+    let pin = format!("sha256:{}", crate::harness::sha256_hex(&bytes));
+    let out = env
+        .sandbox(&["pull", "--checksum", &pin, arg(&path), "evil"])
+        .failure();
+    assert!(
+        !out.stderr.contains('\u{1b}'),
+        "an escape reached stderr: {:?}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("\\u{1b}"), "{}", out.stderr);
+    env.assert_machines(&[]);
+}

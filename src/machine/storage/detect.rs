@@ -42,9 +42,11 @@ pub fn facts(machines_dir: &Path, store_dir: &Path, host: &dyn Host) -> Result<F
 /// Whether a file in `from` can be cloned into `to`: one filesystem, and one that shares
 /// extents. Tried on a small probe file, removed again.
 pub fn can_reflink(from: &Path, to: &Path) -> bool {
-    let tag = format!("{:016x}", rand::random::<u64>());
-    let src = from.join(format!(".reflink-probe-{tag}"));
-    let dst = to.join(format!(".#reflink-probe-{tag}"));
+    // Named like a staging tree (`.#NAME` and 8 hex digits), so that what a killed process
+    // left is swept as one (`cache gc`).
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let src = from.join(format!(".#reflink-probe{tag}"));
+    let dst = to.join(format!(".#reflink-probe{tag}"));
     let tried = (|| -> std::io::Result<()> {
         let mut s = fs_err::File::create_new(&src)?;
         s.write_all(b"probe")?;
