@@ -131,7 +131,8 @@ pub enum Content {
     /// digest in this run.
     Tarball { blob: PathBuf },
     /// An OCI image: its resolved manifest, config and ordered layers, every blob in the
-    /// cache (each is verified again as it is read). Boxed: it is large, and one per pull.
+    /// cache (each is held to its descriptor as it is read, and hashed again unless this
+    /// fetch just hashed it). Boxed: it is large, and one per pull.
     Oci(Box<OciFetched>),
 }
 

@@ -19,7 +19,7 @@ use super::artifacts::{self, Artifact, Kind, Shape};
 use crate::atomic::write_file;
 use crate::cache::Cache;
 use crate::cleanup::{self, Pending, Undo};
-use crate::oci::{apply_image, settings_for};
+use crate::oci::{apply_image_hashed, settings_for};
 use crate::progress::Progress;
 use crate::pull::{Content, FetchedImage};
 use crate::source::oci_pull::CacheBlobs;
@@ -176,8 +176,8 @@ pub fn ensure_machines_dir(machines_dir: &Path) -> Result<()> {
 
 /// Makes the tree of `image` in a new staging directory in `parent` (the machines dir, or
 /// where a build assembles its rootfs): a tarball is unpacked, an OCI image's layers are
-/// applied from the cache (each blob verified again as it is read, each layer against its
-/// diff_id), with the same safety and options either way.
+/// applied from the cache (each blob held to its descriptor as it is read, hashed again unless
+/// the fetch just hashed it, each layer against its diff_id), with the same safety and options either way.
 pub fn materialise(
     cache: &Cache,
     image: &FetchedImage,
@@ -191,10 +191,13 @@ pub fn materialise(
             let staging = Staging::create(parent, name)?;
             let root = Root::open(staging.path())
                 .with_context(|| format!("opening {}", staging.path().display()))?;
-            apply_image(
+            // The fetch hashed every layer it vouches for moments ago (the cache's shared
+            // lock, held since, keeps gc out): those are held to their size only.
+            apply_image_hashed(
                 &root,
                 &CacheBlobs(cache),
                 &oci.resolved,
+                &oci.hashed_layers,
                 &UnpackOptions::for_this_host(),
             )?;
             progress.finish();

@@ -36,7 +36,10 @@ pub enum BlobError {
 /// been verified. Errors are `io::ErrorKind::InvalidData` wrapping a [`BlobError`].
 pub struct VerifiedReader<R> {
     inner: R,
-    hasher: Hasher,
+    /// `None` for [`VerifiedReader::size_only`].
+    hasher: Option<Hasher>,
+    /// Bytes read so far.
+    read: u64,
     digest: Digest,
     size: u64,
     verified: bool,
@@ -46,10 +49,22 @@ impl<R: Read> VerifiedReader<R> {
     pub fn new(inner: R, descriptor: &Descriptor) -> VerifiedReader<R> {
         VerifiedReader {
             inner,
-            hasher: Hasher::new(),
+            hasher: Some(Hasher::new()),
+            read: 0,
             digest: descriptor.digest,
             size: descriptor.size,
             verified: false,
+        }
+    }
+
+    /// Holds the blob to its descriptor's size only, for bytes whose sha256 the caller
+    /// computed in this same run (a layer hashed as it was downloaded into the cache, or
+    /// re-hashed there moments ago): hashing them again would prove nothing new. The size is
+    /// still exact, so a file that changed length since is refused.
+    pub fn size_only(inner: R, descriptor: &Descriptor) -> VerifiedReader<R> {
+        VerifiedReader {
+            hasher: None,
+            ..VerifiedReader::new(inner, descriptor)
         }
     }
 
@@ -70,14 +85,11 @@ impl<R: Read> Read for VerifiedReader<R> {
         }
         // Ask for at most one byte past the declared end: enough to notice a longer blob
         // without reading the rest of it.
-        let room = self
-            .size
-            .saturating_sub(self.hasher.len())
-            .saturating_add(1);
+        let room = self.size.saturating_sub(self.read).saturating_add(1);
         let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            let got = self.hasher.len();
+            let got = self.read;
             if got < self.size {
                 return Err(Self::fail(BlobError::TooShort {
                     digest: self.digest,
@@ -85,18 +97,23 @@ impl<R: Read> Read for VerifiedReader<R> {
                     size: self.size,
                 }));
             }
-            let actual = std::mem::take(&mut self.hasher).finish();
-            if actual != self.digest {
-                return Err(Self::fail(BlobError::DigestMismatch {
-                    expected: self.digest,
-                    actual,
-                }));
+            if let Some(hasher) = self.hasher.take() {
+                let actual = hasher.finish();
+                if actual != self.digest {
+                    return Err(Self::fail(BlobError::DigestMismatch {
+                        expected: self.digest,
+                        actual,
+                    }));
+                }
             }
             self.verified = true;
             return Ok(0);
         }
-        self.hasher.update(&buf[..n]);
-        if self.hasher.len() > self.size {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.read += n as u64;
+        if self.read > self.size {
             return Err(Self::fail(BlobError::TooLong {
                 digest: self.digest,
                 size: self.size,
@@ -199,6 +216,28 @@ mod tests {
                 actual: d
             }
         );
+    }
+
+    #[test]
+    fn size_only_still_holds_the_size_but_not_the_digest() {
+        let data = b"hashed while it was downloaded";
+        let n = data.len() as u64;
+        let read = |desc: &Descriptor| {
+            let mut out = Vec::new();
+            VerifiedReader::size_only(&data[..], desc)
+                .read_to_end(&mut out)
+                .map(|_| out)
+        };
+        let desc = |size| Descriptor::new(media::OCI_LAYER_TAR, Digest::of(b"other"), size);
+        assert_eq!(read(&desc(n)).unwrap(), data);
+        assert!(matches!(
+            blob_error(read(&desc(n - 1)).unwrap_err()),
+            BlobError::TooLong { .. }
+        ));
+        assert!(matches!(
+            blob_error(read(&desc(n + 1)).unwrap_err()),
+            BlobError::TooShort { .. }
+        ));
     }
 
     #[test]

@@ -34,7 +34,8 @@
 //! Files: `reference` (sources, pure), `media` (media types), `manifest` (descriptors,
 //! manifests, indexes), `config` (image config), `platform` (os/arch/variant, matching),
 //! `blob` (verified reading, the `BlobSource` trait), `layout` (image layout directories),
-//! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying), `nspawn`
+//! `archive` (`oci-archive` tars), `image` (resolution), `layers` (applying, in order),
+//! `layer_stream` (one layer's blob to tar stream as a pipeline of threads), `nspawn`
 //! (init detection and the `.nspawn` an image needs). Nothing here speaks HTTP: the registry
 //! client (manifests, blobs, auth, push) is `source::registry`; signature checks (policy,
 //! cosign, simple signing's lookaside) are `verify`'s; signing and layout writing are
@@ -44,6 +45,7 @@ pub mod archive;
 pub mod blob;
 pub mod config;
 pub mod image;
+pub mod layer_stream;
 pub mod layers;
 pub mod layout;
 pub mod manifest;
@@ -59,7 +61,7 @@ pub use archive::{ArchiveSummary, extract_oci_archive};
 pub use blob::{BlobError, BlobSource, VerifiedReader};
 pub use config::{ContainerConfig, ImageConfig};
 pub use image::{ImageProvenance, ResolvedImage, choose_manifest, resolve_image};
-pub use layers::{AppliedLayer, apply_image, apply_layers};
+pub use layers::{AppliedLayer, LayerInput, apply_image, apply_image_hashed, apply_layers};
 pub use layout::OciLayout;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, parse_manifest};
 pub use nspawn::{LABEL_NSPAWN, has_init, render_exec_section, settings_for};

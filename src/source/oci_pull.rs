@@ -90,6 +90,11 @@ pub struct OciFetched {
     pub platform: String,
     /// Layer bytes transferred in this run (0 on a re-pull).
     pub layer_bytes_fetched: u64,
+    /// The layers whose cached bytes this run hashed and found right: downloaded (hashed as
+    /// they streamed into the cache), copied from a layout, or re-hashed where the cache held
+    /// them. Materialising them holds them to their size only; a layer another process stored
+    /// while this one waited for its lock is not in here, and is hashed when it is applied.
+    pub hashed_layers: Vec<Digest>,
 }
 
 /// Blobs straight from the cache.
@@ -270,12 +275,14 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     )?;
     store_document(cache, &resolved.image.config, &resolved.config_bytes)?;
 
-    let missing = missing_layers(cache, &resolved.layers)?;
+    let (missing, mut hashed_layers) = missing_layers(cache, &resolved.layers)?;
     let (_locks, missing) = lock_layers(cache, missing)?;
     let layer_bytes_fetched = match &registry {
         Some(reg) => runtime::block_on(fetch_layers_registry(reg, cache, &missing))??,
         None => fetch_layers_local(upstream, cache, &missing)?,
     };
+    // Every layer fetched above was hashed on its way into the cache (or the fetch failed).
+    hashed_layers.extend(missing.iter().map(|l| l.descriptor.digest));
     let platform = resolved
         .config
         .platform()
@@ -287,6 +294,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         verification,
         platform,
         layer_bytes_fetched,
+        hashed_layers,
     })
 }
 
@@ -354,7 +362,7 @@ fn fetch_offline(
     let top = Descriptor::new(media_type, manifest.digest, manifest.size);
     let resolved = resolve_image(&CacheBlobs(cache), &top, &req.platform)
         .with_context(|| format!("resolving {} from the cache", req.source))?;
-    let missing = missing_layers(cache, &resolved.layers)?;
+    let (missing, hashed_layers) = missing_layers(cache, &resolved.layers)?;
     if let Some(l) = missing.first() {
         if req.candidate.is_some() {
             bail!(
@@ -378,6 +386,7 @@ fn fetch_offline(
         verification,
         platform,
         layer_bytes_fetched: 0,
+        hashed_layers,
     })
 }
 
@@ -403,10 +412,11 @@ fn store_document(cache: &Cache, desc: &Descriptor, bytes: &[u8]) -> Result<()> 
     Ok(())
 }
 
-/// The layers not in the cache, each digest once. Cached layers are re-hashed first, as a
-/// cached tarball is: one that rotted since it was verified is removed and counts as missing
-/// (otherwise it would fail every materialisation until `cache fsck`).
-fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<Vec<Layer>> {
+/// The layers not in the cache, each digest once, and the cached ones this re-hashed and
+/// found right. Cached layers are re-hashed first, as a cached tarball is: one that rotted
+/// since it was verified is removed and counts as missing (otherwise it would fail every
+/// materialisation until `cache fsck`).
+fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<(Vec<Layer>, Vec<Digest>)> {
     let mut out: Vec<Layer> = Vec::new();
     let mut checked: Vec<Digest> = Vec::new();
     for l in layers {
@@ -428,7 +438,7 @@ fn missing_layers(cache: &Cache, layers: &[Layer]) -> Result<Vec<Layer>> {
         }
         out.push(l.clone());
     }
-    Ok(out)
+    Ok((out, checked))
 }
 
 /// Locks every missing layer against concurrent pulls of the same blob, then drops those

@@ -10,11 +10,10 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use liblzma::stream::Stream;
 
+pub use super::chunks::ThreadedReader;
 use super::xz_parallel::{DEFAULT_BUFFER_CAP, open_parallel};
 use crate::progress::{Progress, ProgressReader};
 
@@ -177,106 +176,6 @@ pub fn decoder<R: Read + Send + 'static>(
         Compression::None => Box::new(input),
     };
     Ok((compression, reader))
-}
-
-/// Runs `source` on a thread of its own and hands its bytes over in large chunks, so that the
-/// reader's work (decompression) and the consumer's (writing files) use two cores.
-pub struct ThreadedReader {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-    done: bool,
-    thread: Option<JoinHandle<()>>,
-}
-
-const CHUNK: usize = 256 * 1024;
-/// Chunks in flight: bounds the memory between the two threads to about 2 MiB.
-const DEPTH: usize = 8;
-
-impl ThreadedReader {
-    pub fn new(mut source: Box<dyn Read + Send>) -> io::Result<Self> {
-        let (tx, rx): (SyncSender<io::Result<Vec<u8>>>, _) = sync_channel(DEPTH);
-        let thread = std::thread::Builder::new()
-            .name("decompress".into())
-            .spawn(move || {
-                loop {
-                    let mut buf = vec![0u8; CHUNK];
-                    let mut filled = 0;
-                    // Fill whole chunks: fewer hand-overs.
-                    let result = loop {
-                        match source.read(&mut buf[filled..]) {
-                            Ok(0) => break Ok(()),
-                            Ok(n) => {
-                                filled += n;
-                                if filled == buf.len() {
-                                    break Ok(());
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => break Err(e),
-                        }
-                    };
-                    let eof = result.is_ok() && filled < buf.len();
-                    buf.truncate(filled);
-                    if !buf.is_empty() && tx.send(Ok(buf)).is_err() {
-                        return; // consumer gone
-                    }
-                    if let Err(e) = result {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                    if eof {
-                        return;
-                    }
-                }
-            })?;
-        Ok(ThreadedReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-            done: false,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Read for ThreadedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.done = true;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Drop for ThreadedReader {
-    fn drop(&mut self) {
-        // Unblock the producer (it fails to send once the receiver is gone), then wait for it.
-        let (_tx, rx) = sync_channel(0);
-        drop(std::mem::replace(&mut self.rx, rx));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[cfg(test)]

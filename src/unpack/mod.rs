@@ -44,10 +44,12 @@
 //! `pax` (PAX records), `acl` (ACL text to xattr), `sparse` (copying data, sparse maps),
 //! `stream` (byte positions, truncation and header capture), `error`, `hook` (the per-entry
 //! extension point), `layers` (OCI layer rules: whiteouts, opaque directories, absolute
-//! symlinks resolved inside the root); `decompress` (compression by magic bytes) and
+//! symlinks resolved inside the root); `decompress` (compression by magic bytes), `chunks`
+//! (bounded hand-over of a stream between threads, the stages of a pipeline) and
 //! `xz_index`/`xz_parallel` (block-parallel xz with bounded memory).
 
 mod acl;
+pub mod chunks;
 pub mod decompress;
 mod entry_meta;
 mod error;
