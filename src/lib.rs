@@ -7,7 +7,9 @@
 //! airgap        cache export/import for hosts without a network
 //! export        what --output writes: tar + SHA256SUMS(.gpg), OCI layouts, pushes, signing
 //! assemble      carries a BuildPlan out (`sandbox build`): layering, fix-ups, bake steps,
-//!               host files
+//!               host files (and, with --force, the settings `config` noted)
+//! config        `sandbox config`: a sandbox's effective settings, lossless edits of single
+//!               keys of its .nspawn file and drop-in, noted in the state record
 //! template      the template language, pure: library, composition, rendering to a BuildPlan
 //! machine       the host side: materialise (an image's tree in staging) and publish,
 //!               the unpacked-image store and its storage backends (place: zfs, btrfs,
@@ -34,6 +36,7 @@ pub(crate) mod atomic;
 pub(crate) mod cache;
 pub(crate) mod cleanup;
 pub mod cli;
+pub(crate) mod config;
 pub mod digest;
 pub mod export;
 pub(crate) mod machine;

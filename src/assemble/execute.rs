@@ -18,6 +18,7 @@ use super::fixups::{self, FixupReport};
 use super::hostcheck;
 use super::hostfiles::HostFiles;
 use crate::cache::Cache;
+use crate::config::plan::{KeyEdit, reapply};
 use crate::digest::Digest;
 use crate::digest::Hasher;
 use crate::machine::host::{Host, Program, run_str};
@@ -69,6 +70,9 @@ pub struct BuildReport {
     pub handoff: Vec<String>,
     /// Why the hand-off was skipped, when it was.
     pub skipped_handoff: Option<String>,
+    /// `.nspawn` keys changed with `sandbox config` that a `--force` rebuild applied again over
+    /// what the templates render, each with the templates' values it replaces.
+    pub kept_edits: Vec<KeyEdit>,
 }
 
 /// cloud-init's instance id: the same templates, values, image and name give the same id
@@ -169,7 +173,7 @@ pub fn build(
     }
     let requested = req.storage.or(spec.storage).unwrap_or_default();
     let (backend, _) = place::choose_backend(paths, host, requested)?;
-    let (fixups, state) = if backend == Backend::Copy && on_zfs && zfs_runs {
+    let (fixups, state, kept_edits) = if backend == Backend::Copy && on_zfs && zfs_runs {
         build_on_zfs(
             paths,
             progress,
@@ -202,8 +206,9 @@ pub fn build(
         )
         .with_context(|| format!("unpacking {source}"))?;
         let fixups = layer_into(tree.path(), &plan, progress)?;
-        let state = make_state(paths, &plan, &fetched, req, None, enable).placed(&placement);
-        let host_files = write_host_side(paths, &plan, &state, req.force)?;
+        let state = make_state(paths, &plan, &fetched, req, None, enable, previous.as_ref())
+            .placed(&placement);
+        let (host_files, kept) = write_host_side(paths, &plan, &state, req.force)?;
         match tree {
             Tree::Staged(staging) => {
                 let opts = MaterialiseOptions {
@@ -216,7 +221,7 @@ pub fn build(
             Tree::InPlace(clone) => clone.keep(),
         }
         host_files.commit();
-        (fixups, state)
+        (fixups, state, kept)
     };
     let (handoff, skipped_handoff) = hand_off(host, &req.name, enable, !req.no_start)?;
     Ok(BuildReport {
@@ -224,6 +229,7 @@ pub fn build(
         fixups,
         handoff,
         skipped_handoff,
+        kept_edits,
     })
 }
 
@@ -332,6 +338,8 @@ pub(crate) fn layer_into(
     Ok(report)
 }
 
+/// The record of this build; the settings an earlier record notes as changed with `sandbox
+/// config` carry over (`write_host_side` applies them again).
 fn make_state(
     paths: &HostPaths,
     plan: &BuildPlan,
@@ -339,6 +347,7 @@ fn make_state(
     req: &BuildRequest,
     zfs_dataset: Option<String>,
     enabled: bool,
+    previous: Option<&SandboxState>,
 ) -> SandboxState {
     let spec = &plan.spec;
     SandboxState {
@@ -361,22 +370,41 @@ fn make_state(
         enabled,
         created_at: crate::cache::refs::now_rfc3339(),
         cloud_init_seed: plan.seed_from.clone(),
+        user_edits: match previous {
+            Some(p) if req.force => p.user_edits.clone(),
+            _ => Vec::new(),
+        },
     }
 }
 
 /// Writes the plan's host files and the state record; with `force`, removes the drop-ins an
 /// earlier build wrote that this one does not. Restored on drop unless committed.
+///
+/// The `.nspawn` keys the record notes as changed with `sandbox config` are applied again to
+/// the rendered file (returned, with the values they replace): a person's choice for this one
+/// sandbox outlives a rebuild, as `/etc/systemd/nspawn` outlives `machinectl pull-tar --force`.
+/// The sandbox's own drop-in (`30-sandbox-config.conf`) is never written by a build at all.
 fn write_host_side(
     paths: &HostPaths,
     plan: &BuildPlan,
     state: &SandboxState,
     force: bool,
-) -> Result<HostFiles> {
+) -> Result<(HostFiles, Vec<KeyEdit>)> {
     let mut files = HostFiles::new();
+    let nspawn = format!("etc/systemd/nspawn/{}.nspawn", plan.machine);
+    let mut kept = Vec::new();
     for f in plan.files.iter().filter(|f| f.base == Base::Host) {
         let Content::Bytes(bytes) = &f.content else {
             bail!("internal: host file /{} is planned as a symlink", f.path);
         };
+        if f.path == nspawn && !state.user_edits.is_empty() {
+            let rendered = std::str::from_utf8(bytes).context("the rendered .nspawn file")?;
+            let (text, k) = reapply(rendered, &state.user_edits)
+                .context("applying the settings changed with `sandbox config` again")?;
+            kept = k;
+            files.write(&paths.host(&f.path), text.as_bytes(), f.mode)?;
+            continue;
+        }
         files.write(&paths.host(&f.path), bytes, f.mode)?;
     }
     if force {
@@ -395,7 +423,7 @@ fn write_host_side(
         &json,
         0o644,
     )?;
-    Ok(files)
+    Ok((files, kept))
 }
 
 /// ZFS: a dataset of its own, mounted at the machine's path, filled in place.
@@ -410,7 +438,7 @@ fn build_on_zfs(
     req: &BuildRequest,
     previous: Option<&SandboxState>,
     enable: bool,
-) -> Result<(FixupReport, SandboxState)> {
+) -> Result<(FixupReport, SandboxState, Vec<KeyEdit>)> {
     let machines_dir = &paths.machines_dir;
     let target = machines_dir.join(&req.name);
     let parent = zfs::parent_dataset(host, machines_dir)?;
@@ -444,11 +472,19 @@ fn build_on_zfs(
     materialise::move_contents_up(&staging, &target)?;
     drop(staging);
     let fixups = layer_into(&target, plan, progress)?;
-    let state = make_state(paths, plan, fetched, req, Some(dataset.clone()), enable);
-    let host_files = write_host_side(paths, plan, &state, req.force)?;
+    let state = make_state(
+        paths,
+        plan,
+        fetched,
+        req,
+        Some(dataset.clone()),
+        enable,
+        previous,
+    );
+    let (host_files, kept) = write_host_side(paths, plan, &state, req.force)?;
     host_files.commit();
     guard.keep = true;
-    Ok((fixups, state))
+    Ok((fixups, state, kept))
 }
 
 /// Destroys a dataset this build created unless the build got through.

@@ -107,6 +107,9 @@ struct BuildJson<'a> {
     handoff: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     handoff_skipped: Option<&'a str>,
+    /// `.nspawn` keys changed with `sandbox config`, applied again by `--force`: `{"key",
+    /// "file", "before" (the templates' values), "after" (the kept ones)}`.
+    kept_edits: &'a [crate::config::plan::KeyEdit],
 }
 
 /// The flag over the variable (an empty variable is unset). The variable is read here, not by
@@ -270,6 +273,7 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
             fixups: &report.fixups.notes,
             handoff: &report.handoff,
             handoff_skipped: report.skipped_handoff.as_deref(),
+            kept_edits: &report.kept_edits,
         })?;
     } else {
         let v = &report.state.verification;
@@ -283,6 +287,28 @@ pub fn run(settings: &Settings, args: BuildArgs) -> Result<ExitCode> {
         ));
         for note in &report.fixups.notes {
             settings.say(format!("  {note}"));
+        }
+        for k in &report.kept_edits {
+            let show = |values: &[String]| {
+                if values.is_empty() {
+                    "unset".to_string()
+                } else {
+                    values.join(", ")
+                }
+            };
+            let over = if k.before == k.after {
+                String::new()
+            } else {
+                format!(" over the templates' {}", show(&k.before))
+            };
+            settings.say(format!(
+                "Kept {} = {} (set with `sandbox config`){over}; `sandbox config {} --reset {}` \
+                 gives the templates' value back",
+                k.key,
+                show(&k.after),
+                report.state.name,
+                k.key
+            ));
         }
         for cmd in &report.handoff {
             settings.say(format!("Ran {cmd}"));

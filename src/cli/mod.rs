@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod config;
 mod docs;
 mod host;
 mod images;
@@ -102,6 +103,8 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Stop, disable and remove a sandbox with its files and state record.
     Rm(rm::RmArgs),
+    /// Show a sandbox's settings, or change single keys of its .nspawn file and drop-in.
+    Config(config::ConfigArgs),
     /// Keep sandboxes across TrueNAS SCALE upgrades and enable container networking.
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -165,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(&settings, args),
         Command::Ls(args) => ls::run(&settings, args),
         Command::Rm(args) => rm::run(&settings, args),
+        Command::Config(args) => config::run(&settings, args),
         Command::Host(cmd) => host::run(&settings, cmd),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(&settings, args),

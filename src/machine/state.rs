@@ -7,7 +7,8 @@
 //! values, the source and the digest of the image, how that image was verified) and every
 //! host path the build created, so removal needs no guessing. Variable values are recorded
 //! as given; templates must not put secrets in variables (they belong in `user-data`, which
-//! stays inside the rootfs, mode 0600).
+//! stays inside the rootfs, mode 0600). `sandbox config` adds the keys a person changed
+//! (`user_edits`), so that `build --force` can keep them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,43 @@ pub struct SandboxState {
     /// build checked that the image has cloud-init. Empty: no seed of the templates' own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cloud_init_seed: Vec<String>,
+    /// Keys changed with `sandbox config`, one entry per key (the last change wins), sorted;
+    /// `build --force` keeps them. Absent in records from before `sandbox config`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_edits: Vec<UserEdit>,
+}
+
+/// Which file a `sandbox config` edit went into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditedFile {
+    /// `/etc/systemd/nspawn/NAME.nspawn`.
+    Nspawn,
+    /// The sandbox's own drop-in, `systemd-nspawn@NAME.service.d/30-sandbox-config.conf`.
+    Dropin,
+}
+
+/// One key a person (or a UI) changed with `sandbox config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEdit {
+    pub file: EditedFile,
+    /// `Section.Key`, e.g. `Network.Zone`.
+    pub key: String,
+    /// The key's values in that file after the edit, in order; empty: it was removed.
+    pub values: Vec<String>,
+    /// When, RFC 3339, UTC.
+    pub at: String,
+}
+
+impl SandboxState {
+    /// Records `edit`, replacing an earlier one of the same file and key.
+    pub fn note_edit(&mut self, edit: UserEdit) {
+        self.user_edits
+            .retain(|e| !(e.file == edit.file && e.key == edit.key));
+        self.user_edits.push(edit);
+        self.user_edits
+            .sort_by(|a, b| (a.file, &a.key).cmp(&(b.file, &b.key)));
+    }
 }
 
 impl SandboxState {
@@ -107,6 +145,7 @@ impl SandboxState {
             enabled: false,
             created_at,
             cloud_init_seed: Vec::new(),
+            user_edits: Vec::new(),
         }
     }
 
@@ -300,9 +339,30 @@ mod tests {
             enabled: true,
             created_at: "2026-11-29T02:30:00Z".into(),
             cloud_init_seed: vec!["docker/user-data".into()],
+            user_edits: vec![],
         };
         write_state(dir.path(), &state).unwrap();
-        assert_eq!(read_state(dir.path(), "web").unwrap(), Some(state));
+        assert_eq!(read_state(dir.path(), "web").unwrap(), Some(state.clone()));
+        // Edits: one per key, the last wins, and they survive a round trip.
+        let mut edited = state;
+        let edit = |key: &str, values: &[&str], at: &str| UserEdit {
+            file: EditedFile::Nspawn,
+            key: key.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            at: at.into(),
+        };
+        edited.note_edit(edit("Network.Zone", &["a"], "1"));
+        edited.note_edit(edit("Exec.Boot", &[], "2"));
+        edited.note_edit(edit("Network.Zone", &["b"], "3"));
+        assert_eq!(
+            edited.user_edits,
+            [
+                edit("Exec.Boot", &[], "2"),
+                edit("Network.Zone", &["b"], "3")
+            ]
+        );
+        write_state(dir.path(), &edited).unwrap();
+        assert_eq!(read_state(dir.path(), "web").unwrap(), Some(edited));
         fs_err::write(state_path(dir.path(), "bad"), b"{").unwrap();
         let err = read_state(dir.path(), "bad").unwrap_err();
         assert!(format!("{err:#}").contains("bad.json"), "{err:#}");

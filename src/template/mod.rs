@@ -17,7 +17,8 @@
 //!    (`generate`) add what depends on the host (NVIDIA files) or the machine name (extra
 //!    bridges). The result is a `BuildPlan` (`plan`), bake steps (`[build] run`) included.
 //!
-//! Every error about a template names the file and line it comes from. The rules are
+//! `origins` answers which template a composed `.nspawn` value came from (for `sandbox
+//! config`). Every error about a template names the file and line it comes from. The rules are
 //! documented for template authors in `templates/README.md`.
 
 pub mod cloudinit;
@@ -30,6 +31,7 @@ pub mod library;
 pub mod manifest;
 pub mod nspawn;
 pub mod nspawn_rules;
+pub mod origins;
 pub mod plan;
 pub mod vars;
 pub mod yaml;

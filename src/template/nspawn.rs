@@ -103,6 +103,16 @@ pub fn key_kind(section: &str, key: &str) -> Option<KeyKind> {
     }
 }
 
+/// Every key systemd.nspawn(5) defines for `section`.
+pub fn keys_of(section: &str) -> Vec<String> {
+    LIST_KEYS
+        .iter()
+        .chain(SCALAR_KEYS)
+        .filter(|(s, _)| *s == section)
+        .map(|(_, k)| k.to_string())
+        .collect()
+}
+
 /// Checks every assignment of a fragment against systemd.nspawn(5).
 pub fn validate(assignments: &[Assignment], file: &str) -> Result<()> {
     for a in assignments {

@@ -15,6 +15,7 @@ mod build_validate;
 mod cache;
 mod cache_transfer;
 mod cache_transfer_kinds;
+mod config;
 mod docs;
 mod faults;
 mod harness;

@@ -353,3 +353,43 @@ fn generators_run_at_their_templates_position() {
         "{e}"
     );
 }
+
+#[test]
+fn every_composed_nspawn_value_names_its_template() {
+    let set = Set::default()
+        .with(base())
+        .with(tpl(
+            "a",
+            &[(
+                "a.nspawn",
+                "[Exec]\nBoot=no\n[Files]\nBind=/x\nBind=/y\n[Network]\nZone=a\n",
+            )],
+        ))
+        .with(tpl(
+            "b",
+            &[(
+                "b.nspawn",
+                "[Exec]\nBoot=yes\n[Files]\nBind=\nBind=/y\nBind=/z\n",
+            )],
+        ));
+    let c = set.compose(&["base", "a", "b"], &[]).unwrap();
+    let got: Vec<String> = c
+        .nspawn_origins()
+        .iter()
+        .map(|o| {
+            format!(
+                "{}.{}={} {} {}",
+                o.section, o.key, o.value, o.template, o.place
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "Network.Zone=a a /t/a/a.nspawn:7",
+            "Exec.Boot=yes b /t/b/b.nspawn:2",
+            "Files.Bind=/y b /t/b/b.nspawn:5",
+            "Files.Bind=/z b /t/b/b.nspawn:6",
+        ]
+    );
+}
