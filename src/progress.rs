@@ -6,7 +6,16 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::OnceLock;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Every bar of the process, drawn together: several at once (an OCI image's layers download
+/// in parallel) stay on lines of their own.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
 
 /// Whether bars may be drawn, decided once from the global options.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +59,7 @@ impl ProgressMode {
     /// A bar for one task, labelled `label` (e.g. "Downloading image.tar.xz").
     pub fn task(&self, label: &str) -> Progress {
         let bar = if self.enabled {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let bar = bars().add(ProgressBar::no_length());
             bar.set_message(label.to_string());
             Some(bar)
         } else {

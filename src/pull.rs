@@ -234,7 +234,7 @@ fn fetch(
             };
             Request::Images(Box::new(req), trust)
         }
-        SourceRef::Oci(s) => return fetch_oci_base(paths, cache, spec, s),
+        SourceRef::Oci(s) => return fetch_oci_base(paths, progress, cache, spec, s),
     };
     let http = Http::new()?;
     let fetch_once = || -> Result<(FetchedImage, bool)> {
@@ -312,6 +312,7 @@ fn fetch(
 /// host's by default), verified (policy, signatures, every blob checked).
 fn fetch_oci_base(
     paths: &HostPaths,
+    progress: ProgressMode,
     cache: &Cache,
     spec: &PullSpec,
     source: &str,
@@ -334,6 +335,7 @@ fn fetch_oci_base(
         verify: spec.mode(),
         policy_file: paths.sandboxes_dir.join("policy.json"),
         offline: spec.offline(),
+        progress,
         candidate: spec.candidate.as_deref(),
         cosign_key: spec.oci.cosign_key.clone(),
         registries_d: paths.sandboxes_dir.join("registries.d"),

@@ -19,7 +19,7 @@ use super::artifacts::{self, Artifact, Kind, Shape};
 use crate::atomic::write_file;
 use crate::cache::Cache;
 use crate::cleanup::{self, Pending, Undo};
-use crate::oci::{apply_image_hashed, settings_for};
+use crate::oci::{apply_image_with_progress, settings_for};
 use crate::progress::Progress;
 use crate::pull::{Content, FetchedImage};
 use crate::source::oci_pull::CacheBlobs;
@@ -193,12 +193,13 @@ pub fn materialise(
                 .with_context(|| format!("opening {}", staging.path().display()))?;
             // The fetch hashed every layer it vouches for moments ago (the cache's shared
             // lock, held since, keeps gc out): those are held to their size only.
-            apply_image_hashed(
+            apply_image_with_progress(
                 &root,
                 &CacheBlobs(cache),
                 &oci.resolved,
                 &oci.hashed_layers,
                 &UnpackOptions::for_this_host(),
+                progress,
             )?;
             progress.finish();
             Ok(staging)

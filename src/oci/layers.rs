@@ -19,6 +19,7 @@
 //! blob's magic bytes, so a mislabelled layer is named as such instead of failing somewhere
 //! in a decoder.
 
+use crate::progress::{Progress, ProgressReader};
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
@@ -123,11 +124,30 @@ pub fn apply_image_hashed(
     hashed: &[Digest],
     opts: &UnpackOptions,
 ) -> Result<Vec<AppliedLayer>> {
+    apply_image_with_progress(root, source, image, hashed, opts, &Progress::hidden())
+}
+
+/// [`apply_image_hashed`], advancing `progress` by the layer bytes read (its total: every
+/// layer's size).
+pub fn apply_image_with_progress(
+    root: &Root,
+    source: &dyn BlobSource,
+    image: &ResolvedImage,
+    hashed: &[Digest],
+    opts: &UnpackOptions,
+    progress: &Progress,
+) -> Result<Vec<AppliedLayer>> {
+    let total: u64 = image.layers.iter().map(|l| l.descriptor.size).sum();
+    progress.start_bytes(Some(total), 0);
     let layers = image.layers.iter().map(|layer| {
         let digest = &layer.descriptor.digest;
         let reader = source
             .open_blob(digest)
             .with_context(|| format!("opening layer {digest}"))?;
+        let reader: Box<dyn std::io::Read + Send> = Box::new(ProgressReader {
+            inner: reader,
+            progress: progress.clone(),
+        });
         let check = if hashed.contains(digest) {
             BlobCheck::SizeOnly
         } else {

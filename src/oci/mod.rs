@@ -61,7 +61,10 @@ pub use archive::{ArchiveSummary, extract_oci_archive};
 pub use blob::{BlobError, BlobSource, VerifiedReader};
 pub use config::{ContainerConfig, ImageConfig};
 pub use image::{ImageProvenance, ResolvedImage, choose_manifest, resolve_image};
-pub use layers::{AppliedLayer, LayerInput, apply_image, apply_image_hashed, apply_layers};
+pub use layers::{
+    AppliedLayer, LayerInput, apply_image, apply_image_hashed, apply_image_with_progress,
+    apply_layers,
+};
 pub use layout::OciLayout;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, parse_manifest};
 pub use nspawn::{LABEL_NSPAWN, has_init, render_exec_section, settings_for};

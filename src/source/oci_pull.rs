@@ -45,7 +45,7 @@ use crate::oci::{
     Descriptor, OciLayout, OciSource, PlatformSpec, ResolvedImage, extract_oci_archive,
     resolve_image,
 };
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressMode, ProgressReader};
 use crate::runtime;
 use crate::source::oci_signatures::{
     RequiredKey, SignatureKind, SignatureStores, check_policy, load_cosign_key, verify_signatures,
@@ -70,6 +70,8 @@ pub struct OciRequest<'a> {
     /// `<sandboxes_dir>/policy.json`.
     pub policy_file: PathBuf,
     pub offline: bool,
+    /// Bars for the layers' downloads (nothing unless on a terminal).
+    pub progress: ProgressMode,
     /// A ref to verify from the cache in place of the cache's own (`cache import`): its
     /// documents and layers are checked from the cache, nothing is fetched or written.
     pub candidate: Option<&'a Ref>,
@@ -278,8 +280,8 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
     let (missing, mut hashed_layers) = missing_layers(cache, &resolved.layers)?;
     let (_locks, missing) = lock_layers(cache, missing)?;
     let layer_bytes_fetched = match &registry {
-        Some(reg) => runtime::block_on(fetch_layers_registry(reg, cache, &missing))??,
-        None => fetch_layers_local(upstream, cache, &missing)?,
+        Some(reg) => runtime::block_on(fetch_layers_registry(reg, cache, &missing, req.progress))??,
+        None => fetch_layers_local(upstream, cache, &missing, req.progress)?,
     };
     // Every layer fetched above was hashed on its way into the cache (or the fetch failed).
     hashed_layers.extend(missing.iter().map(|l| l.descriptor.digest));
@@ -465,13 +467,24 @@ fn lock_layers(cache: &Cache, missing: Vec<Layer>) -> Result<(Vec<LockGuard>, Ve
 }
 
 /// Copies layers from a local source into the cache, each checked against its descriptor.
-fn fetch_layers_local(source: &dyn BlobSource, cache: &Cache, layers: &[Layer]) -> Result<u64> {
+fn fetch_layers_local(
+    source: &dyn BlobSource,
+    cache: &Cache,
+    layers: &[Layer],
+    progress: ProgressMode,
+) -> Result<u64> {
     let mut total = 0;
     for layer in layers {
         let d = &layer.descriptor;
         let inner = source
             .open_blob(&d.digest)
             .with_context(|| format!("opening layer {}", d.digest))?;
+        let bar = progress.task(&layer_label("Copying", &d.digest));
+        bar.start_bytes(Some(d.size), 0);
+        let inner = ProgressReader {
+            inner,
+            progress: bar.clone(),
+        };
         let mut reader = crate::oci::VerifiedReader::new(inner, d);
         let mut temp = cache.temp_blob()?;
         // VerifiedReader fails on the read that proves a lie (too long, too short, wrong
@@ -480,15 +493,24 @@ fn fetch_layers_local(source: &dyn BlobSource, cache: &Cache, layers: &[Layer]) 
         cache
             .publish(temp, Some(&d.digest))
             .with_context(|| format!("storing layer {}", d.digest))?;
+        bar.finish();
         total += d.size;
     }
     Ok(total)
 }
 
 /// Downloads layers from the registry into the cache, [`PARALLEL_LAYERS`] at once.
-async fn fetch_layers_registry(reg: &Registry, cache: &Cache, layers: &[Layer]) -> Result<u64> {
+async fn fetch_layers_registry(
+    reg: &Registry,
+    cache: &Cache,
+    layers: &[Layer],
+    progress: ProgressMode,
+) -> Result<u64> {
     let sizes: Vec<u64> = futures_util::stream::iter(layers)
-        .map(|l| download_layer(reg, cache, &l.descriptor))
+        .map(|l| {
+            let bar = progress.task(&layer_label("Downloading", &l.descriptor.digest));
+            download_layer(reg, cache, &l.descriptor, bar)
+        })
         .buffer_unordered(PARALLEL_LAYERS)
         .try_collect()
         .await?;
@@ -498,7 +520,12 @@ async fn fetch_layers_registry(reg: &Registry, cache: &Cache, layers: &[Layer]) 
 /// Downloads one layer into the cache, resuming the partial file an interrupted pull left
 /// (keyed by the digest, so any earlier pull's bytes of this blob are good to continue from).
 /// Returns the bytes transferred now.
-async fn download_layer(reg: &Registry, cache: &Cache, d: &Descriptor) -> Result<u64> {
+async fn download_layer(
+    reg: &Registry,
+    cache: &Cache,
+    d: &Descriptor,
+    progress: Progress,
+) -> Result<u64> {
     let part = cache.layout().partial_blob(&d.digest);
     let from = resume::resumable_len(&part, Some(d.size));
     if from > 0 {
@@ -515,11 +542,16 @@ async fn download_layer(reg: &Registry, cache: &Cache, d: &Descriptor) -> Result
     };
     // The size cap is the descriptor's: a registry sending more is refused before the excess
     // is written, and the digest is checked before the blob is published.
-    let got = resume::receive(resp, &body, &Progress::hidden())
+    let got = resume::receive(resp, &body, &progress)
         .await
         .with_context(|| what.clone())?;
     resume::publish(cache, &part, &got, Some(&d.digest), None, &what)?;
     Ok(got.transferred())
+}
+
+/// `Downloading layer 0123456789ab`: the label of one layer's bar.
+fn layer_label(verb: &str, digest: &Digest) -> String {
+    format!("{verb} layer {}", &digest.hex()[..12])
 }
 
 fn write_ref(

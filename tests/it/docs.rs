@@ -133,3 +133,65 @@ fn a_build_on_a_terminal_shows_its_phases_and_nothing_with_q() {
         .success();
     assert!(!piped.stderr.contains("==>"), "{}", piped.stderr);
 }
+
+#[test]
+fn an_oci_pull_on_a_terminal_shows_each_layer_and_the_unpack() {
+    use crate::harness::ocimage::{
+        Comp, Entry, ImageSpec, LayerSpec, host_arch, single_image_layout,
+    };
+    let env = TestEnv::new();
+    let layer = |name: &'static str| LayerSpec {
+        comp: Comp::None,
+        entries: vec![
+            Entry::Dir("usr"),
+            Entry::File(name, crate::harness::random_bytes(48 << 20), 0o644),
+        ],
+    };
+    let spec = ImageSpec {
+        arch: host_arch(),
+        layers: vec![layer("usr/a"), layer("usr/b")],
+        entrypoint: vec!["/bin/sh"],
+        cmd: vec![],
+        env: vec![],
+        last_layer_size_lie: 0,
+    };
+    let dir = env.scratch("layout");
+    let image = single_image_layout(&dir, &spec, "v1");
+    let cmd = format!(
+        "'{}' --root '{}' pull 'oci-layout:{}:v1' big",
+        env!("CARGO_BIN_EXE_sandbox"),
+        env.root().display(),
+        dir.display()
+    );
+    let out = run_tool(
+        Command::new(require_tool("script")).args(["-qec", &cmd, "/dev/null"]),
+        None,
+    );
+    let shown = String::from_utf8_lossy(&out);
+    for l in &image.layers {
+        let label = format!(
+            "Copying layer {}",
+            &l.digest().trim_start_matches("sha256:")[..12]
+        );
+        assert!(shown.contains(&label), "`{label}` not shown:\n{shown}");
+    }
+    assert!(shown.contains("Unpacking"), "{shown}");
+    assert!(env.machine("big").join("usr/b").is_file());
+    // Not a terminal: no bars (a fresh sandboxes dir, so the layers are copied again).
+    let fresh = env.root().join("var/lib/sandboxes-2");
+    let piped = env
+        .sandbox(&[
+            "--sandboxes-dir",
+            crate::harness::fixture::arg(&fresh),
+            "pull",
+            &format!("oci-layout:{}:v1", dir.display()),
+            "big2",
+        ])
+        .success();
+    assert!(fresh.join("cache").is_dir());
+    assert!(
+        !piped.stderr.contains("Copying layer") && !piped.stderr.contains("Unpacking"),
+        "{}",
+        piped.stderr
+    );
+}
