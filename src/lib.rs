@@ -21,9 +21,9 @@
 //! verify        checksums, OpenPGP, cosign, policy.json, simple signing; verification modes
 //! oci           OCI/Docker image formats and layer application, no network
 //! unpack        safe extraction into a directory handle that never leaves its root
-//! digest, atomic, cleanup, paths, progress, runtime
+//! digest, atomic, cleanup, ini, paths, progress, runtime
 //!               sha256 digests, atomic file writes, what an interrupted command undoes,
-//!               host paths, progress bars, the runtime
+//!               systemd's config syntax, host paths, progress bars, the runtime
 //! ```
 //!
 //! A byte enters in `transport` (or `source` for local files), is verified in `verify` (called
@@ -39,6 +39,7 @@ pub mod cli;
 pub(crate) mod config;
 pub mod digest;
 pub mod export;
+pub(crate) mod ini;
 pub(crate) mod machine;
 pub mod oci;
 pub(crate) mod paths;

@@ -138,6 +138,20 @@ pub async fn fetch(
     let nspawn = match site.get_small(&nspawn_file, 1 << 20).await? {
         None => None,
         Some(f) => {
+            // Whatever vouches for it, it must be a settings file: an answer that is a tar or
+            // a web page is never installed as one.
+            let text = std::str::from_utf8(&f.bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a .nspawn settings file (not UTF-8 text); not using it",
+                    site.location(&nspawn_file)
+                )
+            })?;
+            crate::ini::parse(text, &site.location(&nspawn_file)).with_context(|| {
+                format!(
+                    "{} is not a .nspawn settings file; not using it",
+                    site.location(&nspawn_file)
+                )
+            })?;
             let digest = Digest::of(&f.bytes);
             if let Some(s) = &sums {
                 let listed = s.digest_of(&nspawn_file).with_context(|| {

@@ -26,7 +26,8 @@ pub mod compose;
 pub mod dropin;
 pub mod embedded;
 pub mod generate;
-pub mod ini;
+/// The systemd syntax lives below every module that reads it (`crate::ini`).
+pub(crate) use crate::ini;
 pub mod library;
 pub mod manifest;
 pub mod nspawn;

@@ -95,6 +95,9 @@ impl Http {
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
             return Ok(None);
         }
+        if let Some(why) = super::redact::unfollowed_redirect(status, location(&resp), &shown) {
+            bail!(why);
+        }
         if !status.is_success() {
             bail!("GET {shown}: the server answered {status}");
         }
@@ -165,6 +168,9 @@ impl Http {
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Download::NotModified);
         }
+        if let Some(why) = super::redact::unfollowed_redirect(status, location(&resp), &shown) {
+            bail!(why);
+        }
         if !status.is_success() {
             bail!("GET {shown}: the server answered {status}");
         }
@@ -198,6 +204,13 @@ impl Http {
             validators,
         })
     }
+}
+
+/// A response's `Location` header, when it is text.
+fn location(resp: &reqwest::Response) -> Option<&str> {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 #[derive(Debug, Serialize, Deserialize)]

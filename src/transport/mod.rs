@@ -61,11 +61,48 @@ impl Tls {
     }
 }
 
+/// Where each request's redirects led last, by the URL first asked for: an error after a
+/// redirect carries only the first URL, and a message should name where it was sent.
+static REDIRECTED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Follows at most [`MAX_REDIRECTS`] redirects, and only to http(s) (a redirect elsewhere is
+/// returned as the 3xx it is, for the caller to refuse by name); records where each led.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error("too many redirects");
+        }
+        if !matches!(attempt.url().scheme(), "http" | "https") {
+            return attempt.stop();
+        }
+        if let Some(first) = attempt.previous().first() {
+            let mut seen = REDIRECTED.lock().unwrap_or_else(|e| e.into_inner());
+            let (first, to) = (first.to_string(), attempt.url().to_string());
+            seen.retain(|(f, _)| *f != first);
+            // A bounded memory: one pull makes a few requests.
+            if seen.len() >= 64 {
+                seen.remove(0);
+            }
+            seen.push((first, to));
+        }
+        attempt.follow()
+    })
+}
+
+/// Where a request for `first` was last redirected to, if it was.
+pub(crate) fn redirected_to(first: &str) -> Option<String> {
+    let seen = REDIRECTED.lock().unwrap_or_else(|e| e.into_inner());
+    seen.iter()
+        .rev()
+        .find(|(f, _)| f == first)
+        .map(|(_, to)| to.clone())
+}
+
 /// The HTTP client every fetch uses: user agent, redirect bound, timeouts, TLS choice.
 pub fn client(tls: Tls) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("sandboxes/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(redirect_policy())
         .connect_timeout(Duration::from_secs(30))
         // Why a read timeout and no total one: a large layer may take long, a stalled one not.
         .read_timeout(Duration::from_secs(60))

@@ -81,7 +81,36 @@ pub fn describe(e: reqwest::Error, url: &str) -> anyhow::Error {
         }
         _ => "",
     };
-    anyhow!("GET {url}: {kind}{detail}{hint}")
+    // After redirects the failing URL is another one: name where it was sent, too.
+    let via = match e
+        .url()
+        .and_then(|first| super::redirected_to(first.as_str()))
+        .and_then(|to| url::Url::parse(&to).ok())
+    {
+        Some(to) => format!(" (redirected to {})", redact_url(&to)),
+        None => String::new(),
+    };
+    anyhow!("GET {url}{via}: {kind}{detail}{hint}")
+}
+
+/// The message for a redirect that was not followed (to another scheme, such as `file://`),
+/// naming where it led; `None` when `status` is no redirect.
+pub fn unfollowed_redirect(
+    status: reqwest::StatusCode,
+    location: Option<&str>,
+    url: &str,
+) -> Option<String> {
+    if !status.is_redirection() || status == reqwest::StatusCode::NOT_MODIFIED {
+        return None;
+    }
+    Some(match location {
+        Some(to) => format!(
+            "GET {url}: the server answered {status}, redirecting to {}, which is not an \
+             http(s) URL this tool follows; refusing it",
+            redact(to)
+        ),
+        None => format!("GET {url}: the server answered {status} without a Location"),
+    })
 }
 
 /// Adds `cause` unless it repeats one already there (or is contained in one, or contains one,

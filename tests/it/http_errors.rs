@@ -80,6 +80,23 @@ fn redirects_are_followed_and_bounded() {
 }
 
 #[test]
+fn an_unfollowed_redirect_and_a_dead_target_are_named() {
+    let env = TestEnv::new();
+    let site = Site::new();
+    env.sandbox(&["pull", "--verify=no", &site.url("to-file.tar"), "f"])
+        .failure()
+        .stderr_mentions(&["302", "file:///etc/shadow", "not an http(s) URL"]);
+    env.sandbox(&["pull", "--verify=no", &site.url("to-refused.tar"), "r"])
+        .failure()
+        .stderr_mentions(&[
+            "to-refused.tar",
+            "redirected to http://127.0.0.1:1/os.tar.gz",
+            "connection refused",
+        ]);
+    env.assert_machines(&[]);
+}
+
+#[test]
 fn proxy_variables_are_honoured() {
     let env = TestEnv::new();
     // The proxy is a second nginx holding the image; the origin does not exist at all, so the

@@ -324,6 +324,26 @@ fn nspawn_file_missing_from_signed_sums_is_refused() {
 }
 
 #[test]
+fn a_nspawn_answer_that_is_no_settings_file_is_never_installed() {
+    let env = TestEnv::new();
+    let site = Site::new();
+    let image = Image::new(&env, Compression::Gzip);
+    site.put("img/os.tar.gz", &image.bytes);
+    // A misconfigured server answering every name with an archive (or an HTML page).
+    let other = Image::new(&env, Compression::None);
+    site.put("img/os.nspawn", &other.bytes);
+    let url = site.url("img/os.tar.gz");
+    env.sandbox(&["pull", "--verify=no", &url, "box"])
+        .failure()
+        .stderr_mentions(&["os.nspawn", "not a .nspawn settings file"]);
+    site.put("img/os.nspawn", b"<html><body>Not here</body></html>\n");
+    env.sandbox(&["pull", "--verify=no", &url, "box"])
+        .failure()
+        .stderr_mentions(&["os.nspawn", "not a .nspawn settings file"]);
+    env.assert_machines(&[]);
+}
+
+#[test]
 fn invalid_names_are_rejected() {
     let env = TestEnv::new();
     let image = Image::new(&env, Compression::Gzip);

@@ -189,6 +189,13 @@ http {{
         location = /redirect-loop.tar {{
             return 302 /redirect-loop.tar;
         }}
+        # Redirects no pull may follow (another scheme), or whose target refuses connections.
+        location = /to-file.tar {{
+            return 302 file:///etc/shadow;
+        }}
+        location = /to-refused.tar {{
+            return 302 http://127.0.0.1:1/os.tar.gz;
+        }}
         location /slow/ {{
             limit_rate {rate};
             if ($http_range != "") {{
