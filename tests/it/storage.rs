@@ -202,6 +202,35 @@ fn on_btrfs_the_second_sandbox_is_a_snapshot_sharing_every_block() {
     )
     .success();
     image.assert_materialised(&env.machine("b"));
+    // --read-only marks the snapshot immutable; rm still removes it.
+    run(
+        &env,
+        &[
+            "pull",
+            "--read-only",
+            "--checksum",
+            &format!("sha256:{}", image.hex()),
+            arg(&path),
+            "ro",
+        ],
+        &vars,
+    )
+    .success();
+    let attrs = run_tool(
+        Command::new(require_tool("lsattr"))
+            .arg("-d")
+            .arg(env.machine("ro")),
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&attrs)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .contains('i')
+    );
+    run(&env, &["rm", "--yes", "ro"], &vars).success();
+    assert!(!env.machine("ro").exists());
     run(&env, &["rm", "--yes", "b"], &vars).success();
     let gc = run(&env, &["--json", "cache", "gc"], &vars)
         .success()
@@ -276,6 +305,18 @@ fn on_xfs_the_second_sandbox_is_a_reflinked_copy_with_all_metadata() {
         df_after - df_before
     );
 
+    // ls shows how each sandbox was made and what it shares.
+    let ls = run(&env, &["--json", "ls"], &[]).success().json();
+    for row in ls.as_array().unwrap() {
+        assert_eq!(row["storage"], "reflink", "{ls}");
+        assert_eq!(row["stored_image"], key.as_str(), "{ls}");
+    }
+    let table = run(&env, &["ls"], &[]).success().stdout;
+    assert!(
+        table.contains("STORAGE") && table.contains(&key[..12]),
+        "{table}"
+    );
+
     // A stored tree changed behind the store's back is found by fsck (kept: sandboxes use it).
     run(&env, &["cache", "fsck"], &[]).success();
     run_tool(
@@ -288,6 +329,32 @@ fn on_xfs_the_second_sandbox_is_a_reflinked_copy_with_all_metadata() {
     run(&env, &["cache", "fsck"], &[])
         .failure()
         .stderr_mentions(&[&key, "changed since it was stored", "used by a, b"]);
+
+    // cache rm of the image keeps its stored tree while sandboxes use it, then takes it.
+    let (a, b) = (env.machine("a"), env.machine("b"));
+    run_tool(
+        Command::new(require_tool("chattr"))
+            .arg("+i")
+            .arg(&store_tree),
+        None,
+    );
+    let source = arg(&path).to_string();
+    run(&env, &["cache", "rm", &source], &[])
+        .success()
+        .stderr_mentions(&["kept the stored image", "used by a, b"]);
+    assert!(store_tree.is_dir());
+    for name in ["a", "b"] {
+        run(&env, &["rm", "--yes", name], &[]).success();
+    }
+    assert!(!a.exists() && !b.exists());
+    // The ref is gone already: a gc finds the stored image no ref and no sandbox wants.
+    let gc = run(&env, &["--json", "cache", "gc"], &[]).success().json();
+    assert_eq!(
+        gc["removed_stored_images"].as_array().unwrap().len(),
+        1,
+        "{gc}"
+    );
+    assert!(!store_tree.exists() && stored_keys(&env).is_empty());
 }
 
 fn df_used(path: &Path) -> u64 {
