@@ -43,13 +43,7 @@ pub fn default_timeout() -> Duration {
 /// Takes the lock at `path` (created if missing). If another process holds it, says once on
 /// stderr what it is waiting for (`what`), then waits up to `timeout`.
 pub fn acquire(path: &Path, mode: LockMode, what: &str, timeout: Duration) -> Result<LockGuard> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
+    let file = open_lock_file(path)?;
     let (try_op, _) = match mode {
         LockMode::Shared => (
             FlockOperation::NonBlockingLockShared,
@@ -97,15 +91,20 @@ pub fn acquire(path: &Path, mode: LockMode, what: &str, timeout: Duration) -> Re
     }
 }
 
-/// Takes the lock at `path` if nobody holds it; `None` when another process does.
-pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
-    let file = OpenOptions::new()
+/// The lock file at `path`, created if missing (its content is never used).
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
+        .with_context(|| format!("opening lock file {}", path.display()))
+}
+
+/// Takes the lock at `path` if nobody holds it; `None` when another process does.
+pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
+    let file = open_lock_file(path)?;
     let op = match mode {
         LockMode::Shared => FlockOperation::NonBlockingLockShared,
         LockMode::Exclusive => FlockOperation::NonBlockingLockExclusive,

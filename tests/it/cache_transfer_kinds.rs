@@ -25,17 +25,7 @@ fn refs_of(env: &TestEnv, kind: &str) -> Vec<String> {
 
 /// The entries of an uncompressed export, in order.
 fn entries(file: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(file).expect("reading the export");
-    let mut archive = tar::Archive::new(&bytes[..]);
-    let mut out = Vec::new();
-    for e in archive.entries().expect("reading the export's entries") {
-        let mut e = e.expect("reading an export entry");
-        let name = e.path().expect("entry path").display().to_string();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut data).expect("reading an entry's data");
-        out.push((name, data));
-    }
-    out
+    crate::harness::rawtar::read_entries(file)
 }
 
 /// Writes `list` (sorted by name) as an export next to `file`, named `name`.

@@ -64,6 +64,25 @@ fn record(env: &TestEnv, name: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("the state record is JSON")
 }
 
+/// Runs `cache gc` and asserts it removed exactly one stored image; returns its JSON.
+fn gc_removes_one_stored_image(env: &TestEnv, vars: &[(&str, String)]) -> serde_json::Value {
+    let gc = run(env, &["--json", "cache", "gc"], vars).success().json();
+    assert_eq!(
+        gc["removed_stored_images"].as_array().unwrap().len(),
+        1,
+        "{gc}"
+    );
+    gc
+}
+
+/// The stored image sandbox `name` shares, by its state record.
+fn stored_image(env: &TestEnv, name: &str) -> String {
+    record(env, name)["stored_image"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} names no stored image"))
+        .to_string()
+}
+
 fn stored_keys(env: &TestEnv) -> Vec<String> {
     let mut keys: Vec<String> = crate::harness::dir_names(&env.sandboxes_dir().join("store"))
         .into_iter()
@@ -153,10 +172,7 @@ fn on_btrfs_the_second_sandbox_is_a_snapshot_sharing_every_block() {
         image.assert_materialised(&env.machine(name));
         assert_eq!(record(&env, name)["storage"], "btrfs");
     }
-    let key = record(&env, "a")["stored_image"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = stored_image(&env, "a");
     assert_eq!(record(&env, "b")["stored_image"], key.as_str());
     assert_eq!(stored_keys(&env), vec![key.clone()]);
     let store_tree = env.sandboxes_dir().join("store").join(&key);
@@ -245,14 +261,7 @@ fn on_btrfs_the_second_sandbox_is_a_snapshot_sharing_every_block() {
     );
     assert!(store_tree.is_dir());
     run(&env, &["rm", "--yes", "a"], &vars).success();
-    let gc = run(&env, &["--json", "cache", "gc"], &vars)
-        .success()
-        .json();
-    assert_eq!(
-        gc["removed_stored_images"].as_array().unwrap().len(),
-        1,
-        "{gc}"
-    );
+    gc_removes_one_stored_image(&env, &vars);
     assert!(!store_tree.exists());
     assert!(stored_keys(&env).is_empty());
     let list = run_tool(
@@ -277,10 +286,7 @@ fn on_xfs_the_second_sandbox_is_a_reflinked_copy_with_all_metadata() {
     pull(&env, &image, &path, "b", &[]).success();
     let df_after = df_used(&env.machines_dir());
     assert_eq!(record(&env, "b")["storage"], "reflink");
-    let key = record(&env, "b")["stored_image"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = stored_image(&env, "b");
     let store_tree = env.sandboxes_dir().join("store").join(&key);
     image.assert_materialised(&env.machine("b"));
     assert_eq!(listing(&env.machine("b")), listing(&store_tree));
@@ -348,12 +354,7 @@ fn on_xfs_the_second_sandbox_is_a_reflinked_copy_with_all_metadata() {
     }
     assert!(!a.exists() && !b.exists());
     // The ref is gone already: a gc finds the stored image no ref and no sandbox wants.
-    let gc = run(&env, &["--json", "cache", "gc"], &[]).success().json();
-    assert_eq!(
-        gc["removed_stored_images"].as_array().unwrap().len(),
-        1,
-        "{gc}"
-    );
+    gc_removes_one_stored_image(&env, &[]);
     assert!(!store_tree.exists() && stored_keys(&env).is_empty());
 }
 
@@ -413,10 +414,7 @@ fn on_zfs_sandboxes_are_clones_of_a_stored_snapshot() {
         ("SANDBOX_ASSUME_ZFS", "1".to_string()),
     ];
     pull(&env, &image, &path, "a", &vars).success();
-    let key = record(&env, "a")["stored_image"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = stored_image(&env, "a");
     let images = format!("tank/machines/sandbox-images/{key}");
     let store_tree = env.sandboxes_dir().join("store").join(&key);
     let machines = env.machines_dir();
@@ -502,14 +500,7 @@ fn on_zfs_sandboxes_are_clones_of_a_stored_snapshot() {
     );
     std::fs::remove_dir_all(env.machine("b")).ok();
     zfs.clear_log();
-    let gc = run(&env, &["--json", "cache", "gc"], &vars)
-        .success()
-        .json();
-    assert_eq!(
-        gc["removed_stored_images"].as_array().unwrap().len(),
-        1,
-        "{gc}"
-    );
+    gc_removes_one_stored_image(&env, &vars);
     assert!(
         zfs.calls().contains(&format!("destroy -r {images}")),
         "{:?}",
@@ -536,10 +527,7 @@ fn a_build_layers_its_files_on_a_snapshot_and_leaves_the_store_as_it_was() {
         );
         assert_eq!(record(&env, name)["storage"], "btrfs");
     }
-    let key = record(&env, "web")["stored_image"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = stored_image(&env, "web");
     assert_eq!(record(&env, "web2")["stored_image"], key.as_str());
     let store_tree = env.sandboxes_dir().join("store").join(&key);
     // The fix-ups and files went into the sandboxes only.

@@ -163,35 +163,32 @@ fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
 }
 
 fn list_xattrs(path: &Path) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        match rfs::llistxattr(path, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("listing the attributes of {}", path.display()));
-            }
-        }
-    }
+    grow_read(1024, |buf| rfs::llistxattr(path, buf))
+        .with_context(|| format!("listing the attributes of {}", path.display()))
 }
 
 fn get_xattr(path: &Path, name: &[u8]) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
+    grow_read(256, |buf| rfs::lgetxattr(path, name, buf))
+        .with_context(|| format!("reading an attribute of {}", path.display()))
+}
+
+/// Calls `read` with a buffer that grows while the kernel says it is too small (`ERANGE`).
+fn grow_read(
+    start: usize,
+    mut read: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; start];
     loop {
-        match rfs::lgetxattr(path, name, &mut buf[..]) {
+        match read(&mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
             }
-            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading an attribute of {}", path.display()));
+            Err(rustix::io::Errno::RANGE) => {
+                let bigger = buf.len() * 4;
+                buf.resize(bigger, 0);
             }
+            Err(e) => return Err(e.into()),
         }
     }
 }

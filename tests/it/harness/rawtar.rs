@@ -97,3 +97,18 @@ fn octal(field: &mut [u8], value: u64) {
     field[..digits].copy_from_slice(text.as_bytes());
     field[digits] = 0;
 }
+
+/// The entries of an uncompressed tar file, in order, read with the tar crate: (path, data).
+pub fn read_entries(file: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(file).expect("reading the tar file");
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut out = Vec::new();
+    for e in archive.entries().expect("reading the tar's entries") {
+        let mut e = e.expect("reading a tar entry");
+        let name = e.path().expect("entry path").display().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).expect("reading an entry's data");
+        out.push((name, data));
+    }
+    out
+}
