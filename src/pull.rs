@@ -47,6 +47,9 @@ pub struct PullSpec {
     pub allow_downgrade: bool,
     /// OCI sources: the registry options of `sandbox pull`.
     pub oci: OciOptions,
+    /// A cached image's bytes are not hashed again now: the caller calls [`ensure_intact`]
+    /// before it reads them (a sandbox made from the unpacked-image store never does).
+    pub defer_rehash: bool,
     /// A ref that is not (yet) in the cache, verified from the cache's blobs in place of the
     /// one the cache holds for this source (`cache import`). Implies `offline`; the fetch
     /// writes no ref, the caller writes it once this returned the verified image.
@@ -92,6 +95,7 @@ impl PullSpec {
             images_server: None,
             allow_downgrade: false,
             oci: OciOptions::default(),
+            defer_rehash: false,
             candidate: None,
         }
     }
@@ -127,9 +131,13 @@ pub struct FetchedImage {
 
 /// What a tree is made from.
 pub enum Content {
-    /// A rootfs tarball; `blob` is its cache path, its bytes checked against the image
-    /// digest in this run.
-    Tarball { blob: PathBuf },
+    /// A rootfs tarball; `blob` is its cache path. `checked`: its bytes were hashed against the
+    /// image digest in this run (false only with [`PullSpec::defer_rehash`], until
+    /// [`ensure_intact`]; nothing unpacks a blob that is not).
+    Tarball {
+        blob: PathBuf,
+        checked: std::sync::atomic::AtomicBool,
+    },
     /// An OCI image: its resolved manifest, config and ordered layers, every blob in the
     /// cache (each is held to its descriptor as it is read, and hashed again unless this
     /// fetch just hashed it). Boxed: it is large, and one per pull.
@@ -254,7 +262,10 @@ fn fetch(
                     .context("internal: the image left the cache")?;
                 let image = FetchedImage {
                     image: t.image,
-                    content: Content::Tarball { blob },
+                    content: Content::Tarball {
+                        blob,
+                        checked: t.image_fresh.into(),
+                    },
                     nspawn: t.nspawn,
                     verification: t.verification,
                     version: None,
@@ -274,7 +285,10 @@ fn fetch(
                     .context("internal: the image left the cache")?;
                 let image = FetchedImage {
                     image: i.image,
-                    content: Content::Tarball { blob },
+                    content: Content::Tarball {
+                        blob,
+                        checked: i.image_fresh.into(),
+                    },
                     nspawn: None,
                     verification: i.verification,
                     version: Some(i.version),
@@ -286,16 +300,31 @@ fn fetch(
     };
     let (fetched, fresh) = fetch_once().with_context(|| format!("pulling {}", source.display()))?;
     // A candidate's blobs were hashed as they were taken in; nothing is fetched again for it.
-    if fresh || spec.candidate.is_some() {
+    if fresh || spec.candidate.is_some() || spec.defer_rehash {
         return Ok(fetched);
     }
-    // A blob that rotted in the cache since it was verified is a miss: drop it, fetch again.
-    let Content::Tarball { blob } = &fetched.content else {
+    if intact(&fetched)? {
         return Ok(fetched);
+    }
+    let (fetched, _) =
+        fetch_once().with_context(|| format!("pulling {} again", source.display()))?;
+    Ok(fetched)
+}
+
+/// Hashes a cached tarball not yet checked in this run; false (and the blob removed) when
+/// it rotted since it was verified: a miss, to fetch again.
+fn intact(fetched: &FetchedImage) -> Result<bool> {
+    use std::sync::atomic::Ordering;
+    let Content::Tarball { blob, checked } = &fetched.content else {
+        return Ok(true);
     };
+    if checked.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
     let (actual, _) = hash_file(blob)?;
     if actual == fetched.image.digest {
-        return Ok(fetched);
+        checked.store(true, Ordering::Relaxed);
+        return Ok(true);
     }
     tracing::warn!(
         "the cached image {} is corrupt (its bytes now hash to {actual}); fetching it again",
@@ -303,9 +332,27 @@ fn fetch(
     );
     fs_err::remove_file(blob)
         .with_context(|| format!("removing corrupt blob {}", blob.display()))?;
-    let (fetched, _) =
-        fetch_once().with_context(|| format!("pulling {} again", source.display()))?;
-    Ok(fetched)
+    Ok(false)
+}
+
+/// Makes sure the bytes of `fetched` (from a pull with [`PullSpec::defer_rehash`]) are what
+/// was verified before they are read: hashes them once; a blob that rotted is removed and
+/// fetched again with `spec`, and the new image returned.
+pub fn ensure_intact(
+    paths: &HostPaths,
+    progress: ProgressMode,
+    cache: &Cache,
+    spec: &PullSpec,
+    fetched: &FetchedImage,
+) -> Result<Option<FetchedImage>> {
+    if intact(fetched)? {
+        return Ok(None);
+    }
+    let again = PullSpec {
+        defer_rehash: false,
+        ..spec.clone()
+    };
+    fetch_verified(paths, progress, cache, &again).map(Some)
 }
 
 /// An OCI image (`docker://`, `oci-layout:`, `oci-archive:`) for the asked platform (the

@@ -149,7 +149,8 @@ pub fn build(
         cache,
         fetched,
         plan,
-    } = pull_and_render(paths, progress, comp, req)?;
+        pull,
+    } = pull_and_render(paths, progress, comp, req, true)?;
     let _lock = cache.lock(
         &materialise::machine_lock_name(machines_dir, &req.name),
         &format!("another build or pull of machine `{}`", req.name),
@@ -173,7 +174,15 @@ pub fn build(
     }
     let requested = req.storage.or(spec.storage).unwrap_or_default();
     let (backend, _) = place::choose_backend(paths, host, requested)?;
-    let (fixups, state, kept_edits) = if backend == Backend::Copy && on_zfs && zfs_runs {
+    let zfs_unpack = backend == Backend::Copy && on_zfs && zfs_runs;
+    // That path unpacks the cached tarball straight away: its bytes are checked first.
+    let refetched = if zfs_unpack {
+        crate::pull::ensure_intact(paths, progress, &cache, &pull, &fetched)?
+    } else {
+        None
+    };
+    let fetched = refetched.unwrap_or(fetched);
+    let (fixups, state, kept_edits) = if zfs_unpack {
         build_on_zfs(
             paths,
             progress,
@@ -186,11 +195,14 @@ pub fn build(
             enable,
         )?
     } else {
+        let intact =
+            |f: &FetchedImage| crate::pull::ensure_intact(paths, progress, &cache, &pull, f);
         let ctx = PlaceCtx {
             paths,
             host,
             cache: &cache,
             backend,
+            intact: &intact,
         };
         let source = spec.source.source.display();
         progress.phase(&format!("Making the rootfs ({backend})"));
@@ -238,6 +250,8 @@ pub(crate) struct Pulled {
     pub cache: Cache,
     pub fetched: FetchedImage,
     pub plan: BuildPlan,
+    /// How it was pulled (for `pull::ensure_intact`).
+    pub pull: crate::pull::PullSpec,
 }
 
 /// Checks the template against this host, pulls the base (verified) and renders the plan
@@ -247,13 +261,15 @@ pub(crate) fn pull_and_render(
     progress: ProgressMode,
     comp: &Composition,
     req: &BuildRequest,
+    defer_rehash: bool,
 ) -> Result<Pulled> {
     let spec = comp.spec();
     // Before anything is pulled: a template the host cannot serve fails now.
     let host = hostcheck::check(paths, &render(comp, req, "sandbox-check".into(), &[])?)?;
     host.warn();
     let cache = Cache::open(&paths.cache_dir())?;
-    let pull = pull_spec(spec, req)?;
+    let mut pull = pull_spec(spec, req)?;
+    pull.defer_rehash = defer_rehash;
     let server = images_server(spec, req.images_server.as_ref())?;
     progress.phase(&format!("Pulling {}", spec.source.source.display()));
     let fetched = fetch_verified(paths, progress, &cache, &pull);
@@ -278,6 +294,7 @@ pub(crate) fn pull_and_render(
         cache,
         fetched,
         plan,
+        pull,
     })
 }
 

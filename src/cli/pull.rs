@@ -134,6 +134,9 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
                 None => None,
             },
         },
+        // A machine made from the store never reads the cached tarball: it is hashed again
+        // only when it is unpacked (`pull::ensure_intact`). `-` (cache only) checks it now.
+        defer_rehash: name.is_some(),
         candidate: None,
     };
     let cache = Cache::open(&settings.paths.cache_dir())?;
@@ -156,11 +159,15 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             .progress
             .task(&format!("Unpacking {}", fetched.file_name));
         let into = || format!("materialising {shown} into {}", machines_dir.display());
+        let intact = |f: &FetchedImage| {
+            crate::pull::ensure_intact(&settings.paths, settings.progress, &cache, &spec, f)
+        };
         let ctx = PlaceCtx {
             paths: &settings.paths,
             host: &host,
             cache: &cache,
             backend,
+            intact: &intact,
         };
         let (tree, placement) = place::make_tree(
             &ctx,

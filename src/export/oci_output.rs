@@ -120,7 +120,8 @@ pub fn export_oci(
         cache,
         fetched,
         plan,
-    } = execute::pull_and_render(paths, progress, comp, req)?;
+        ..
+    } = execute::pull_and_render(paths, progress, comp, req, false)?;
     let nspawn = String::from_utf8_lossy(planned_nspawn(&plan, &req.name)?).into_owned();
     let tmp = staging_parent(paths)?;
     let work = tmp.join(format!("oci-{}-{:08x}", req.name, rand::random::<u32>()));

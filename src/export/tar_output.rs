@@ -115,7 +115,8 @@ pub fn export(
         cache,
         fetched,
         plan,
-    } = execute::pull_and_render(paths, progress, comp, req)?;
+        ..
+    } = execute::pull_and_render(paths, progress, comp, req, false)?;
     let nspawn_bytes = planned_nspawn(&plan, &req.name)?;
     let tmp = staging_parent(paths)?;
     let (staging, fixups) =

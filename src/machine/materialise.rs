@@ -186,7 +186,15 @@ pub fn materialise(
     progress: &Progress,
 ) -> Result<Staging> {
     match &image.content {
-        Content::Tarball { blob } => unpack_into_staging(blob, parent, name, progress),
+        Content::Tarball { blob, checked } => {
+            if !checked.load(std::sync::atomic::Ordering::Relaxed) {
+                bail!(
+                    "internal: the cached image {} was not checked before unpacking",
+                    blob.display()
+                );
+            }
+            unpack_into_staging(blob, parent, name, progress)
+        }
         Content::Oci(oci) => {
             let staging = Staging::create(parent, name)?;
             let root = Root::open(staging.path())

@@ -106,6 +106,9 @@ pub struct PlaceCtx<'a> {
     pub host: &'a dyn Host,
     pub cache: &'a Cache,
     pub backend: Backend,
+    /// Checks the image's cached bytes before they are read (`pull::ensure_intact`), and
+    /// gives the image fetched again when they rotted. Not called for a tree the store holds.
+    pub intact: &'a dyn Fn(&FetchedImage) -> Result<Option<FetchedImage>>,
 }
 
 /// Makes the tree of sandbox `name` from `image` (`source` as shown). For ZFS, `force`
@@ -120,6 +123,16 @@ pub fn make_tree<'a>(
     progress: &Progress,
 ) -> Result<(Tree<'a>, Placement)> {
     let machines_dir = &ctx.paths.machines_dir;
+    let st = Store::new(ctx.paths);
+    // The image's bytes are read only when no stored tree stands for it.
+    let needs_bytes =
+        ctx.backend == Backend::Copy || store::lookup(&st, image, ctx.backend)?.is_none();
+    let refetched = if needs_bytes {
+        (ctx.intact)(image)?
+    } else {
+        None
+    };
+    let image = refetched.as_ref().unwrap_or(image);
     if ctx.backend == Backend::Copy {
         let staging = materialise::materialise(ctx.cache, image, machines_dir, name, progress)?;
         let placement = Placement {
@@ -133,7 +146,6 @@ pub fn make_tree<'a>(
         Backend::Zfs => Some(zfs::parent_dataset(ctx.host, machines_dir)?),
         _ => None,
     };
-    let st = Store::new(ctx.paths);
     let sctx = StoreCtx {
         store: &st,
         host: ctx.host,

@@ -286,6 +286,25 @@ pub fn key_for(image: &Digest, opts: &UnpackOptions, backend: Backend) -> String
     hex[..32].to_string()
 }
 
+/// The stored tree of `image` for `backend`, when the store holds a complete one.
+pub fn lookup(
+    store: &Store,
+    image: &FetchedImage,
+    backend: Backend,
+) -> Result<Option<StoreRecord>> {
+    if !backend.uses_store() {
+        return Ok(None);
+    }
+    let key = key_for(
+        &image.image.digest,
+        &UnpackOptions::for_this_host(),
+        backend,
+    );
+    Ok(store
+        .read(&key)?
+        .filter(|r| r.backend == backend && r.tree.is_dir()))
+}
+
 /// What makes a stored image on this host.
 pub struct StoreCtx<'a> {
     pub store: &'a Store,

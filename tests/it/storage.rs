@@ -630,3 +630,39 @@ fn a_build_on_zfs_clones_the_stored_image_and_a_failed_force_leaves_no_sandbox()
     assert!(zfs.datasets().contains(&images));
     assert!(!zfs.datasets().contains(&"tank/machines/web".to_string()));
 }
+
+#[test]
+fn a_sandbox_from_the_store_never_reads_the_cached_tarball_and_an_unpack_checks_it_first() {
+    let (env, _fs) = env_on(FsType::Btrfs);
+    let (image, path) = image(&env);
+    let vars = btrfs_vars();
+    pull(&env, &image, &path, "a", &vars).success();
+    // The cached tarball rots (same length, other bytes).
+    let blob = env.blobs_dir().join(image.hex());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[..8].copy_from_slice(b"ROTTEN!!");
+    std::fs::write(&blob, &bytes).unwrap();
+    // From the store: the tarball is not read, so nothing notices, and the tree is right.
+    let out = pull(&env, &image, &path, "b", &vars).success();
+    assert!(!out.stderr.contains("corrupt"), "{}", out.stderr);
+    image.assert_materialised(&env.machine("b"));
+    assert_eq!(std::fs::read(&blob).unwrap()[..8], *b"ROTTEN!!");
+    // An unpack (--storage=copy) checks the bytes first: a miss, fetched again, then right.
+    let pin = format!("sha256:{}", image.hex());
+    let out = run(
+        &env,
+        &[
+            "pull",
+            "--storage=copy",
+            "--checksum",
+            &pin,
+            arg(&path),
+            "c",
+        ],
+        &vars,
+    )
+    .success();
+    assert!(out.stderr.contains("is corrupt"), "{}", out.stderr);
+    image.assert_materialised(&env.machine("c"));
+    assert_eq!(std::fs::read(&blob).unwrap(), image.bytes);
+}
