@@ -165,18 +165,24 @@ pub fn gc(cache: &Cache) -> Result<GcReport> {
             report.removed_other.push(path.display().to_string());
         }
     }
-    // Partial downloads are kept for a day so an interrupted pull can resume.
+    // Partial downloads are kept for a day so an interrupted pull can resume. Anything else in
+    // tmp/ (a temp blob, an atomic write's temp file, an extracted oci-archive) is what a dead
+    // process left: with the exclusive lock held no live one is writing it, so it goes now.
     let day = Duration::from_secs(24 * 3600);
     for path in read_dir_sorted(&cache.layout().tmp_dir())? {
-        let old = fs_err::symlink_metadata(&path)
-            .and_then(|m| m.modified())
+        let meta = fs_err::symlink_metadata(&path).ok();
+        let old = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
             .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() > day)
             .unwrap_or(true);
-        if old {
-            report.freed_bytes += fs_err::symlink_metadata(&path)
-                .map(|m| m.len())
-                .unwrap_or(0);
-            fs_err::remove_file(&path)?;
+        if old || !is_resumable(&path) {
+            report.freed_bytes += meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                fs_err::remove_dir_all(&path)?;
+            } else {
+                fs_err::remove_file(&path)?;
+            }
             report.removed_other.push(path.display().to_string());
         }
     }
@@ -190,6 +196,13 @@ pub fn gc(cache: &Cache) -> Result<GcReport> {
         }
     }
     Ok(report)
+}
+
+/// A partial download a later pull may resume (`download-<id>.part|json`, `partial-<hex>.part`).
+fn is_resumable(path: &std::path::Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    (name.starts_with("download-") && (name.ends_with(".part") || name.ends_with(".json")))
+        || (name.starts_with("partial-") && name.ends_with(".part"))
 }
 
 /// Removes the ref(s) whose source is `source` (or whose file key is), and the blobs that only

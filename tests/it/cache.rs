@@ -220,3 +220,34 @@ fn gc_removes_stale_partial_downloads_only() {
         "gc removed a partial download that may still be resumed"
     );
 }
+
+#[test]
+fn gc_removes_what_a_dead_process_left_in_tmp_at_once_but_keeps_resumable_partials() {
+    let env = TestEnv::new();
+    let _ = cached_image(&env);
+    let tmp = env.cache_tmp_dir();
+    // What a killed pull leaves: a temp blob, an atomic write's temp file, an extracted archive.
+    let temp_blob = tmp.join("blob-00000000000000cc.tmp");
+    let archive = tmp.join("oci-archive-00000000000000dd");
+    std::fs::write(&temp_blob, b"half a blob").unwrap();
+    std::fs::create_dir_all(archive.join("blobs/sha256")).unwrap();
+    std::fs::write(archive.join("index.json"), b"{}").unwrap();
+    let partial =
+        tmp.join("partial-0000000000000000000000000000000000000000000000000000000000000000.part");
+    let record = tmp.join("download-00000000000000ee.json");
+    std::fs::write(&partial, b"resumable").unwrap();
+    std::fs::write(&record, b"{}").unwrap();
+
+    env.sandbox(&["cache", "gc"]).success();
+
+    assert!(!temp_blob.exists(), "a dead process's temp blob stays");
+    assert!(
+        !archive.exists(),
+        "a dead process's extracted archive stays"
+    );
+    assert!(
+        partial.exists() && record.exists(),
+        "a resumable partial was removed"
+    );
+    env.sandbox(&["cache", "fsck"]).success();
+}
