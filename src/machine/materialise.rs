@@ -206,7 +206,7 @@ pub fn materialise(
                 &CacheBlobs(cache),
                 &oci.resolved,
                 &oci.hashed_layers,
-                &UnpackOptions::for_this_host(),
+                &UnpackOptions::for_this_host()?,
                 progress,
             )?;
             progress.finish();
@@ -248,7 +248,7 @@ fn unpack_into_staging(
         compression.name()
     );
     let root = Root::open(staging.path())?;
-    let opts = UnpackOptions::for_this_host();
+    let opts = UnpackOptions::for_this_host()?;
     let kind = match compression.name() {
         "none" => "uncompressed".to_string(),
         name => format!("{name}-compressed"),

@@ -327,7 +327,7 @@ pub fn ensure(
         bail!("internal: the {} backend keeps no store", ctx.backend);
     }
     ctx.store.create_dir()?;
-    let opts = UnpackOptions::for_this_host();
+    let opts = UnpackOptions::for_this_host()?;
     let key = key_for(&image.image.digest, &opts, ctx.backend);
     let _lock = cache.lock(
         &format!("store-{key}"),
@@ -586,10 +586,12 @@ mod tests {
         let root = UnpackOptions {
             preserve_owner: true,
             keep_selinux: false,
+            ..Default::default()
         };
         let user = UnpackOptions {
             preserve_owner: false,
             keep_selinux: false,
+            ..Default::default()
         };
         let k = key_for(&a, &root, Backend::Btrfs);
         assert_eq!(k.len(), 32);

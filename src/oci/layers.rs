@@ -41,6 +41,8 @@ pub struct AppliedLayer {
     /// Bytes of the uncompressed tar.
     pub tar_size: u64,
     pub entries: u64,
+    /// Bytes of file content written (apparent sizes).
+    pub file_bytes: u64,
     pub whiteouts: u64,
     pub opaque_dirs: u64,
     pub warnings: u64,
@@ -68,6 +70,8 @@ where
 {
     let total = diff_ids.len();
     let mut applied = Vec::with_capacity(total);
+    // The tree's bounds hold over all layers: each starts with what the lower ones used.
+    let mut opts = opts.clone();
     let mut layers = layers.into_iter().enumerate().map(|(i, item)| {
         let item = item.with_context(|| format!("opening layer {}", i + 1))?;
         let stream = LayerStream::open(&item.descriptor, item.reader, item.check);
@@ -83,7 +87,7 @@ where
             bail!("more layers than the {total} diff_ids of the image config");
         };
         let layer = stream
-            .and_then(|stream| apply_layer(root, &descriptor, stream, *diff_id, opts))
+            .and_then(|stream| apply_layer(root, &descriptor, stream, *diff_id, &opts))
             .with_context(|| {
                 format!(
                     "applying layer {} of {total} ({})",
@@ -91,6 +95,7 @@ where
                     descriptor.digest
                 )
             })?;
+        opts.limits = opts.limits.after(layer.file_bytes, layer.entries);
         applied.push(layer);
     }
     if applied.len() != total {
@@ -185,6 +190,7 @@ fn apply_layer(
         diff_id,
         tar_size,
         entries: summary.unpack.entries,
+        file_bytes: summary.unpack.bytes,
         whiteouts: summary.whiteouts,
         opaque_dirs: summary.opaque_dirs,
         warnings: summary.unpack.warnings,

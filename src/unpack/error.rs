@@ -23,6 +23,11 @@ pub enum UnpackError {
     /// a parent that is a regular file, ...).
     #[error("entry `{entry}`: {reason}")]
     Invalid { entry: String, reason: String },
+    /// The tree would grow past a bound of [`super::limits::TreeLimits`] (a decompression
+    /// bomb, or an image bigger than the user allows); `reason` names the bound and its
+    /// variable.
+    #[error("entry `{entry}`: {reason}")]
+    Limit { entry: String, reason: String },
     /// The stream ended inside an entry's data.
     #[error("tar archive truncated in entry `{entry}`")]
     Truncated { entry: String },

@@ -31,6 +31,11 @@
 //! - **Bounded memory.** Data is copied through one 256 KiB buffer; extended headers are capped
 //!   (16 MiB per entry); sparse maps are capped. What grows with the archive is one small record
 //!   per directory (their times are set at the end, deepest first), like GNU tar.
+//! - **Bounded trees.** The bytes of file content (apparent sizes, sparse files by their
+//!   declared size) and the number of entries are bounded (`limits.rs`, raised by
+//!   `SANDBOX_MAX_TREE_BYTES` and `SANDBOX_MAX_ENTRIES`), checked from each header before
+//!   anything of the entry is written; sparse files cost what their stored data costs, never
+//!   their declared size (holes are never expanded into zeros).
 //! - **Damage is reported, not guessed around.** Truncation, corrupt headers and trailing
 //!   garbage after the end-of-archive marker are errors with the entry or byte offset;
 //!   concatenated archives and zero padding are accepted.
@@ -42,6 +47,7 @@
 //!
 //! Modules: `root` (the handle, all syscalls), `tar` (the entry loop), `path` (normalisation),
 //! `pax` (PAX records), `acl` (ACL text to xattr), `sparse` (copying data, sparse maps),
+//! `limits` (the tree's bounds, from the environment),
 //! `stream` (byte positions, truncation and header capture), `error`, `hook` (the per-entry
 //! extension point), `layers` (OCI layer rules: whiteouts, opaque directories, absolute
 //! symlinks resolved inside the root); `decompress` (compression by magic bytes), `chunks`
@@ -55,6 +61,7 @@ mod entry_meta;
 mod error;
 mod hook;
 pub mod layers;
+pub mod limits;
 mod path;
 mod pax;
 pub mod root;
@@ -68,10 +75,11 @@ pub mod xz_parallel;
 pub(crate) mod tests;
 
 pub use error::{UnpackError, show_bytes};
+pub use limits::TreeLimits;
 pub use root::Root;
 pub use tar::unpack_tar;
 
-/// How to treat ownership and security labels.
+/// How to treat ownership and security labels, and how big the tree may grow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnpackOptions {
     /// chown to the archive's numeric uid/gid (true when running as root; names are ignored).
@@ -79,16 +87,20 @@ pub struct UnpackOptions {
     /// keep `security.selinux` xattrs (only when SELinux is enabled on the host); other xattrs
     /// always kept.
     pub keep_selinux: bool,
+    /// Bounds on the bytes of file content and the number of entries (`limits.rs`).
+    pub limits: TreeLimits,
 }
 
 impl UnpackOptions {
     /// The right options for this process: owners kept when running as root, SELinux labels
-    /// kept when the host has SELinux enabled (selinuxfs mounted).
-    pub fn for_this_host() -> UnpackOptions {
-        UnpackOptions {
+    /// kept when the host has SELinux enabled (selinuxfs mounted), the tree's bounds from
+    /// the environment (an error names a malformed variable).
+    pub fn for_this_host() -> anyhow::Result<UnpackOptions> {
+        Ok(UnpackOptions {
             preserve_owner: rustix::process::geteuid().is_root(),
             keep_selinux: std::path::Path::new("/sys/fs/selinux/enforce").exists(),
-        }
+            limits: TreeLimits::from_env().map_err(anyhow::Error::msg)?,
+        })
     }
 }
 

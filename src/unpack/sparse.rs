@@ -1,11 +1,12 @@
 //! Copying entry data into a file with a fixed buffer: plain files, and sparse files whose
 //! holes are left unwritten (never filled with zeros), then sized with `set_len`.
 //!
-//! Sparse data comes in three shapes: GNU's old `S` entries, which the tar crate expands into a
-//! stream with the holes as runs of zeros (we skip all-zero blocks); PAX 0.0/0.1, whose map is in
-//! the records; PAX 1.0, whose map leads the data as decimal lines padded to 512 bytes. A map
-//! is checked before any byte is written: segments in order, inside the real size, their
-//! lengths adding up to the data that follows.
+//! Sparse data comes in three shapes: GNU's old `S` entries, whose map is in the header and the
+//! extension blocks after it (read by `stream.rs` before the tar crate sees the entry, so the
+//! holes are never expanded into zeros: the cost follows the stored data, not the declared
+//! size); PAX 0.0/0.1, whose map is in the records; PAX 1.0, whose map leads the data as
+//! decimal lines padded to 512 bytes. A map is checked before any byte is written: segments in
+//! order, inside the real size, their lengths adding up to the data that follows.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,8 +16,6 @@ use super::stream::fill;
 
 /// A map longer than this (16 MiB of offsets) is refused rather than held in memory.
 pub const MAX_SEGMENTS: u64 = 1 << 20;
-/// Holes are detected (and skipped) in blocks of this size.
-const HOLE_BLOCK: usize = 4096;
 
 #[derive(Debug)]
 pub enum CopyError {
@@ -44,60 +43,6 @@ pub fn copy_plain(r: &mut impl Read, f: &File, buf: &mut [u8], size: u64) -> Res
         left -= n as u64;
     }
     Ok(())
-}
-
-/// Copies `size` bytes whose holes arrive as zeros (GNU `S` entries through the tar crate),
-/// writing only blocks that are not all zeros.
-pub fn copy_skipping_zeros(
-    r: &mut impl Read,
-    f: &File,
-    buf: &mut [u8],
-    size: u64,
-) -> Result<(), CopyError> {
-    let mut offset = 0u64;
-    while offset < size {
-        let want = buf
-            .len()
-            .min(usize::try_from(size - offset).unwrap_or(usize::MAX));
-        let n = fill(r, &mut buf[..want]).map_err(CopyError::Read)?;
-        if n == 0 {
-            return Err(CopyError::Short);
-        }
-        write_nonzero(f, &buf[..n], offset).map_err(CopyError::Write)?;
-        offset += n as u64;
-    }
-    f.set_len(size).map_err(CopyError::Write)
-}
-
-/// Writes the runs of `chunk` that are not all-zero blocks at `offset`.
-fn write_nonzero(f: &File, chunk: &[u8], offset: u64) -> io::Result<()> {
-    let mut i = 0;
-    while i < chunk.len() {
-        let end = (i + HOLE_BLOCK).min(chunk.len());
-        if is_zero(&chunk[i..end]) {
-            i = end;
-            continue;
-        }
-        let start = i;
-        while i < chunk.len() {
-            let end = (i + HOLE_BLOCK).min(chunk.len());
-            if is_zero(&chunk[i..end]) {
-                break;
-            }
-            i = end;
-        }
-        f.write_all_at(&chunk[start..i], offset + start as u64)?;
-    }
-    Ok(())
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    // Folding 64-byte chunks lets the compiler vectorise; `iter().all` would stop per byte.
-    let mut chunks = block.chunks_exact(64);
-    let body = chunks
-        .by_ref()
-        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
-    body && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 /// Copies the data segments of a sparse map (read back to back from `r`) to their offsets.
@@ -189,6 +134,46 @@ pub fn read_data_map(
     }
 }
 
+/// Reads the map of an old GNU sparse entry: the four slots of its `header` block, then, while
+/// the last block read says it is extended, 21 slots per extension block (`next_block` reads
+/// one). Returns the segments (offset, length) and the file's real size. A slot whose fields
+/// start with a NUL is unused, as GNU tar and the tar crate read it.
+pub fn old_gnu_map(
+    header: &[u8; 512],
+    next_block: &mut dyn FnMut() -> Result<Vec<u8>, CopyError>,
+) -> Result<(Vec<(u64, u64)>, u64), CopyError> {
+    let bad =
+        |what: &str, e: io::Error| CopyError::Map(format!("bad {what} in the sparse map: {e}"));
+    let gnu = tar::Header::from_byte_slice(header)
+        .as_gnu()
+        .ok_or_else(|| CopyError::Map("a sparse entry without a GNU header".into()))?;
+    let real_size = gnu.real_size().map_err(|e| bad("real size", e))?;
+    let mut map = Vec::new();
+    let mut add = |slots: &[tar::GnuSparseHeader]| -> Result<(), CopyError> {
+        for slot in slots.iter().filter(|s| !s.is_empty()) {
+            if map.len() as u64 >= MAX_SEGMENTS {
+                return Err(CopyError::Map(format!(
+                    "sparse map of more than {MAX_SEGMENTS} segments"
+                )));
+            }
+            let offset = slot.offset().map_err(|e| bad("offset", e))?;
+            let len = slot.length().map_err(|e| bad("length", e))?;
+            map.push((offset, len));
+        }
+        Ok(())
+    };
+    add(&gnu.sparse)?;
+    let mut extended = gnu.is_extended();
+    while extended {
+        let block = next_block()?;
+        let mut ext = tar::GnuExtSparseHeader::new();
+        ext.as_mut_bytes().copy_from_slice(&block);
+        add(&ext.sparse)?;
+        extended = ext.is_extended();
+    }
+    Ok((map, real_size))
+}
+
 /// Checks a sparse map against the file's real size and the bytes of data in the archive.
 pub fn check_map(map: &[(u64, u64)], real_size: u64, data_len: u64) -> Result<(), String> {
     let mut end = 0u64;
@@ -218,6 +203,7 @@ pub fn check_map(map: &[(u64, u64)], real_size: u64, data_len: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unpack::tests::util::old_gnu_blocks;
     use std::os::unix::fs::MetadataExt;
 
     #[test]
@@ -265,26 +251,47 @@ mod tests {
     }
 
     #[test]
-    fn zero_blocks_become_holes() {
+    fn reads_an_old_gnu_map_with_extension_blocks() {
+        let slots: Vec<(u64, u64)> = (0..30).map(|i| (i * (1 << 40), 512)).collect();
+        let blocks = old_gnu_blocks("s", &slots, 1 << 50);
+        assert_eq!(blocks.len(), 3, "header + 2 extension blocks (4 + 21 + 5)");
+        let mut rest = blocks[1..].iter();
+        let (map, real) = old_gnu_map(&blocks[0], &mut || {
+            rest.next().map(|b| b.to_vec()).ok_or(CopyError::Short)
+        })
+        .unwrap();
+        assert_eq!((map, real), (slots, 1 << 50));
+        // The extension blocks end early: the archive is short.
+        let mut none = || Err(CopyError::Short);
+        assert!(matches!(
+            old_gnu_map(&blocks[0], &mut none),
+            Err(CopyError::Short)
+        ));
+    }
+
+    #[test]
+    fn segments_land_at_their_offsets_and_holes_stay_holes() {
         let dir = tempfile::tempdir().unwrap();
         let f = File::create(dir.path().join("f")).unwrap();
-        let size = 4 << 20;
-        let mut data = vec![0u8; size];
-        data[1 << 20] = 1;
-        data[size - 1] = 2;
+        let size = 4u64 << 20;
+        let data = [b"abc".to_vec(), b"de".to_vec()].concat();
         let mut buf = vec![0u8; 256 << 10];
-        copy_skipping_zeros(&mut &data[..], &f, &mut buf, size as u64).unwrap();
-        assert_eq!(fs_err::read(dir.path().join("f")).unwrap(), data);
+        let map = [(1 << 20, 3), (size - 2, 2)];
+        copy_segments(&mut &data[..], &f, &mut buf, &map, size).unwrap();
+        let back = fs_err::read(dir.path().join("f")).unwrap();
+        assert_eq!(back.len() as u64, size);
+        assert_eq!(&back[1 << 20..(1 << 20) + 3], b"abc");
+        assert_eq!(&back[back.len() - 2..], b"de");
         let blocks = f.metadata().unwrap().blocks();
         assert!(blocks <= 32, "{blocks} blocks of 512 bytes allocated");
         // The stream ending early is reported, not padded.
         let f2 = File::create(dir.path().join("g")).unwrap();
         assert!(matches!(
-            copy_skipping_zeros(&mut &data[..100], &f2, &mut buf, size as u64),
+            copy_segments(&mut &data[..2], &f2, &mut buf, &map, size),
             Err(CopyError::Short)
         ));
         assert!(matches!(
-            copy_plain(&mut &data[..100], &f2, &mut buf, 101),
+            copy_plain(&mut &data[..2], &f2, &mut buf, 3),
             Err(CopyError::Short)
         ));
     }

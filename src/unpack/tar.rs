@@ -1,7 +1,9 @@
 //! Extracting one tar stream into a [`Root`], entry by entry, with a fixed buffer.
 //!
-//! The tar crate parses headers (ustar, GNU long names, PAX, GNU sparse) and hands out entries;
-//! it never writes anything (`unpack` is not used). What each entry becomes is decided here and
+//! The tar crate parses headers (ustar, GNU long names, PAX) and hands out entries; it never
+//! writes anything (`unpack` is not used). Old GNU sparse entries are read by `stream.rs`
+//! before the crate sees them (it would expand their holes into zeros). The tree's bounds
+//! (`limits.rs`) are checked per entry and, from the header, per file before it is written. What each entry becomes is decided here and
 //! done through `Root`. Metadata order per object: data, owner (chown clears setuid/setgid and
 //! file capabilities), mode, xattrs and ACLs, times. Directories get their times (and a mode
 //! without owner rwx, which would lock us out) after the whole stream, deepest first.
@@ -21,6 +23,9 @@ use super::pax::{PaxMeta, PaxSparse};
 use super::root::{Node, Root, Special};
 use super::sparse::{self, CopyError};
 use super::stream::{Stream, Tracker, is_valid_header, walk_extension_headers};
+
+/// An old GNU sparse entry's map and real size, as `stream.rs` read them.
+type OldGnuMap = Result<(Vec<(u64, u64)>, u64), CopyError>;
 use super::{UnpackOptions, UnpackSummary};
 
 /// Large enough that big files go through in few syscalls, small enough to stay in cache.
@@ -121,7 +126,9 @@ impl What {
             T::Directory => What::Dir,
             // Pre-POSIX archives mark directories with a trailing slash on a regular entry.
             T::Regular if raw_path.ends_with(b"/") && size == 0 => What::Dir,
-            T::Regular | T::Continuous | T::GNUSparse => What::File,
+            // Old GNU sparse entries reach the parser as regular ones (`stream.rs`); an `S`
+            // without a GNU header is refused by the tar crate.
+            T::Regular | T::Continuous => What::File,
             T::Symlink => What::Symlink,
             T::Link => What::Hardlink,
             T::Char => What::Special(Special::Char),
@@ -165,7 +172,18 @@ impl<'a> Extractor<'a> {
                     reason: "cannot locate the extended headers of the next entry".into(),
                 });
             }
-            self.entry(&mut entry, pax)?;
+            let old_gnu = match self.tracker.take_old_gnu_sparse() {
+                Some(s) if s.header_at == header_at => Some(s.map),
+                Some(_) => {
+                    return Err(UnpackError::CorruptHeader {
+                        offset: header_at,
+                        after: self.after(),
+                        reason: "cannot locate the header of a sparse entry".into(),
+                    });
+                }
+                None => None,
+            };
+            self.entry(&mut entry, pax, old_gnu)?;
             self.drain(&mut entry)?;
         }
     }
@@ -277,6 +295,7 @@ impl<'a> Extractor<'a> {
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         pax: Option<&[u8]>,
+        old_gnu: Option<OldGnuMap>,
     ) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
         let crate_path = entry.path_bytes().into_owned();
@@ -291,7 +310,7 @@ impl<'a> Extractor<'a> {
             None => PaxMeta::default(),
         };
         let is_regular = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
-        let sparse = pax.sparse.clone().filter(|_| is_regular);
+        let mut sparse = pax.sparse.clone().filter(|_| is_regular);
         let raw_path = sparse
             .as_ref()
             .and_then(PaxSparse::name)
@@ -300,11 +319,30 @@ impl<'a> Extractor<'a> {
             .to_vec();
         let shown = show_bytes(&raw_path);
         self.last = Some(shown.clone());
+        if let Some(map) = old_gnu {
+            // An old GNU `S` entry, handed to the parser as a regular file (`stream.rs`).
+            let (map, real_size) = map.map_err(|e| self.copy_error(e, &shown))?;
+            if sparse.is_some() {
+                return Err(UnpackError::invalid(
+                    &shown,
+                    "both an old GNU sparse map and a PAX one",
+                ));
+            }
+            sparse = Some(PaxSparse::InRecords {
+                map,
+                real_size,
+                name: None,
+            });
+        }
         self.summary.entries += 1;
-        if let Some(size) = pax
-            .size
-            .filter(|&s| s != entry.size() && !kind.is_gnu_sparse())
-        {
+        self.opts
+            .limits
+            .check_entry(self.summary.entries)
+            .map_err(|reason| UnpackError::Limit {
+                entry: shown.clone(),
+                reason,
+            })?;
+        if let Some(size) = pax.size.filter(|&s| s != entry.size()) {
             return Err(UnpackError::invalid(
                 &shown,
                 format!(
@@ -421,17 +459,20 @@ impl<'a> Extractor<'a> {
                 Some((map, *real_size))
             }
         };
+        // Checked from the header, before anything is written: a bomb stops at once.
+        let real_size = map.as_ref().map_or(size, |(_, real_size)| *real_size);
+        self.opts
+            .limits
+            .check_bytes(self.summary.bytes, real_size)
+            .map_err(|reason| UnpackError::Limit {
+                entry: shown.clone(),
+                reason,
+            })?;
         let file = self.root.create_file(path)?;
         let buf = &mut self.buf;
-        let (result, real_size) = match map {
-            Some((map, real_size)) => (
-                sparse::copy_segments(entry, &file, buf, &map, real_size),
-                real_size,
-            ),
-            None if entry.header().entry_type().is_gnu_sparse() => {
-                (sparse::copy_skipping_zeros(entry, &file, buf, size), size)
-            }
-            None => (sparse::copy_plain(entry, &file, buf, size), size),
+        let result = match map {
+            Some((map, real_size)) => sparse::copy_segments(entry, &file, buf, &map, real_size),
+            None => sparse::copy_plain(entry, &file, buf, size),
         };
         result.map_err(|e| self.copy_error(e, &shown))?;
         self.summary.bytes += real_size;

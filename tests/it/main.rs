@@ -4,6 +4,7 @@
 //! GNU tar, gzip, xz-utils, zstd, bzip2, e2fsprogs, python3-nacl and python3-cryptography; the
 //! harness names whatever is missing.
 
+mod bombs;
 mod boot;
 mod build;
 mod build_bake;

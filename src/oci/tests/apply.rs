@@ -253,3 +253,43 @@ fn images_with_systemd_are_booted() {
     .unwrap();
     assert!(!has_init(&root).unwrap());
 }
+
+#[test]
+fn the_tree_bounds_hold_over_all_layers() {
+    let mut b = LayoutBuilder::new();
+    let layers = [
+        b.layer(&Tar::new().file("a", &[1; 600]).finish(), Comp::Gzip),
+        b.layer(&Tar::new().file("b", &[2; 600]).finish(), Comp::Tar),
+    ];
+    let amd64 = b.image("linux/amd64", &layers);
+    b.tag(&amd64, "v1");
+    let layout = OciLayout::open(&b.dir).unwrap();
+    let top = layout.resolve(Some("v1")).unwrap();
+    let image = resolve_image(&layout, &top, &PlatformSpec::parse("linux/amd64").unwrap()).unwrap();
+    let bounded = |max_bytes, max_entries| UnpackOptions {
+        limits: crate::unpack::TreeLimits {
+            max_bytes,
+            max_entries,
+            ..Default::default()
+        },
+        ..opts()
+    };
+    // Each layer alone fits either bound; together they do not.
+    for (opts, var) in [
+        (bounded(1000, 10), "SANDBOX_MAX_TREE_BYTES"),
+        (bounded(10_000, 1), "SANDBOX_MAX_ENTRIES"),
+    ] {
+        let sb = Sandbox::new();
+        let root = Root::open(&sb.root).unwrap();
+        let e = apply_image(&root, &layout, &image, &opts).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("layer 2 of 2") && msg.contains("entry `b`") && msg.contains(var),
+            "{msg}"
+        );
+    }
+    let sb = Sandbox::new();
+    let root = Root::open(&sb.root).unwrap();
+    let applied = apply_image(&root, &layout, &image, &bounded(1200, 2)).unwrap();
+    assert_eq!(applied.iter().map(|l| l.file_bytes).sum::<u64>(), 1200);
+}

@@ -23,6 +23,57 @@ pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An old GNU sparse header block, built by hand: `slots` in the header (at most 4; more go
+/// to extension blocks, returned too), `real_size`, the stored data size.
+pub fn old_gnu_blocks(name: &str, slots: &[(u64, u64)], real_size: u64) -> Vec<[u8; 512]> {
+    fn num(field: &mut [u8], v: u64) {
+        let digits = field.len() - 1;
+        let text = format!("{v:0digits$o}");
+        if text.len() <= digits {
+            field[..digits].copy_from_slice(text.as_bytes());
+            field[digits] = 0;
+        } else {
+            // base-256, as GNU tar writes numbers too big for octal
+            field.fill(0);
+            field[0] = 0x80;
+            let n = field.len();
+            field[n - 8..].copy_from_slice(&v.to_be_bytes());
+        }
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_size(slots.iter().map(|s| s.1).sum());
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    let mut blocks = Vec::new();
+    {
+        let gnu = h.as_gnu_mut().unwrap();
+        num(&mut gnu.realsize, real_size);
+        for (slot, &(o, l)) in gnu.sparse.iter_mut().zip(slots) {
+            num(&mut slot.offset, o);
+            num(&mut slot.numbytes, l);
+        }
+        gnu.isextended[0] = u8::from(slots.len() > 4);
+    }
+    h.set_cksum();
+    blocks.push(*h.as_bytes());
+    let rest: Vec<_> = slots.iter().skip(4).collect();
+    let chunks: Vec<_> = rest.chunks(21).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        for (slot, &&(o, l)) in ext.sparse.iter_mut().zip(chunk.iter()) {
+            num(&mut slot.offset, o);
+            num(&mut slot.numbytes, l);
+        }
+        ext.isextended[0] = u8::from(i + 1 < chunks.len());
+        blocks.push(*ext.as_bytes());
+    }
+    blocks
+}
+
 /// Writes tar entries with exactly the bytes given.
 #[derive(Default)]
 pub struct Tar {
@@ -75,6 +126,16 @@ impl Tar {
     pub fn header(&mut self, h: &mut Header, data: &[u8]) -> &mut Tar {
         h.set_cksum();
         self.out.extend_from_slice(h.as_bytes());
+        self.out.extend_from_slice(data);
+        self.out.resize(self.out.len().next_multiple_of(512), 0);
+        self
+    }
+
+    /// Appends header blocks exactly as given (old GNU sparse ones) and data, padded.
+    pub fn blocks(&mut self, blocks: &[[u8; 512]], data: &[u8]) -> &mut Tar {
+        for b in blocks {
+            self.out.extend_from_slice(b);
+        }
         self.out.extend_from_slice(data);
         self.out.resize(self.out.len().next_multiple_of(512), 0);
         self
@@ -173,6 +234,7 @@ impl Sandbox {
         UnpackOptions {
             preserve_owner: true,
             keep_selinux: false,
+            ..Default::default()
         }
     }
 
