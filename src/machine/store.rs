@@ -297,7 +297,7 @@ pub fn lookup(
     }
     let key = key_for(
         &image.image.digest,
-        &UnpackOptions::for_this_host(),
+        &UnpackOptions::for_this_host()?,
         backend,
     );
     Ok(store
