@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Result;
 
@@ -27,15 +27,49 @@ pub enum Undo {
     RemoveDir(PathBuf),
 }
 
+/// Set when a signal asked the process to stop: long loops that write into a pending tree
+/// (the unpacker's entry and copy loops) check it and stop, so the undo can remove the tree.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a signal asked the process to stop (see [`on_signals`]).
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
+/// When a signal is being handled, waits for its thread to end the process (it undoes, says
+/// so and exits 128 + the signal): the main thread, stopped by [`stopping`], must not exit
+/// first with an error of its own.
+pub fn wait_if_stopping() {
+    while stopping() {
+        std::thread::park();
+    }
+}
+
+/// How long an undo after a signal waits for a writer that is still finishing its current
+/// file (it checks [`stopping`] after every buffer): 200 tries, 10 ms apart.
+const REMOVE_TRIES: u32 = 200;
+
 impl Undo {
     /// Takes it back. A path that is already gone is no error.
     pub fn apply(&self) -> Result<()> {
         let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         match self {
-            Undo::RemoveTree(path) => match fs_err::remove_dir_all(path) {
-                Err(e) if !gone(&e) => Err(e.into()),
-                _ => Ok(()),
-            },
+            Undo::RemoveTree(path) => {
+                // After a signal another thread may still be writing into the tree until it
+                // sees `stopping()`: a removal that meets a new entry (ENOTEMPTY) tries again.
+                let mut tries = 0;
+                loop {
+                    match fs_err::remove_dir_all(path) {
+                        Err(e) if gone(&e) => return Ok(()),
+                        Err(_) if stopping() && tries < REMOVE_TRIES => {
+                            tries += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(e.into()),
+                        Ok(()) => return Ok(()),
+                    }
+                }
+            }
             Undo::Restore {
                 path,
                 previous: Some(bytes),
@@ -122,6 +156,7 @@ pub fn on_signals() -> Result<()> {
                     SIGTERM => "SIGTERM",
                     _ => "SIGHUP",
                 };
+                STOPPING.store(true, Ordering::Relaxed);
                 let done = undo_all();
                 // Straight to stderr: this thread must not wait for a lock the main one holds.
                 let mut text = format!("interrupted by {name}");

@@ -145,7 +145,9 @@ pub fn main(entry: Entry) -> ExitCode {
             "cannot handle SIGINT/SIGTERM (an interrupted command may leave its work): {e:#}"
         );
     }
-    match run(cli) {
+    let outcome = run(cli);
+    crate::cleanup::wait_if_stopping();
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             // Errors may quote bytes from outside (a tar header's fields, a server's words):

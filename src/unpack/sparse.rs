@@ -29,11 +29,22 @@ pub enum CopyError {
     Map(String),
 }
 
+/// The error a copy stops with once a signal asked the process to stop.
+fn stopped() -> CopyError {
+    CopyError::Write(io::Error::new(
+        io::ErrorKind::Interrupted,
+        "stopped: the process was asked to stop by a signal",
+    ))
+}
+
 /// Copies exactly `size` bytes.
 pub fn copy_plain(r: &mut impl Read, f: &File, buf: &mut [u8], size: u64) -> Result<(), CopyError> {
     let mut left = size;
     let mut out = f;
     while left > 0 {
+        if crate::cleanup::stopping() {
+            return Err(stopped());
+        }
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = fill(r, &mut buf[..want]).map_err(CopyError::Read)?;
         if n == 0 {
@@ -56,6 +67,9 @@ pub fn copy_segments(
     for &(offset, len) in map {
         let mut done = 0u64;
         while done < len {
+            if crate::cleanup::stopping() {
+                return Err(stopped());
+            }
             let want = buf
                 .len()
                 .min(usize::try_from(len - done).unwrap_or(usize::MAX));

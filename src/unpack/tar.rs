@@ -150,6 +150,15 @@ impl<'a> Extractor<'a> {
             source: e,
         })?;
         loop {
+            if crate::cleanup::stopping() {
+                return Err(UnpackError::Read {
+                    after: self.after(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "stopped: the process was asked to stop by a signal",
+                    ),
+                });
+            }
             self.tracker.begin_capture();
             let next = entries.next();
             let (start, captured) = self.tracker.end_capture();
