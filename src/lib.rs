@@ -39,6 +39,9 @@ pub mod cli;
 pub(crate) mod config;
 pub mod digest;
 pub mod export;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod ini;
 pub(crate) mod machine;
 pub mod oci;
