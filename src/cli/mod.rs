@@ -97,7 +97,8 @@ pub enum Command {
     /// Manage the keys trusted for signatures (<sandboxes_dir>/keys).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Check a detached OpenPGP signature against the trust store.
+    /// Check a detached OpenPGP signature against the trust store, or a Sigstore bundle
+    /// (keyless or by key) against a trusted root, offline.
     Verify(verify::VerifyArgs),
     /// List sandboxes: template, base image, verification, whether they run.
     Ls(ls::LsArgs),

@@ -1,4 +1,7 @@
-//! `sandbox verify FILE --signature SIG`: one detached signature against the trust store.
+//! `sandbox verify FILE --signature SIG`: one detached OpenPGP signature against the trust
+//! store. `sandbox verify FILE_OR_DIGEST --bundle BUNDLE …`: one Sigstore bundle, keyless
+//! (`--certificate-identity[-regexp]`, `--certificate-oidc-issuer[-regexp]`) or with `--key`,
+//! as `cosign verify-blob --bundle` checks it, offline (see `verify::sigstore`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,18 +12,170 @@ use serde::Serialize;
 
 use super::Settings;
 use super::trust::trust_store;
+use crate::digest::Digest;
 use crate::verify::openpgp::verify_detached;
+use crate::verify::sigstore::{
+    Expect, MAX_BUNDLE, Signed, Signer, TrustRoot, Vouched, parse_bundle, verify_bundle,
+};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The signed file.
+    /// The signed file; with --bundle also `sha256:HEX`, the digest of what was signed (an
+    /// existing file of that name is read as a file).
     pub file: PathBuf,
-    /// The detached signature (binary or armored).
-    #[arg(long, value_name = "SIG")]
-    pub signature: PathBuf,
+    /// The detached OpenPGP signature (binary or armored).
+    #[arg(
+        long,
+        value_name = "SIG",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    pub signature: Option<PathBuf>,
     /// A keyring to trust besides the trust store; may be repeated.
     #[arg(long, value_name = "FILE")]
     pub keyring: Vec<PathBuf>,
+    #[command(flatten)]
+    pub sigstore: SigstoreArgs,
+}
+
+/// A Sigstore bundle and who may have made it.
+#[derive(Args, Debug)]
+pub struct SigstoreArgs {
+    /// A Sigstore bundle (v0.1–v0.3 JSON) to verify FILE with.
+    #[arg(long, value_name = "BUNDLE")]
+    pub bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub signer: SignerArgs,
+}
+
+/// Who may have signed (cosign's flags).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SignerArgs {
+    /// The identity the signing certificate must name (its SAN: an email or a URI).
+    #[arg(long, value_name = "IDENTITY")]
+    pub certificate_identity: Option<String>,
+    /// A regular expression (RE2 syntax, matched anywhere) the certificate's identity must match.
+    #[arg(long, value_name = "REGEX", conflicts_with = "certificate_identity")]
+    pub certificate_identity_regexp: Option<String>,
+    /// The OIDC issuer the signing certificate must name.
+    #[arg(long, value_name = "URL")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// A regular expression the certificate's OIDC issuer must match.
+    #[arg(long, value_name = "REGEX", conflicts_with = "certificate_oidc_issuer")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// A PEM public key that made the bundle (a managed-key bundle, no certificate).
+    #[arg(long, value_name = "PEM", conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
+    pub key: Option<PathBuf>,
+    /// The Sigstore trusted root (JSON) to verify against, instead of
+    /// `<sandboxes_dir>/trusted_root.json` or the built-in public-good root.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+}
+
+impl SignerArgs {
+    /// The signer these flags name, or `None` when none of them is given.
+    pub fn signer(&self) -> Result<Option<Signer>> {
+        if let Some(path) = &self.key {
+            let pem = crate::cache::store::read_limited(path, 64 << 10)?;
+            let pem = String::from_utf8(pem)
+                .map_err(|_| anyhow::anyhow!("{}: not a PEM file", path.display()))?;
+            return Ok(Some(Signer::Key {
+                pem,
+                origin: format!("the key {}", path.display()),
+            }));
+        }
+        if self.certificate_identity.is_none()
+            && self.certificate_identity_regexp.is_none()
+            && self.certificate_oidc_issuer.is_none()
+            && self.certificate_oidc_issuer_regexp.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Signer::Keyless {
+            identity: Expect::from_flags(
+                self.certificate_identity.as_deref(),
+                self.certificate_identity_regexp.as_deref(),
+                "certificate-identity",
+            )?,
+            issuer: Expect::from_flags(
+                self.certificate_oidc_issuer.as_deref(),
+                self.certificate_oidc_issuer_regexp.as_deref(),
+                "certificate-oidc-issuer",
+            )?,
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct BundleResult {
+    file: PathBuf,
+    good: bool,
+    #[serde(flatten)]
+    vouched: Vouched,
+    trusted_root: String,
+}
+
+/// `FILE` as cosign's conformance protocol reads it: `sha256:` and 64 hex digits that are not
+/// a file on disk is a digest. Pure but for the existence check.
+fn digest_arg(file: &std::path::Path) -> Option<Digest> {
+    let text = file.to_str()?;
+    let hex = text.strip_prefix("sha256:")?;
+    if file.exists() || hex.len() != 64 {
+        return None;
+    }
+    Digest::from_hex(hex).ok()
+}
+
+fn run_bundle(
+    settings: &Settings,
+    args: &VerifyArgs,
+    bundle_path: &std::path::Path,
+) -> Result<ExitCode> {
+    let signer = args.sigstore.signer.signer()?.context(
+        "--bundle needs who may have signed: --certificate-identity and --certificate-oidc-issuer \
+         (or their -regexp forms), or --key",
+    )?;
+    let root = TrustRoot::load(
+        args.sigstore.signer.trusted_root.as_deref(),
+        &settings.paths.sandboxes_dir,
+    )?;
+    let bytes = crate::cache::store::read_limited(bundle_path, MAX_BUNDLE)?;
+    let shown = || {
+        format!(
+            "verifying {} with the bundle {}",
+            args.file.display(),
+            bundle_path.display()
+        )
+    };
+    let bundle = parse_bundle(&bytes).with_context(shown)?;
+    let vouched = match digest_arg(&args.file) {
+        Some(digest) => verify_bundle(&root, &bundle, Signed::Digest(&digest), &signer),
+        None => {
+            let data = fs_err::read(&args.file)?;
+            verify_bundle(&root, &bundle, Signed::Bytes(&data), &signer)
+        }
+    }
+    .with_context(shown)?;
+    let result = BundleResult {
+        file: args.file.clone(),
+        good: true,
+        vouched,
+        trusted_root: root.origin.clone(),
+    };
+    if settings.json {
+        super::print_json(&result)?;
+    } else {
+        let by = match &result.vouched.issuer {
+            Some(issuer) => format!("{} (issuer {issuer})", result.vouched.identity),
+            None => result.vouched.identity.clone(),
+        };
+        settings.say(format!(
+            "Good Sigstore bundle on {} by {by}, checked against {}",
+            args.file.display(),
+            result.trusted_root
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]
@@ -34,16 +189,22 @@ struct VerifyResult {
 }
 
 pub fn run(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
+    if let Some(bundle) = &args.sigstore.bundle {
+        return run_bundle(settings, &args, bundle);
+    }
+    let Some(signature) = &args.signature else {
+        anyhow::bail!("give --signature SIG or --bundle BUNDLE");
+    };
     // The built-in LXC key counts here: people check images.linuxcontainers.org downloads by hand.
     let store = trust_store(settings, &args.keyring, true)?;
-    let sig = crate::cache::store::read_limited(&args.signature, 1 << 20)?;
+    let sig = crate::cache::store::read_limited(signature, 1 << 20)?;
     let data = fs_err::File::open(&args.file).map(fs_err::File::into_file)?;
     let check =
         verify_detached(&store, std::io::BufReader::new(data), &sig).with_context(|| {
             format!(
                 "verifying {} with {}",
                 args.file.display(),
-                args.signature.display()
+                signature.display()
             )
         })?;
     let mut notes = Vec::new();

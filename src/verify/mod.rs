@@ -6,6 +6,7 @@
 //! - `policy`: which `docker://` images may be pulled and which signatures they need (a
 //!   containers `policy.json`), fails closed.
 //! - `cosign`: cosign key-based signatures, checked without the network.
+//! - `sigstore`: Sigstore bundles (keyless cosign), offline, against a trusted root.
 //! - `lookaside`: where containers simple signing keeps signatures (registries.d).
 //!
 //! The typed sha256 `Digest` and the hashing readers and writers are `crate::digest`, below
@@ -20,3 +21,4 @@ pub mod lookaside;
 pub mod mode;
 pub mod openpgp;
 pub mod policy;
+pub mod sigstore;

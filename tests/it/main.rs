@@ -41,6 +41,7 @@ mod push;
 mod records;
 mod root_isolation;
 mod settings;
+mod sigstore_conformance;
 mod stalls;
 mod storage;
 mod verify;
