@@ -66,6 +66,8 @@ pub struct OciOptions {
     pub cosign_key: Option<PathBuf>,
     /// `--lookaside`: the simple signing store to read instead of the configured one.
     pub lookaside: Option<PathBuf>,
+    /// `--certificate-identity` …: a keyless signature that must verify.
+    pub keyless: Option<crate::source::oci_keyless::Keyless>,
     /// `--platform` [default: the host's].
     pub platform: Option<PlatformSpec>,
 }
@@ -77,6 +79,7 @@ impl Default for OciOptions {
             tls_verify: true,
             cosign_key: None,
             lookaside: None,
+            keyless: None,
             platform: None,
         }
     }
@@ -385,6 +388,7 @@ fn fetch_oci_base(
         progress,
         candidate: spec.candidate.as_deref(),
         cosign_key: spec.oci.cosign_key.clone(),
+        keyless: spec.oci.keyless.clone(),
         registries_d: paths.sandboxes_dir.join("registries.d"),
         lookaside: spec.oci.lookaside.clone(),
     };

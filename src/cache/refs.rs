@@ -33,8 +33,12 @@ pub struct Verification {
     /// The primary key fingerprint of the signer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
+    /// Who signed: an OpenPGP user ID, or a keyless certificate's identity (email or URI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// The OIDC issuer a keyless certificate names (with `signer`, who vouched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_issuer: Option<String>,
     /// Where the signer's key came from (a keyring file, the built-in LXC key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_origin: Option<String>,
@@ -49,6 +53,11 @@ impl Verification {
     pub fn summary(&self) -> String {
         match (&self.key_fingerprint, self.mode) {
             (Some(fpr), _) => format!("signature by {fpr}"),
+            (None, Checked::Signature) if self.oidc_issuer.is_some() => format!(
+                "keyless signature by {} ({})",
+                self.signer.as_deref().unwrap_or("?"),
+                self.oidc_issuer.as_deref().unwrap_or("?")
+            ),
             (None, Checked::Checksum) => "checksum".to_string(),
             (None, Checked::Digest | Checked::Signature) => {
                 "digests verified, no signature".to_string()

@@ -7,6 +7,7 @@ mod config;
 mod docs;
 mod host;
 mod images;
+mod keyless_args;
 mod keys;
 mod ls;
 mod pull;

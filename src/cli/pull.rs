@@ -73,6 +73,10 @@ pub struct PullArgs {
     /// the signature policy says (and on top of what it requires).
     #[arg(long, value_name = "FILE")]
     pub cosign_key: Option<PathBuf>,
+    /// docker://: require a keyless (Sigstore) signature by this identity and issuer, whatever
+    /// the signature policy says (and on top of what it requires).
+    #[command(flatten)]
+    pub keyless: super::keyless_args::KeylessArgs,
     /// docker://: read simple signing (signedBy) signatures from this lookaside directory
     /// instead of the one `<sandboxes_dir>/registries.d/*.yaml` configures.
     #[arg(long, value_name = "DIR")]
@@ -128,6 +132,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             creds: args.creds.clone(),
             tls_verify: args.tls_verify,
             cosign_key: args.cosign_key.clone(),
+            keyless: args.keyless.requirement(&settings.paths.sandboxes_dir)?,
             lookaside: args.lookaside.clone(),
             platform: match &args.platform {
                 Some(p) => Some(PlatformSpec::parse(p)?),
@@ -233,17 +238,18 @@ fn check_options(source: &SourceRef, args: &PullArgs) -> Result<Option<OciSource
                 "--platform, --creds and --tls-verify are for OCI sources (docker://, oci-layout:, oci-archive:)"
             );
         }
-        if args.cosign_key.is_some() || args.lookaside.is_some() {
-            bail!("--cosign-key and --lookaside are for docker:// sources");
+        if args.cosign_key.is_some() || args.lookaside.is_some() || args.keyless.any() {
+            bail!("--cosign-key, --lookaside and --certificate-identity are for docker:// sources");
         }
         return Ok(None);
     };
     let oci = OciSource::parse(s)?;
-    if (args.cosign_key.is_some() || args.lookaside.is_some())
+    if (args.cosign_key.is_some() || args.lookaside.is_some() || args.keyless.any())
         && !matches!(oci, OciSource::Registry(_))
     {
         bail!(
-            "--cosign-key and --lookaside are for docker:// sources: {oci} is checked by digest only"
+            "--cosign-key, --lookaside and --certificate-identity are for docker:// sources: \
+             {oci} is checked by digest only"
         );
     }
     if args.checksum.is_some() {

@@ -11,11 +11,12 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Settings;
+use super::keyless_args::KeylessArgs;
 use super::trust::trust_store;
 use crate::digest::Digest;
 use crate::verify::openpgp::verify_detached;
 use crate::verify::sigstore::{
-    Expect, MAX_BUNDLE, Signed, Signer, TrustRoot, Vouched, parse_bundle, verify_bundle,
+    MAX_BUNDLE, Signed, Signer, TrustRoot, Vouched, parse_bundle, verify_bundle,
 };
 
 #[derive(Args, Debug)]
@@ -48,28 +49,14 @@ pub struct SigstoreArgs {
     pub signer: SignerArgs,
 }
 
-/// Who may have signed (cosign's flags).
+/// Who may have signed: cosign's keyless flags (shared with `pull`), or a key.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SignerArgs {
-    /// The identity the signing certificate must name (its SAN: an email or a URI).
-    #[arg(long, value_name = "IDENTITY")]
-    pub certificate_identity: Option<String>,
-    /// A regular expression (RE2 syntax, matched anywhere) the certificate's identity must match.
-    #[arg(long, value_name = "REGEX", conflicts_with = "certificate_identity")]
-    pub certificate_identity_regexp: Option<String>,
-    /// The OIDC issuer the signing certificate must name.
-    #[arg(long, value_name = "URL")]
-    pub certificate_oidc_issuer: Option<String>,
-    /// A regular expression the certificate's OIDC issuer must match.
-    #[arg(long, value_name = "REGEX", conflicts_with = "certificate_oidc_issuer")]
-    pub certificate_oidc_issuer_regexp: Option<String>,
+    #[command(flatten)]
+    pub keyless: KeylessArgs,
     /// A PEM public key that made the bundle (a managed-key bundle, no certificate).
     #[arg(long, value_name = "PEM", conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
     pub key: Option<PathBuf>,
-    /// The Sigstore trusted root (JSON) to verify against, instead of
-    /// `<sandboxes_dir>/trusted_root.json` or the built-in public-good root.
-    #[arg(long, value_name = "FILE")]
-    pub trusted_root: Option<PathBuf>,
 }
 
 impl SignerArgs {
@@ -84,25 +71,10 @@ impl SignerArgs {
                 origin: format!("the key {}", path.display()),
             }));
         }
-        if self.certificate_identity.is_none()
-            && self.certificate_identity_regexp.is_none()
-            && self.certificate_oidc_issuer.is_none()
-            && self.certificate_oidc_issuer_regexp.is_none()
-        {
-            return Ok(None);
-        }
-        Ok(Some(Signer::Keyless {
-            identity: Expect::from_flags(
-                self.certificate_identity.as_deref(),
-                self.certificate_identity_regexp.as_deref(),
-                "certificate-identity",
-            )?,
-            issuer: Expect::from_flags(
-                self.certificate_oidc_issuer.as_deref(),
-                self.certificate_oidc_issuer_regexp.as_deref(),
-                "certificate-oidc-issuer",
-            )?,
-        }))
+        Ok(self
+            .keyless
+            .expectations()?
+            .map(|(identity, issuer)| Signer::Keyless { identity, issuer }))
     }
 }
 
@@ -136,7 +108,7 @@ fn run_bundle(
          (or their -regexp forms), or --key",
     )?;
     let root = TrustRoot::load(
-        args.sigstore.signer.trusted_root.as_deref(),
+        args.sigstore.signer.keyless.trusted_root.as_deref(),
         &settings.paths.sandboxes_dir,
     )?;
     let bytes = crate::cache::store::read_limited(bundle_path, MAX_BUNDLE)?;

@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod images;
 mod images_verify;
 pub mod naming;
+pub mod oci_keyless;
 pub mod oci_pull;
 pub mod oci_signatures;
 pub mod registry;

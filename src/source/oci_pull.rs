@@ -78,6 +78,9 @@ pub struct OciRequest<'a> {
     /// `--cosign-key`: a cosign signature by this PEM public key is required, whatever the
     /// policy says (on top of what it requires).
     pub cosign_key: Option<PathBuf>,
+    /// `--certificate-identity` …: a keyless signature by this identity is required, as
+    /// `--cosign-key` requires a key's.
+    pub keyless: Option<crate::source::oci_keyless::Keyless>,
     /// `<sandboxes_dir>/registries.d`: where simple signing's lookaside stores are configured.
     pub registries_d: PathBuf,
     /// `--lookaside`: the simple signing store to read instead of the configured one.
@@ -336,9 +339,22 @@ fn fetch_offline(
     for k in cosign_keys {
         // A cosign key is named by its fingerprint; a keyring by its path (which key of it
         // signed is only known once a signature verified).
-        let name = match k.kind {
-            SignatureKind::Cosign => load_cosign_key(&k.path)?.fingerprint,
-            SignatureKind::SimpleSigning => format!("({}, ", k.path.display()),
+        let name = match (k.kind, &k.keyless) {
+            (SignatureKind::Keyless, Some(kl)) => {
+                // The last pull's record names who vouched; it must be who is asked for now.
+                let v = &r.verification;
+                let matches = v
+                    .oidc_issuer
+                    .as_deref()
+                    .is_some_and(|i| kl.issuer.matches(i))
+                    && v.signer.as_deref().is_some_and(|s| kl.identity.matches(s));
+                if matches {
+                    continue;
+                }
+                format!("keyless signature by identity {}", kl.identity)
+            }
+            (SignatureKind::Cosign, _) => load_cosign_key(&k.path)?.fingerprint,
+            _ => format!("({}, ", k.path.display()),
         };
         if !r.verification.notes.iter().any(|n| n.contains(&name)) {
             bail!(

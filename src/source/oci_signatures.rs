@@ -28,6 +28,8 @@ use crate::verify::mode::{Checked, VerifyMode};
 use crate::verify::openpgp::{TrustStore, verify_inline};
 use crate::verify::policy::{Decision, Policy};
 
+pub use super::oci_keyless::{Keyless, KeylessTrust};
+
 /// Simple signing signatures read per image at most.
 const MAX_SIMPLE_SIGNATURES: u32 = 128;
 
@@ -46,6 +48,8 @@ pub enum SignatureKind {
     Cosign,
     /// A GPG keyring for containers simple signing.
     SimpleSigning,
+    /// A keyless (Fulcio certificate) signature: see [`RequiredKey::keyless`].
+    Keyless,
 }
 
 /// A key a pull requires a signature by, and where the requirement came from (for messages).
@@ -55,6 +59,8 @@ pub struct RequiredKey {
     pub path: PathBuf,
     /// `--cosign-key` or `policy.json scope …`.
     pub why: String,
+    /// For [`SignatureKind::Keyless`]: who may have signed, and the trust they chain to.
+    pub keyless: Option<Keyless>,
 }
 
 /// Asks the signature policy about a `docker://` image (or, with `--verify=no`, warns and
@@ -72,6 +78,16 @@ pub fn check_policy(
             kind: SignatureKind::Cosign,
             path: path.clone(),
             why: "--cosign-key".to_string(),
+            keyless: None,
+        });
+    }
+    if let Some(k) = &req.keyless {
+        // Asked for on the command line: it holds even with --verify=no, as --cosign-key does.
+        keys.push(RequiredKey {
+            kind: SignatureKind::Keyless,
+            path: k.trust.path(),
+            why: "--certificate-identity".to_string(),
+            keyless: Some(k.clone()),
         });
     }
     match req.verify {
@@ -91,6 +107,7 @@ pub fn check_policy(
                 scope,
                 cosign_keys,
                 gpg_keyrings,
+                keyless,
             } => {
                 let why = format!("{} scope {scope}", req.policy_file.display());
                 let cosign = cosign_keys.into_iter().map(|p| (SignatureKind::Cosign, p));
@@ -101,7 +118,17 @@ pub fn check_policy(
                     kind,
                     path,
                     why: why.clone(),
-                }))
+                    keyless: None,
+                }));
+                keys.extend(keyless.into_iter().map(|f| {
+                    let k = Keyless::from_policy(f);
+                    RequiredKey {
+                        kind: SignatureKind::Keyless,
+                        path: k.trust.path(),
+                        why: why.clone(),
+                        keyless: Some(k),
+                    }
+                }));
             }
             // Naming the key that must have signed is a trust decision of its own, as
             // --keyring is for tarballs: without a policy file, only an image signed by that
@@ -146,11 +173,13 @@ pub fn load_cosign_key(path: &Path) -> Result<CosignKey> {
     CosignKey::from_pem(&pem).with_context(|| format!("reading {}", path.display()))
 }
 
-/// One signature layer of a signature image: its payload, and its base64 signature.
-struct SignedPayload {
-    payload: Vec<u8>,
-    signature: String,
-    layer: Digest,
+/// One signature layer of a signature image: its payload, its base64 signature, and its
+/// annotations (a keyless one carries its certificate and Rekor entry there).
+pub(super) struct SignedPayload {
+    pub payload: Vec<u8>,
+    pub signature: String,
+    pub layer: Digest,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Checks every `required` key: simple signing from the lookaside store of `stores`, cosign
@@ -164,14 +193,32 @@ pub async fn verify_signatures(
     stores: &SignatureStores<'_>,
     verification: &mut Verification,
 ) -> Result<()> {
-    let (cosign, gpg): (Vec<RequiredKey>, Vec<RequiredKey>) = required
-        .iter()
-        .cloned()
-        .partition(|k| k.kind == SignatureKind::Cosign);
-    for k in &gpg {
+    let of = |kind| -> Vec<RequiredKey> {
+        required
+            .iter()
+            .filter(|k| k.kind == kind)
+            .cloned()
+            .collect()
+    };
+    for k in &of(SignatureKind::SimpleSigning) {
         verify_simple_signing(stores, reference, digest, k, verification)?;
     }
-    verify_cosign(registry, reference, digest, &cosign, verification).await
+    verify_cosign(
+        registry,
+        reference,
+        digest,
+        &of(SignatureKind::Cosign),
+        verification,
+    )
+    .await?;
+    super::oci_keyless::verify_keyless(
+        registry,
+        reference,
+        digest,
+        &of(SignatureKind::Keyless),
+        verification,
+    )
+    .await
 }
 
 /// Records a key that passed: the first one fills the main fields.
@@ -357,7 +404,7 @@ async fn verify_cosign(
 
 /// The signature layers of the manifest `reference` (a tag, or a digest it must hash to) (payloads fetched and bounded; layers of
 /// other media types, or without a signature annotation, are skipped).
-async fn fetch_signatures(
+pub(super) async fn fetch_signatures(
     registry: &Registry,
     reference: &str,
     expected: Option<&Digest>,
@@ -395,6 +442,7 @@ async fn fetch_signatures(
             payload,
             signature: signature.clone(),
             layer: layer.digest,
+            annotations: layer.annotations.clone(),
         });
     }
     Ok(out)

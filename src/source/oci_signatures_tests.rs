@@ -134,6 +134,7 @@ fn cosign_signatures_are_found_through_oci_referrers() {
             kind: SignatureKind::Cosign,
             path: key.to_path_buf(),
             why: "--cosign-key".into(),
+            keyless: None,
         }];
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

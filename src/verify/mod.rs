@@ -22,3 +22,4 @@ pub mod mode;
 pub mod openpgp;
 pub mod policy;
 pub mod sigstore;
+pub mod sigstore_legacy;

@@ -32,10 +32,98 @@ pub enum Requirement {
         key_type: Option<String>,
         key_path: Option<PathBuf>,
     },
-    /// cosign: `keyPath` to a PEM public key; `None` for keyless (Fulcio) policies.
+    /// cosign: `keyPath` to a PEM public key, or a keyless `fulcio` requirement (with the
+    /// Rekor key that vouches for the signing time); neither is a policy that cannot hold.
     SigstoreSigned {
         key_path: Option<PathBuf>,
+        fulcio: Option<Fulcio>,
     },
+}
+
+/// A keyless `sigstoreSigned` requirement: `fulcio` (`caPath` or `caData`, `oidcIssuer`,
+/// `subjectEmail`) and `rekorPublicKeyPath` or `rekorPublicKeyData`, as containers/image
+/// spells them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fulcio {
+    pub ca: PemSource,
+    pub oidc_issuer: String,
+    pub subject_email: String,
+    pub rekor_key: PemSource,
+}
+
+/// A PEM named by a policy: a file, or the text itself (`…Data`, base64-decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemSource {
+    Path(PathBuf),
+    Data(String),
+}
+
+impl PemSource {
+    /// The PEM text, and where it came from (for messages).
+    pub fn read(&self, what: &str) -> Result<(String, String)> {
+        match self {
+            PemSource::Path(p) => Ok((
+                fs_err::read_to_string(p).with_context(|| format!("reading the {what}"))?,
+                p.display().to_string(),
+            )),
+            PemSource::Data(text) => Ok((text.clone(), format!("the {what} data in the policy"))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawFulcio {
+    ca_path: Option<PathBuf>,
+    ca_data: Option<String>,
+    oidc_issuer: Option<String>,
+    subject_email: Option<String>,
+}
+
+/// A PEM given as a path or as base64 data (exactly one).
+fn pem_source(
+    path: Option<PathBuf>,
+    data: Option<String>,
+    what: &str,
+    at: &str,
+) -> Result<PemSource> {
+    use base64::Engine;
+    match (path, data) {
+        (Some(p), None) => Ok(PemSource::Path(p)),
+        (None, Some(d)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(d.trim())
+                .map_err(|e| anyhow::anyhow!("{at}: {what} is not base64: {e}"))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{at}: {what} is not PEM text"))?;
+            Ok(PemSource::Data(text))
+        }
+        (Some(_), Some(_)) => bail!("{at}: {what}: give a path or data, not both"),
+        (None, None) => bail!("{at}: {what} is missing"),
+    }
+}
+
+fn fulcio(
+    raw: RawFulcio,
+    rekor_path: Option<PathBuf>,
+    rekor_data: Option<String>,
+    at: &str,
+) -> Result<Fulcio> {
+    Ok(Fulcio {
+        ca: pem_source(raw.ca_path, raw.ca_data, "fulcio caPath/caData", at)?,
+        oidc_issuer: raw
+            .oidc_issuer
+            .with_context(|| format!("{at}: fulcio has no oidcIssuer"))?,
+        subject_email: raw
+            .subject_email
+            .with_context(|| format!("{at}: fulcio has no subjectEmail"))?,
+        rekor_key: pem_source(
+            rekor_path,
+            rekor_data,
+            "rekorPublicKeyPath/rekorPublicKeyData",
+            at,
+        )?,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +134,11 @@ struct RawRequirement {
     key_type: Option<String>,
     #[serde(rename = "keyPath")]
     key_path: Option<PathBuf>,
+    fulcio: Option<RawFulcio>,
+    #[serde(rename = "rekorPublicKeyPath")]
+    rekor_public_key_path: Option<PathBuf>,
+    #[serde(rename = "rekorPublicKeyData")]
+    rekor_public_key_data: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +170,8 @@ pub enum Decision {
         scope: String,
         cosign_keys: Vec<PathBuf>,
         gpg_keyrings: Vec<PathBuf>,
+        /// Keyless requirements: a Fulcio certificate for this email, from this issuer.
+        keyless: Vec<Fulcio>,
     },
     Reject {
         scope: String,
@@ -99,6 +194,18 @@ fn requirements(raw: Vec<RawRequirement>, at: &str) -> Result<Vec<Requirement>> 
                     key_path: r.key_path,
                 },
                 "sigstoreSigned" => Requirement::SigstoreSigned {
+                    fulcio: match r.fulcio {
+                        Some(_) if r.key_path.is_some() => {
+                            bail!("{at}: sigstoreSigned with both keyPath and fulcio")
+                        }
+                        Some(f) => Some(fulcio(
+                            f,
+                            r.rekor_public_key_path,
+                            r.rekor_public_key_data,
+                            at,
+                        )?),
+                        None => None,
+                    },
                     key_path: r.key_path,
                 },
                 other => bail!("{at}: unknown requirement type `{other}`"),
@@ -167,19 +274,27 @@ impl Policy {
         let (scope, reqs) = self.scope_for(reference);
         let mut cosign_keys = Vec::new();
         let mut gpg_keyrings = Vec::new();
+        let mut keyless = Vec::new();
         for r in reqs {
             let reason = match r {
                 Requirement::InsecureAcceptAnything => continue,
                 Requirement::SigstoreSigned {
                     key_path: Some(path),
+                    ..
                 } => {
                     cosign_keys.push(path.clone());
                     continue;
                 }
+                Requirement::SigstoreSigned {
+                    fulcio: Some(f), ..
+                } => {
+                    keyless.push(f.clone());
+                    continue;
+                }
                 Requirement::Reject => "its scope says reject".to_string(),
-                Requirement::SigstoreSigned { key_path: None } => {
-                    "it requires a keyless sigstore signature (Fulcio certificates), and only \
-                     key-based cosign signatures (`keyPath`) can be verified"
+                Requirement::SigstoreSigned { .. } => {
+                    "its sigstoreSigned requirement names neither a keyPath nor a fulcio \
+                     certificate authority with a rekorPublicKeyPath, so no signature can meet it"
                         .to_string()
                 }
                 Requirement::SignedBy {
@@ -197,13 +312,14 @@ impl Policy {
             };
             return Decision::Reject { scope, reason };
         }
-        if cosign_keys.is_empty() && gpg_keyrings.is_empty() {
+        if cosign_keys.is_empty() && gpg_keyrings.is_empty() && keyless.is_empty() {
             Decision::Accept { scope }
         } else {
             Decision::Verify {
                 scope,
                 cosign_keys,
                 gpg_keyrings,
+                keyless,
             }
         }
     }
@@ -252,7 +368,7 @@ mod tests {
         ));
         for (r, why) in [
             ("x509.io/a", "keyType `X509Certificates`"),
-            ("keyless.io/a", "keyless"),
+            ("keyless.io/a", "neither a keyPath nor a fulcio"),
         ] {
             match p.decide(&reference(r)) {
                 Decision::Reject { reason, .. } => assert!(reason.contains(why), "{reason}"),
@@ -265,6 +381,7 @@ mod tests {
                 scope: "docker:sig.io".into(),
                 cosign_keys: vec![PathBuf::from("/k")],
                 gpg_keyrings: vec![],
+                keyless: vec![],
             }
         );
         assert_eq!(
@@ -273,8 +390,71 @@ mod tests {
                 scope: "docker:signed.io".into(),
                 cosign_keys: vec![],
                 gpg_keyrings: vec![PathBuf::from("/k")],
+                keyless: vec![],
             }
         );
+    }
+
+    #[test]
+    fn a_fulcio_requirement_is_read_as_containers_image_writes_it() {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode("-----BEGIN PUBLIC KEY-----");
+        let policy = format!(
+            r#"{{"default": [{{"type": "reject"}}], "transports": {{"docker": {{
+                "ghcr.io/org": [{{"type": "sigstoreSigned",
+                    "fulcio": {{"caPath": "/etc/fulcio.pem", "oidcIssuer": "https://issuer",
+                               "subjectEmail": "dev@example.com"}},
+                    "rekorPublicKeyData": "{data}",
+                    "signedIdentity": {{"type": "matchRepository"}}}}]}}}}}}"#
+        );
+        let p = Policy::parse(policy.as_bytes()).unwrap();
+        let Decision::Verify { keyless, .. } = p.decide(&reference("ghcr.io/org/app:1")) else {
+            panic!("not a verify decision");
+        };
+        assert_eq!(
+            keyless,
+            vec![Fulcio {
+                ca: PemSource::Path(PathBuf::from("/etc/fulcio.pem")),
+                oidc_issuer: "https://issuer".into(),
+                subject_email: "dev@example.com".into(),
+                rekor_key: PemSource::Data("-----BEGIN PUBLIC KEY-----".into()),
+            }]
+        );
+        // Each part is required, exactly once; unknown fulcio fields are refused.
+        for (bad, why) in [
+            (
+                r#""fulcio": {"oidcIssuer": "i", "subjectEmail": "e"}, "rekorPublicKeyPath": "/r""#,
+                "caPath/caData is missing",
+            ),
+            (
+                r#""fulcio": {"caPath": "/c", "subjectEmail": "e"}, "rekorPublicKeyPath": "/r""#,
+                "no oidcIssuer",
+            ),
+            (
+                r#""fulcio": {"caPath": "/c", "oidcIssuer": "i"}, "rekorPublicKeyPath": "/r""#,
+                "no subjectEmail",
+            ),
+            (
+                r#""fulcio": {"caPath": "/c", "oidcIssuer": "i", "subjectEmail": "e"}"#,
+                "rekorPublicKeyPath/rekorPublicKeyData is missing",
+            ),
+            (
+                r#""fulcio": {"caPath": "/c", "caData": "eA==", "oidcIssuer": "i", "subjectEmail": "e"}, "rekorPublicKeyPath": "/r""#,
+                "not both",
+            ),
+            (
+                r#""fulcio": {"caPath": "/c", "oidcIssuer": "i", "subjectEmail": "e", "x": 1}, "rekorPublicKeyPath": "/r""#,
+                "unknown field",
+            ),
+            (
+                r#""keyPath": "/k", "fulcio": {"caPath": "/c", "oidcIssuer": "i", "subjectEmail": "e"}, "rekorPublicKeyPath": "/r""#,
+                "both keyPath and fulcio",
+            ),
+        ] {
+            let text = format!(r#"{{"default": [{{"type": "sigstoreSigned", {bad}}}]}}"#);
+            let err = format!("{:#}", Policy::parse(text.as_bytes()).unwrap_err());
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

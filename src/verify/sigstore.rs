@@ -29,20 +29,33 @@ pub const MAX_BUNDLE: u64 = 1 << 20;
 pub struct TrustRoot {
     verifier: Verifier,
     pub origin: String,
+    /// Whether certificates must carry an SCT from one of its CT logs: only when it names
+    /// some (a private deployment, or a policy.json `fulcio` CA, may run no CT log).
+    check_sct: bool,
 }
 
 impl TrustRoot {
     /// `explicit` (`--trusted-root`), else `<sandboxes_dir>/trusted_root.json` when it exists,
     /// else the built-in Sigstore public-good root.
     pub fn load(explicit: Option<&Path>, sandboxes_dir: &Path) -> Result<TrustRoot> {
+        TrustRoot::load_file(TrustRoot::choose(explicit, sandboxes_dir).as_deref())
+    }
+
+    /// Which file [`TrustRoot::load`] reads: `explicit`, else `<sandboxes_dir>/trusted_root.json`
+    /// when it exists; `None` for the built-in root.
+    pub fn choose(explicit: Option<&Path>, sandboxes_dir: &Path) -> Option<PathBuf> {
         let local = sandboxes_dir.join("trusted_root.json");
-        let path: Option<PathBuf> = match explicit {
+        match explicit {
             Some(p) => Some(p.to_path_buf()),
             None => local.is_file().then_some(local),
-        };
+        }
+    }
+
+    /// The trusted root in `path`, or the built-in one.
+    pub fn load_file(path: Option<&Path>) -> Result<TrustRoot> {
         match path {
             Some(path) => {
-                let bytes = crate::cache::store::read_limited(&path, MAX_TRUSTED_ROOT)?;
+                let bytes = crate::cache::store::read_limited(path, MAX_TRUSTED_ROOT)?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| anyhow!("{}: not UTF-8 JSON", path.display()))?;
                 TrustRoot::from_json(&text, path.display().to_string())
@@ -59,7 +72,11 @@ impl TrustRoot {
     pub fn from_json(json: &str, origin: String) -> Result<TrustRoot> {
         let root = TrustedRoot::from_json(json).map_err(|e| anyhow!("not a trusted root: {e}"))?;
         let verifier = Verifier::new(&root).map_err(|e| anyhow!("unusable trust material: {e}"))?;
-        Ok(TrustRoot { verifier, origin })
+        Ok(TrustRoot {
+            verifier,
+            origin,
+            check_sct: !root.ctlogs.is_empty(),
+        })
     }
 }
 
@@ -148,7 +165,10 @@ pub fn verify_bundle(
         Signer::Keyless { identity, issuer } => {
             // The crate matches identities exactly; regular expressions are checked below, on
             // what it verified. The issuer is checked the same way for both forms.
-            let policy = VerificationPolicy::any_identity();
+            let mut policy = VerificationPolicy::any_identity();
+            if !root.check_sct {
+                policy = policy.skip_sct();
+            }
             let result = root
                 .verifier
                 .verify(artifact, bundle, &policy)
