@@ -316,7 +316,8 @@ fn push(
             image.manifest_descriptor.digest
         );
     }
-    let signatures = crate::runtime::block_on(signers.sign_pushed(&registry, &digest))??;
+    let signatures =
+        crate::runtime::block_on(signers.sign_pushed(&registry, &image.manifest_descriptor))??;
     Ok((digest, signatures))
 }
 

@@ -21,7 +21,7 @@ use super::oci_signatures::{RequiredKey, fetch_signatures};
 use crate::cache::Verification;
 use crate::digest::Digest;
 use crate::oci::ImageReference;
-use crate::oci::manifest::{ImageIndex, ImageManifest, MAX_MANIFEST_SIZE};
+use crate::oci::manifest::{ImageManifest, MAX_MANIFEST_SIZE};
 use crate::source::registry::{Registry, shown_url};
 use crate::transport::read_limited;
 use crate::verify::cosign::{COSIGN_TYPE, check_payload, signature_tag};
@@ -131,24 +131,9 @@ fn dsse_predicate_type(bundle_json: &[u8]) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
-/// The referrers of `digest`: the API's list, else the referrers tag schema's index.
-async fn referrers(registry: &Registry, digest: &Digest) -> Result<Option<ImageIndex>> {
-    if let Some(index) = registry.referrers(digest).await? {
-        return Ok(Some(index));
-    }
-    let tag = format!("sha256-{}", digest.hex());
-    match registry.manifest(&tag, MAX_MANIFEST_SIZE).await {
-        Ok(raw) => Ok(serde_json::from_slice::<ImageIndex>(&raw.bytes).ok()),
-        Err(e) => {
-            tracing::debug!("no referrers tag {tag}: {e:#}");
-            Ok(None)
-        }
-    }
-}
-
 /// The Sigstore bundles attached to `digest` as referrers.
 async fn referrer_bundles(registry: &Registry, digest: &Digest) -> Result<Vec<Found>> {
-    let Some(index) = referrers(registry, digest).await? else {
+    let Some(index) = registry.referrers_or_tag(digest).await? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();

@@ -331,12 +331,13 @@ async fn verify_cosign(
         .collect::<Result<Vec<_>>>()?;
     let tag = signature_tag(digest);
     let shown_tag = format!("{}/{}:{tag}", reference.registry, reference.repository);
-    // Signatures attached as OCI 1.1 referrers (cosign's oci-1-1 mode), when the registry has
-    // the API, then the `sha256-<hex>.sig` tag; the tag may be missing when referrers hold some.
+    // Signatures attached as OCI 1.1 referrers (cosign's oci-1-1 mode; the registry's API or
+    // the referrers tag schema), then the `sha256-<hex>.sig` tag; the tag may be missing when
+    // referrers hold some.
     let mut signed = Vec::new();
     let mut sources = Vec::new();
     if let Some(index) = registry
-        .referrers(digest)
+        .referrers_or_tag(digest)
         .await
         .with_context(|| format!("listing the referrers of {digest}"))?
     {

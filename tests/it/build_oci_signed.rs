@@ -86,7 +86,7 @@ fn a_signed_push_pulls_back_verified_as_the_local_build() {
     .json();
     let digest = report["manifest_digest"].as_str().unwrap().to_string();
     let signatures = report["signatures"].as_array().unwrap();
-    assert_eq!(signatures.len(), 2, "{report}");
+    assert_eq!(signatures.len(), 3, "{report}");
     assert_eq!(signatures[0]["kind"], "cosign");
     assert_eq!(
         signatures[0]["location"],
@@ -100,8 +100,24 @@ fn a_signed_push_pulls_back_verified_as_the_local_build() {
         "team/web@sha256={}/signature-1",
         digest.trim_start_matches("sha256:")
     ));
-    assert_eq!(signatures[1]["kind"], "simple-signing");
-    assert_eq!(signatures[1]["location"], arg(&lookaside_file));
+    // The same signature as an OCI 1.1 referrer: distribution 2.x has no referrers API, so
+    // it is listed in the referrers tag schema's index.
+    assert_eq!(signatures[1]["kind"], "cosign-referrer");
+    let referrer_at = signatures[1]["location"].as_str().unwrap();
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        referrer_at.starts_with(&format!("docker://{host}/team/web@sha256:"))
+            && referrer_at.ends_with(&format!("(referrers tag sha256-{hex})")),
+        "{referrer_at}"
+    );
+    let referrer_digest = referrer_at
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(signatures[2]["kind"], "simple-signing");
+    assert_eq!(signatures[2]["location"], arg(&lookaside_file));
 
     // cosign: pulled with the public key, verified, the local build's tree.
     let other = fresh_host(ALLOW_ALL);
@@ -119,6 +135,12 @@ fn a_signed_push_pulls_back_verified_as_the_local_build() {
         .json();
     assert_eq!(pulled["manifest_digest"], digest.as_str());
     assert_eq!(pulled["verification"]["mode"], "signature");
+    // Found both where cosign looks first (the referrer) and in the .sig tag.
+    let notes = pulled["verification"]["notes"].to_string();
+    assert!(
+        notes.contains(&format!("referrer {referrer_digest}")) && notes.contains(".sig"),
+        "{notes}"
+    );
     let local = local_build(&env, "testbase");
     assert_eq!(
         snapshot(&other.machine("web")),

@@ -22,7 +22,8 @@ use crate::oci::manifest::{Descriptor, REF_NAME_ANNOTATION};
 use crate::oci::media::{OCI_CONFIG, OCI_MANIFEST};
 use crate::oci::reference::ImageReference;
 use crate::verify::cosign::{
-    COSIGN_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag,
+    COSIGN_ARTIFACT_TYPE, COSIGN_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE,
+    signature_tag,
 };
 
 /// The identity cosign puts in its payload: the repository, without tag or digest
@@ -242,6 +243,40 @@ pub fn render_signature_image(signed: &Digest, signatures: &[SignedPayload]) -> 
 
 /// Signs manifest `digest` of `reference`'s repository with `key`: the payload, its
 /// signature, and the signature image holding it alone.
+/// The same signature as an OCI 1.1 referrer of `subject` (cosign's `oci-1-1` mode): the
+/// signature image's manifest with `artifactType` [`COSIGN_ARTIFACT_TYPE`] and `subject`, its
+/// config and layers unchanged (they are already in the repository). Returns its bytes and a
+/// descriptor for a referrers index.
+pub fn render_referrer(image: &SignatureImage, subject: &Descriptor) -> (Vec<u8>, Descriptor) {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SubjectOut<'a> {
+        media_type: &'a str,
+        size: u64,
+        digest: String,
+    }
+    // Why expect: the manifest was rendered from these structs a moment ago.
+    let mut manifest: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&image.manifest).expect("the signature manifest is JSON");
+    manifest.insert(
+        "artifactType".into(),
+        serde_json::Value::from(COSIGN_ARTIFACT_TYPE),
+    );
+    manifest.insert(
+        "subject".into(),
+        serde_json::to_value(SubjectOut {
+            media_type: &subject.media_type,
+            size: subject.size,
+            digest: subject.digest.to_string(),
+        })
+        .expect("a descriptor serializes"),
+    );
+    let bytes = serde_json::to_vec(&manifest).expect("the referrer manifest serializes");
+    let mut descriptor = Descriptor::new(OCI_MANIFEST, Digest::of(&bytes), bytes.len() as u64);
+    descriptor.artifact_type = Some(COSIGN_ARTIFACT_TYPE.to_string());
+    (bytes, descriptor)
+}
+
 pub fn sign_image(
     key: &CosignSigningKey,
     reference: &ImageReference,
@@ -299,6 +334,35 @@ mod tests {
             .verify(real, sig)
             .unwrap();
         check_payload(real, COSIGN_TYPE, &d, &r).unwrap();
+    }
+
+    #[test]
+    fn the_referrer_is_the_signature_image_with_its_subject_and_artifact_type() {
+        let d = Digest::of(b"the signed manifest");
+        let r = ImageReference::parse("reg.io/team/app:1").unwrap();
+        let image = sign_image(&key(), &r, &d);
+        let subject = Descriptor::new(OCI_MANIFEST, d, 1234);
+        let (bytes, descriptor) = render_referrer(&image, &subject);
+        assert_eq!(descriptor.digest, Digest::of(&bytes));
+        assert_eq!(descriptor.size, bytes.len() as u64);
+        assert_eq!(
+            descriptor.artifact_type.as_deref(),
+            Some(COSIGN_ARTIFACT_TYPE)
+        );
+        let Manifest::Image(m) = parse_manifest(&bytes, None).unwrap().manifest else {
+            panic!("not an image manifest");
+        };
+        let Manifest::Image(sig) = parse_manifest(&image.manifest, None).unwrap().manifest else {
+            panic!("not an image manifest");
+        };
+        assert_eq!(m.layers, sig.layers, "the signature layers changed");
+        assert_eq!(m.config, sig.config);
+        assert_eq!(m.artifact_type.as_deref(), Some(COSIGN_ARTIFACT_TYPE));
+        let s = m.subject.expect("a subject");
+        assert_eq!(
+            (s.digest, s.size, s.media_type.as_str()),
+            (d, 1234, OCI_MANIFEST)
+        );
     }
 
     #[test]

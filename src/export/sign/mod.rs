@@ -27,7 +27,7 @@ use crate::export::layout_write::LayoutWriter;
 use crate::export::sign::cosign_key::{
     CosignSigningKey, load_cosign_signing_key, password_from_env,
 };
-use crate::export::sign::cosign_sign::{SignatureImage, sign_image};
+use crate::export::sign::cosign_sign::{SignatureImage, render_referrer, sign_image};
 use crate::export::sign::simple_sign::{
     sign_simple, simple_signing_identity, write_lookaside_signature,
 };
@@ -151,12 +151,15 @@ impl Signers {
         Ok(out)
     }
 
-    /// Signs the image `digest` just pushed through `registry`.
+    /// Signs the image `subject` just pushed through `registry`: the cosign signature under
+    /// its `.sig` tag (what every cosign reads) and as an OCI 1.1 referrer of the image (the
+    /// registry's referrers API, or the referrers tag schema's index where it has none).
     pub async fn sign_pushed(
         &self,
         registry: &Registry,
-        digest: &Digest,
+        subject: &Descriptor,
     ) -> Result<Vec<SignatureRecord>> {
+        let digest = &subject.digest;
         let mut out = Vec::new();
         if let Some((image, signer)) = self.cosign_image(digest)? {
             let blobs: Vec<(Descriptor, BlobFrom)> = image
@@ -182,10 +185,32 @@ impl Signers {
             let identity = self.identity()?;
             out.push(SignatureRecord {
                 kind: "cosign",
-                signer,
+                signer: signer.clone(),
                 location: format!(
                     "docker://{}/{}:{}",
                     identity.registry, identity.repository, image.tag
+                ),
+            });
+            let (referrer, descriptor) = render_referrer(&image, subject);
+            let (referrer_digest, indexed) = registry
+                .put_referrer(media::OCI_MANIFEST, &referrer)
+                .await
+                .context("pushing the cosign signature as a referrer")?;
+            if !indexed {
+                registry.add_to_referrers_tag(digest, &descriptor).await?;
+            }
+            out.push(SignatureRecord {
+                kind: "cosign-referrer",
+                signer,
+                location: format!(
+                    "docker://{}/{}@{referrer_digest}{}",
+                    identity.registry,
+                    identity.repository,
+                    if indexed {
+                        " (referrers API)".to_string()
+                    } else {
+                        format!(" (referrers tag sha256-{})", digest.hex())
+                    }
                 ),
             });
         }

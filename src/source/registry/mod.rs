@@ -301,11 +301,25 @@ impl Registry {
 
     /// GETs a manifest or index by tag or digest, refusing bodies over `limit` bytes.
     pub async fn manifest(&self, reference: &str, limit: u64) -> Result<RawManifest> {
+        self.manifest_if_any(reference, limit)
+            .await?
+            .with_context(|| format!("the registry has no manifest {reference} (404)"))
+    }
+
+    /// [`Registry::manifest`], `None` when the registry answers 404 (no such tag).
+    pub async fn manifest_if_any(
+        &self,
+        reference: &str,
+        limit: u64,
+    ) -> Result<Option<RawManifest>> {
         let resp = self
             .get("manifests", reference, Some(MANIFEST_ACCEPT))
             .await?;
         let url = shown_url(&resp);
         let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !status.is_success() {
             bail!("GET {url}: {}", status_message(status, "manifest"));
         }
@@ -315,10 +329,30 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
         let bytes = read_limited(resp, limit, &url).await?;
-        Ok(RawManifest {
+        Ok(Some(RawManifest {
             bytes,
             content_type,
-        })
+        }))
+    }
+
+    /// The referrers of `digest`: the OCI 1.1 API's list, else the index the referrers tag
+    /// schema keeps under the tag `sha256-HEX` (what clients write where the API is missing).
+    pub async fn referrers_or_tag(
+        &self,
+        digest: &crate::digest::Digest,
+    ) -> Result<Option<ImageIndex>> {
+        if let Some(index) = self.referrers(digest).await? {
+            return Ok(Some(index));
+        }
+        let tag = format!("sha256-{}", digest.hex());
+        let Some(raw) = self
+            .manifest_if_any(&tag, crate::oci::manifest::MAX_MANIFEST_SIZE)
+            .await?
+        else {
+            return Ok(None);
+        };
+        // A tag of that name that is not an index is not ours to read as one.
+        Ok(serde_json::from_slice::<ImageIndex>(&raw.bytes).ok())
     }
 
     /// The OCI 1.1 referrers of `digest` (`GET /v2/<repo>/referrers/<digest>`), or `None` when

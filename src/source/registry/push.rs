@@ -118,6 +118,70 @@ impl Registry {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest> {
+        Ok(self
+            .put_manifest_answer(reference, media_type, bytes)
+            .await?
+            .0)
+    }
+
+    /// PUTs a manifest that has a `subject` by its digest; whether the registry indexed it as a
+    /// referrer (it answers with `OCI-Subject`, OCI distribution 1.1). When it did not, the
+    /// caller keeps the referrers tag schema's index ([`Registry::add_to_referrers_tag`]).
+    pub async fn put_referrer(&self, media_type: &str, bytes: &[u8]) -> Result<(Digest, bool)> {
+        let digest = Digest::of(bytes);
+        self.put_manifest_answer(&digest.to_string(), media_type, bytes)
+            .await
+    }
+
+    /// Adds `descriptor` to the referrers index of `subject` under the referrers tag schema's
+    /// tag `sha256-HEX`, keeping what the index lists already (another tool's referrers).
+    pub async fn add_to_referrers_tag(
+        &self,
+        subject: &Digest,
+        descriptor: &Descriptor,
+    ) -> Result<()> {
+        let tag = format!("sha256-{}", subject.hex());
+        let existing = self
+            .manifest_if_any(&tag, crate::oci::manifest::MAX_MANIFEST_SIZE)
+            .await
+            .with_context(|| format!("reading the referrers tag {tag}"))?;
+        let mut index = match existing {
+            Some(raw) => serde_json::from_slice::<crate::oci::manifest::ImageIndex>(&raw.bytes)
+                .with_context(|| {
+                    format!("the tag {tag} holds something other than a referrers index; not replacing it")
+                })?,
+            None => {
+                crate::oci::manifest::ImageIndex {
+                    schema_version: 2,
+                    media_type: Some(crate::oci::media::OCI_INDEX.to_string()),
+                    artifact_type: None,
+                    manifests: Vec::new(),
+                    subject: None,
+                    annotations: Default::default(),
+                }
+            }
+        };
+        if index
+            .manifests
+            .iter()
+            .any(|m| m.digest == descriptor.digest)
+        {
+            return Ok(());
+        }
+        index.manifests.push(descriptor.clone());
+        let bytes = serde_json::to_vec(&index).context("rendering the referrers index")?;
+        self.put_manifest(&tag, crate::oci::media::OCI_INDEX, &bytes)
+            .await
+            .with_context(|| format!("pushing the referrers index {tag}"))?;
+        Ok(())
+    }
+
+    async fn put_manifest_answer(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(Digest, bool)> {
         let digest = Digest::of(bytes);
         if let Ok(named) = reference.parse::<Digest>()
             && named != digest
@@ -137,7 +201,7 @@ impl Registry {
             return Err(self.failure(resp, "PUT", "manifest").await);
         }
         check_returned_digest(&resp, &digest, "PUT")?;
-        Ok(digest)
+        Ok((digest, resp.headers().contains_key("oci-subject")))
     }
 
     /// Opens an upload session (`POST /v2/<repo>/blobs/uploads/`), asking for a mount first
