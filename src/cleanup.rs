@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Result;
 
-/// One thing to take back.
-#[derive(Debug, Clone)]
+/// One thing to take back (also written to a build's journal, `assemble::hostfiles`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Undo {
     /// A tree being made (a staging directory): removed.
     RemoveTree(PathBuf),

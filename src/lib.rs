@@ -39,6 +39,7 @@ pub mod cli;
 pub(crate) mod config;
 pub mod digest;
 pub mod export;
+pub(crate) mod faultpoint;
 /// Entry points of the fuzz targets (`fuzz/`); not an API.
 #[doc(hidden)]
 pub mod fuzzing;

@@ -190,6 +190,7 @@ pub fn run(rootfs: &Path, plan: &BuildPlan, out: ProgressMode) -> Result<()> {
             .restore()
             .with_context(|| format!("cleaning up after {}", what()))?;
         let status = status?;
+        crate::faultpoint::reached("bake.step");
         let left: Vec<PathBuf> = host_mounts_below(&real)?
             .difference(&mounts_before)
             .cloned()

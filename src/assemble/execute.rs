@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use super::base::{ServerOrigin, ServerOverride, images_server, pull_spec};
 use super::fixups::{self, FixupReport};
 use super::hostcheck;
-use super::hostfiles::HostFiles;
+use super::hostfiles::{self, HostFiles};
 use crate::cache::Cache;
 use crate::config::plan::{KeyEdit, reapply};
 use crate::digest::Digest;
@@ -130,6 +130,7 @@ pub fn build(
     crate::machine::name::validate(&req.name)?;
     let spec = comp.spec();
     let machines_dir = &paths.machines_dir;
+    recover_dead_build(paths, &req.name)?;
     let target = machines_dir.join(&req.name);
     let nspawn_path = paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name));
     // Refused before anything is pulled, `--force` or not: NAME holding another machine's file.
@@ -156,6 +157,7 @@ pub fn build(
         &format!("another build or pull of machine `{}`", req.name),
     )?;
     materialise::sweep_staging(machines_dir, &req.name)?;
+    hostfiles::recover_dead_build(&paths.sandboxes_dir, &req.name)?;
     materialise::ensure_machines_dir(machines_dir)?;
     let enable = req.enable || spec.enable;
     let previous = state::read_state(&paths.sandboxes_dir, &req.name)
@@ -218,9 +220,11 @@ pub fn build(
         )
         .with_context(|| format!("unpacking {source}"))?;
         let fixups = layer_into(tree.path(), &plan, progress)?;
+        crate::faultpoint::reached("build.layered");
         let state = make_state(paths, &plan, &fetched, req, None, enable, previous.as_ref())
             .placed(&placement);
         let (host_files, kept) = write_host_side(paths, &plan, &state, req.force)?;
+        crate::faultpoint::reached("build.host_files");
         match tree {
             Tree::Staged(staging) => {
                 let opts = MaterialiseOptions {
@@ -232,6 +236,7 @@ pub fn build(
             }
             Tree::InPlace(clone) => clone.keep(),
         }
+        crate::faultpoint::reached("build.published");
         host_files.commit();
         (fixups, state, kept)
     };
@@ -243,6 +248,21 @@ pub fn build(
         skipped_handoff,
         kept_edits,
     })
+}
+
+/// Before the checks for an existing sandbox: the host files of a build of `name` that died
+/// before committing are taken back, when no live process holds the machine's lock (one that
+/// does is waited for later, and then sweeps them itself).
+fn recover_dead_build(paths: &HostPaths, name: &str) -> Result<()> {
+    if !hostfiles::journal_path(&paths.sandboxes_dir, name).exists() {
+        return Ok(());
+    }
+    let cache = Cache::open(&paths.cache_dir())?;
+    let lock = materialise::machine_lock_name(&paths.machines_dir, name);
+    let Some(_lock) = cache.try_lock(&lock)? else {
+        return Ok(());
+    };
+    hostfiles::recover_dead_build(&paths.sandboxes_dir, name)
 }
 
 /// The verified base image, the cache it is in, and the plan rendered for it.
@@ -407,7 +427,8 @@ fn write_host_side(
     state: &SandboxState,
     force: bool,
 ) -> Result<(HostFiles, Vec<KeyEdit>)> {
-    let mut files = HostFiles::new();
+    let journal = hostfiles::journal_path(&paths.sandboxes_dir, &plan.machine);
+    let mut files = HostFiles::journaled(journal);
     let nspawn = format!("etc/systemd/nspawn/{}.nspawn", plan.machine);
     let mut kept = Vec::new();
     for f in plan.files.iter().filter(|f| f.base == Base::Host) {

@@ -158,6 +158,7 @@ pub fn gc(cache: &Cache) -> Result<GcReport> {
             .map(|m| m.len())
             .unwrap_or(0);
         fs_err::remove_file(&path)?;
+        crate::faultpoint::reached("gc.removed");
         report.freed_bytes += size;
         if let Some(d) = digest {
             report.removed_blobs.push(d);

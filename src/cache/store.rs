@@ -155,6 +155,7 @@ impl Cache {
         fs_err::rename(path, &dest)
             .with_context(|| format!("publishing {} as {}", path.display(), dest.display()))?;
         crate::atomic::sync_dir(&self.layout.blobs_dir())?;
+        crate::faultpoint::reached("blob.published");
         Ok(())
     }
 
@@ -179,7 +180,9 @@ impl Cache {
         let path = self.layout.ref_file(kind, key);
         let mut json = serde_json::to_vec_pretty(r).context("encoding a cache ref")?;
         json.push(b'\n');
-        crate::atomic::write_file(&path, &json)
+        crate::atomic::write_file(&path, &json)?;
+        crate::faultpoint::reached("ref.written");
+        Ok(())
     }
 
     /// Every ref with its kind and file.

@@ -155,6 +155,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> Result<ExitCode> {
             &format!("another pull into machine `{n}`"),
         )?;
         materialise::sweep_staging(machines_dir, n)?;
+        crate::assemble::hostfiles::recover_dead_build(&settings.paths.sandboxes_dir, n)?;
         let host = SystemHost::for_paths(&settings.paths);
         let (backend, _) = place::choose_backend(&settings.paths, &host, args.storage)?;
         let previous = state::read_state(&settings.paths.sandboxes_dir, n)

@@ -54,6 +54,7 @@ pub fn run(settings: &Settings, args: RmArgs) -> Result<ExitCode> {
         &format!("a pull or build of machine `{name}`"),
     )?;
     let swept = materialise::sweep_staging(machines_dir, name)?;
+    crate::assemble::hostfiles::recover_dead_build(&settings.paths.sandboxes_dir, name)?;
     let mut removal = remove::remove(
         &settings.paths,
         &SystemHost::for_paths(&settings.paths),

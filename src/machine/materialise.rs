@@ -197,6 +197,7 @@ pub fn materialise(
         }
         Content::Oci(oci) => {
             let staging = Staging::create(parent, name)?;
+            crate::faultpoint::reached("unpack.staging");
             let root = Root::open(staging.path())
                 .with_context(|| format!("opening {}", staging.path().display()))?;
             // The fetch hashed every layer it vouches for moments ago (the cache's shared
@@ -239,6 +240,7 @@ fn unpack_into_staging(
     progress: &Progress,
 ) -> Result<Staging> {
     let mut staging = Staging::create(machines_dir, name)?;
+    crate::faultpoint::reached("unpack.staging");
     let file = fs_err::File::open(blob).map(fs_err::File::into_file)?;
     let (compression, reader) = decompress::open_file(file, progress)
         .with_context(|| format!("reading {}", blob.display()))?;
@@ -256,6 +258,7 @@ fn unpack_into_staging(
     let summary = unpack_tar(reader, &root, &opts)
         .with_context(|| format!("unpacking the {kind} tarball"))?;
     drop(root);
+    crate::faultpoint::reached("unpack.done");
     if summary.entries == 0 {
         // A valid checksum over an empty file (or an empty archive) is no root filesystem.
         bail!(
@@ -376,6 +379,7 @@ pub fn publish(
             nspawn_path.display()
         );
     }
+    crate::faultpoint::reached("publish.ready");
     if exists {
         // Swap atomically, then remove the old tree, which now sits at the staging path.
         unset_immutable(&target)?;
@@ -388,6 +392,7 @@ pub fn publish(
                 )
             },
         )?;
+        crate::faultpoint::reached("publish.exchanged");
         // From here the staging path holds the old tree: dropping `staging` removes it.
     } else {
         renameat_with(CWD, staging.path(), CWD, &target, RenameFlags::NOREPLACE).map_err(|e| {
@@ -406,6 +411,7 @@ pub fn publish(
         })?;
         staging.published = true;
         staging.pending = None;
+        crate::faultpoint::reached("publish.renamed");
     }
     let finish = || -> Result<()> {
         if let Some(bytes) = nspawn {
@@ -497,7 +503,19 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         Err(e) => Err(e.into()),
         Ok(m) if m.is_dir() => {
             unset_immutable(path)?;
-            Ok(fs_err::remove_dir_all(path)?)
+            // Entry by entry at the top, so a kill can be shown to leave only a staging
+            // name behind (what remains is swept as any dead process's staging tree).
+            for entry in fs_err::read_dir(path)? {
+                let entry = entry?;
+                let child = entry.path();
+                if entry.file_type()?.is_dir() {
+                    fs_err::remove_dir_all(&child)?;
+                } else {
+                    fs_err::remove_file(&child)?;
+                }
+                crate::faultpoint::reached("remove.entry");
+            }
+            Ok(fs_err::remove_dir(path)?)
         }
         Ok(_) => Ok(fs_err::remove_file(path)?),
     }

@@ -177,7 +177,25 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
             run_str(host, Program::Umount, &[&arg])
                 .with_context(|| format!("unmounting {arg} before removing it"))?;
         }
-        remove_tree(&path)?;
+        let in_machines_dir = path.parent() == Some(paths.machines_dir.as_path());
+        let real_dir = fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if artifact.kind == artifacts::Kind::Root
+            && in_machines_dir
+            && real_dir
+            && !host::is_mountpoint(host, &path)
+        {
+            // Out of its name first (one rename), then removed: a kill half-way leaves a
+            // staging tree that the next command under the machine's lock sweeps, never a
+            // half-removed tree under the name.
+            let doomed = staging_name(&paths.machines_dir, name);
+            super::materialise::unset_immutable(&path)?;
+            fs_err::rename(&path, &doomed)
+                .with_context(|| format!("moving {} out of its name", path.display()))?;
+            remove_tree(&doomed)?;
+        } else {
+            remove_tree(&path)?;
+        }
+        crate::faultpoint::reached("rm.removed");
         removed.push(path);
     }
     Ok(Removal {
@@ -188,6 +206,11 @@ pub fn remove(paths: &HostPaths, host: &dyn Host, name: &str) -> Result<Removal>
         kept,
         skipped,
     })
+}
+
+/// A staging name in `machines_dir` for machine `name` (`.#NAME<random>`, as a pull's).
+fn staging_name(machines_dir: &std::path::Path, name: &str) -> PathBuf {
+    machines_dir.join(format!(".#{name}{:08x}", rand::random::<u32>()))
 }
 
 /// machinectl's wording when the machine is already gone.

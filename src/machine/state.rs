@@ -197,7 +197,9 @@ pub fn write_state(sandboxes_dir: &Path, state: &SandboxState) -> Result<()> {
         .with_context(|| format!("creating the state directory {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(state).context("encoding a sandbox state record")?;
     json.push(b'\n');
-    write_file(&state_path(sandboxes_dir, &state.name), &json)
+    write_file(&state_path(sandboxes_dir, &state.name), &json)?;
+    crate::faultpoint::reached("state.written");
+    Ok(())
 }
 
 /// The record of `name`; `None` when there is none (a machine not built by `sandbox build`).

@@ -185,6 +185,7 @@ fn apply_layer(
              is {diff_id}"
         );
     }
+    crate::faultpoint::reached("unpack.layer");
     Ok(AppliedLayer {
         digest: descriptor.digest,
         diff_id,

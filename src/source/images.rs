@@ -264,6 +264,7 @@ pub async fn fetch(
         fetched_at: now_rfc3339(),
     };
     cache.write_ref(RefKind::Images, &key, &record)?;
+    crate::faultpoint::reached("images.index");
     Ok(CachedImage {
         image,
         image_fresh,

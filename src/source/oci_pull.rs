@@ -255,6 +255,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
                 &mut verification,
             ))?
             .with_context(|| format!("verifying the signatures of {shown}"))?;
+            crate::faultpoint::reached("oci.signature");
             let media_type = top_media_type(&raw.bytes, raw.content_type.as_deref());
             let top = Descriptor::new(&media_type, digest, raw.bytes.len() as u64);
             top_bytes = raw.bytes;
@@ -279,6 +280,7 @@ pub fn fetch_oci(req: &OciRequest<'_>, cache: &Cache) -> Result<OciFetched> {
         &resolved.manifest.bytes,
     )?;
     store_document(cache, &resolved.image.config, &resolved.config_bytes)?;
+    crate::faultpoint::reached("oci.manifest");
 
     let (missing, mut hashed_layers) = missing_layers(cache, &resolved.layers)?;
     let (_locks, missing) = lock_layers(cache, missing)?;

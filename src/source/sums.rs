@@ -126,6 +126,7 @@ pub async fn check_named(
         };
         let check = verify_detached(trust, &sums[..], &sig)
             .with_context(|| format!("verifying {sums_loc} with the signature {sig_loc}"))?;
+        crate::faultpoint::reached("sums.verified");
         record_signature(&mut verification, &check);
         verification.signature_source = Some(sig_loc.clone());
         blobs.push(RefBlob {

@@ -12,7 +12,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
 use reqwest::header::{
-    ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    LAST_MODIFIED, RANGE,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -170,6 +171,27 @@ impl Http {
         }
         if let Some(why) = super::redact::unfollowed_redirect(status, location(&resp), &shown) {
             bail!(why);
+        }
+        let content_range = resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok());
+        if status == StatusCode::RANGE_NOT_SATISFIABLE
+            && asked_from > 0
+            && resume::range_total(content_range) == Some(asked_from)
+        {
+            // The partial file already holds the whole unchanged file (If-Range held): a
+            // process died after receiving it, before publishing it. Its bytes are checked as
+            // any download's are.
+            tracing::info!("{shown}: the partial download is complete; checking it");
+            let got = resume::complete(&part_path)?;
+            let _ = fs_err::remove_file(&meta_path);
+            resume::publish(cache, &part_path, &got, expected, check, &shown)?;
+            return Ok(Download::Fetched {
+                digest: got.digest,
+                size: got.size,
+                validators: Validators::from_headers(resp.headers()),
+            });
         }
         if !status.is_success() {
             bail!("GET {shown}: the server answered {status}");

@@ -97,6 +97,21 @@ pub fn parse_content_range(v: &str) -> Option<ContentRange> {
     Some(ContentRange { start, end, total })
 }
 
+/// The file size of an unsatisfiable range's `Content-Range: bytes */N` (pure).
+pub fn range_total(content_range: Option<&str>) -> Option<u64> {
+    content_range?.trim().strip_prefix("bytes */")?.parse().ok()
+}
+
+/// A partial file that already holds the whole file: hashed as it is.
+pub fn complete(part: &Path) -> Result<Received> {
+    let (digest, size) = crate::cache::store::hash_file(part)?;
+    Ok(Received {
+        digest,
+        size,
+        resumed_from: size,
+    })
+}
+
 /// Decides from a success status and its headers where the body goes (pure). The error is the
 /// reason, for the caller to prefix with the URL.
 pub fn plan(
@@ -232,7 +247,7 @@ pub async fn receive(
     let cap = total.unwrap_or(cap);
     let (mut file, mut hasher) = open_at(part, start)?;
     progress.start_bytes(total, start);
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, Written(&mut file));
     let mut stream = resp.bytes_stream();
     let mut watch = Watch::new(limits, Instant::now());
     while let Some(chunk) = stream.next().await {
@@ -282,11 +297,27 @@ pub async fn receive(
     }
     file.sync_all()
         .with_context(|| format!("syncing {}", part.display()))?;
+    crate::faultpoint::reached("download.received");
     Ok(Received {
         digest: hasher.finish(),
         size,
         resumed_from: start,
     })
+}
+
+/// The partial file under the buffer: each write that reaches it is a fault point.
+struct Written<'a>(&'a mut File);
+
+impl std::io::Write for Written<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        crate::faultpoint::reached("download.chunk");
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Opens `part` to continue at `start`: its first `start` bytes are re-hashed and anything after

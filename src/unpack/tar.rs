@@ -344,6 +344,7 @@ impl<'a> Extractor<'a> {
             });
         }
         self.summary.entries += 1;
+        crate::faultpoint::reached("unpack.entry");
         self.opts
             .limits
             .check_entry(self.summary.entries)

@@ -31,6 +31,7 @@ mod images_cache;
 mod images_listing;
 mod images_trust;
 mod keys;
+mod kill_points;
 mod ls_rm;
 mod oci;
 mod oci_resume;

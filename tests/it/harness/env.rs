@@ -120,6 +120,11 @@ impl TestEnv {
         self.spawn_with(env!("CARGO_BIN_EXE_sandbox"), &[], args)
     }
 
+    /// Starts `sandbox --root ROOT args...` with extra environment variables, not waiting.
+    pub fn spawn_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Running {
+        self.spawn_with(env!("CARGO_BIN_EXE_sandbox"), vars, args)
+    }
+
     /// Runs `binary --root ROOT args...` with extra environment variables.
     pub fn run_with(&self, binary: &str, vars: &[(&str, &str)], args: &[&str]) -> Outcome {
         self.spawn_with(binary, vars, args).wait()
