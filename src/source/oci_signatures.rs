@@ -90,6 +90,13 @@ pub fn check_policy(
             keyless: Some(k.clone()),
         });
     }
+    // Naming who must have signed is a trust decision of its own (see below).
+    let named = match (&req.cosign_key, &req.keyless) {
+        (Some(_), Some(_)) => Some("--cosign-key and --certificate-identity"),
+        (Some(_), None) => Some("--cosign-key"),
+        (None, Some(_)) => Some("--certificate-identity"),
+        (None, None) => None,
+    };
     match req.verify {
         VerifyMode::No => {
             tracing::warn!(
@@ -130,22 +137,24 @@ pub fn check_policy(
                     }
                 }));
             }
-            // Naming the key that must have signed is a trust decision of its own, as
-            // --keyring is for tarballs: without a policy file, only an image signed by that
-            // key passes (the key is required above). A policy that exists and rejects stays.
-            Decision::Reject { .. } if req.cosign_key.is_some() && !req.policy_file.exists() => {
+            // Naming the key or identity that must have signed is a trust decision of its
+            // own, as --keyring is for tarballs: without a policy file, only an image signed
+            // so passes (it is required above). A policy that exists and rejects stays.
+            Decision::Reject { .. } if named.is_some() && !req.policy_file.exists() => {
                 verification.notes.push(format!(
-                    "no {} exists: accepted only if signed by the --cosign-key key",
-                    req.policy_file.display()
+                    "no {} exists: accepted only if signed as {} requires",
+                    req.policy_file.display(),
+                    named.unwrap_or_default()
                 ));
             }
-            Decision::Reject { scope, reason } if req.cosign_key.is_some() => {
+            Decision::Reject { scope, reason } if named.is_some() => {
                 bail!(
                     "the signature policy refuses this image: {reason} ({}, scope {scope}); \
-                     --cosign-key adds a key that must sign, it does not override a policy \
-                     that rejects: require the key for this repository in that file \
-                     ({{\"type\": \"sigstoreSigned\", \"keyPath\": \"…\"}})",
-                    req.policy_file.display()
+                     {} adds a signer that must sign, it does not override a policy \
+                     that rejects: require the signer for this repository in that file \
+                     ({{\"type\": \"sigstoreSigned\", …}})",
+                    req.policy_file.display(),
+                    named.unwrap_or_default()
                 )
             }
             Decision::Reject { scope, reason } => {

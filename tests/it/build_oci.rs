@@ -93,7 +93,7 @@ fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
 }
 
 /// A template `name` on `source` with one file of its own, `/etc/motd`.
-fn source_template(env: &TestEnv, name: &str, source: &str) {
+pub(crate) fn source_template(env: &TestEnv, name: &str, source: &str) {
     let manifest = format!("source = \"{source}\"\n");
     write_template(
         env,
@@ -212,7 +212,7 @@ fn a_tarball_base_becomes_a_layer_and_the_image_pulls_back_as_the_local_build() 
 }
 
 /// An OCI base in a layout: `/sbin/init`, an `/etc` with a file the template removes.
-fn oci_base(dir: &Path) -> ocimage::BuiltImage {
+pub(crate) fn oci_base(dir: &Path) -> ocimage::BuiltImage {
     let spec = ImageSpec {
         arch: ocimage::host_arch(),
         layers: vec![

@@ -30,6 +30,7 @@ mod images;
 mod images_cache;
 mod images_listing;
 mod images_trust;
+mod keyless;
 mod keys;
 mod kill_points;
 mod ls_rm;
