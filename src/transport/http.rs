@@ -217,7 +217,17 @@ impl Http {
             size: None,
             shown: &shown,
         };
-        let got = resume::receive(resp, &body, progress).await?;
+        let got = match resume::receive(resp, &body, progress).await {
+            Ok(got) => got,
+            Err(e) => {
+                // A partial file that was freed (a full disk, a body too big) has nothing
+                // left to describe.
+                if !part_path.exists() {
+                    let _ = fs_err::remove_file(&meta_path);
+                }
+                return Err(e);
+            }
+        };
         let _ = fs_err::remove_file(&meta_path);
         resume::publish(cache, &part_path, &got, expected, check, &shown)?;
         Ok(Download::Fetched {

@@ -12,6 +12,8 @@ pub struct LoopFs {
 pub enum FsType {
     Btrfs,
     XfsReflink,
+    /// Plain ext4 (small ones fill up for disk-full tests).
+    Ext4,
 }
 
 impl LoopFs {
@@ -23,6 +25,7 @@ impl LoopFs {
         let (mkfs, args): (&str, &[&str]) = match kind {
             FsType::Btrfs => ("mkfs.btrfs", &["-q", "-f"]),
             FsType::XfsReflink => ("mkfs.xfs", &["-q", "-f", "-m", "reflink=1"]),
+            FsType::Ext4 => ("mkfs.ext4", &["-q", "-F"]),
         };
         super::run_tool(
             Command::new(super::require_tool(mkfs))
