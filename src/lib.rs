@@ -39,7 +39,9 @@ pub mod cli;
 pub(crate) mod config;
 pub mod digest;
 pub mod export;
-pub(crate) mod faultpoint;
+/// Named points where tests stop the process to kill it (`SANDBOX_FAULT_STOP`); not an API.
+#[doc(hidden)]
+pub mod faultpoint;
 /// Entry points of the fuzz targets (`fuzz/`); not an API.
 #[doc(hidden)]
 pub mod fuzzing;

@@ -3,7 +3,7 @@
 //! the others say why and nothing is mixed; `cache gc` during a pull waits for it and never
 //! removes what it uses.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::env::{Running, TestEnv};
 use crate::harness::fixture::Image;
@@ -116,33 +116,6 @@ fn racing_pulls_of_one_name_have_one_winner_and_no_mix() {
     env.assert_machines(&["box"]);
 }
 
-/// Starts `args` stopped at the fault point `point` (returns once it is stopped).
-fn stopped_at(env: &TestEnv, args: &[&str], point: &str) -> Running {
-    let mut running = env.spawn_with_env(args, &[("SANDBOX_FAULT_STOP", point)]);
-    let stat = format!("/proc/{}/stat", running.pid());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = std::fs::read_to_string(&stat).ok().and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next())
-        });
-        if state == Some('T') {
-            return running;
-        }
-        assert!(running.is_running(), "{point} never reached");
-        assert!(Instant::now() < deadline, "{point}: not stopped in 60 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn resume(running: &Running) {
-    let status = std::process::Command::new("kill")
-        .args(["-CONT", &running.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn cache_gc_during_a_pull_waits_and_keeps_what_the_pull_uses() {
     let env = TestEnv::new();
@@ -152,15 +125,15 @@ fn cache_gc_during_a_pull_waits_and_keeps_what_the_pull_uses() {
     site.sha256_file("img", "os.tar.gz", SumStyle::Text);
     let url = site.url("img/os.tar.gz");
     // The image is in the cache with no ref yet: what gc would take from a careless pull.
-    let pull = stopped_at(
-        &env,
+    let pull = env.spawn_stopped_at(
         &["pull", "--verify=checksum", &url, "box"],
+        &[],
         "blob.published@2",
     );
     let mut gc = env.spawn(&["cache", "gc"]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(gc.is_running(), "gc did not wait for the pull");
-    resume(&pull);
+    pull.resume();
     pull.wait().success();
     gc.wait().success();
     image.assert_materialised(&env.machine("box"));

@@ -10,17 +10,7 @@ use crate::harness::fixture::Image;
 use crate::harness::loopfs::{FsType, LoopFs};
 use crate::harness::rootfs::{Compression, TreeSpec};
 use crate::harness::site::{Site, SumStyle};
-use crate::harness::{dir_names, files_under, sha256_hex};
-
-fn assert_cache_consistent(env: &TestEnv) {
-    for hex in env.blobs() {
-        let bytes = std::fs::read(env.blobs_dir().join(&hex)).unwrap();
-        assert_eq!(sha256_hex(&bytes), hex, "an unverified blob {hex}");
-    }
-    let fsck = env.sandbox(&["--json", "cache", "fsck"]).success().json();
-    assert_eq!(fsck["corrupt"], serde_json::json!([]), "{fsck}");
-    assert_eq!(fsck["missing"], serde_json::json!([]), "{fsck}");
-}
+use crate::harness::{dir_names, files_under};
 
 fn mount_small(env: &TestEnv, at: &Path, mib: u64) -> LoopFs {
     let image = env.scratch("loop").join(format!("{mib}.img"));
@@ -57,7 +47,7 @@ fn a_full_machines_dir_fails_the_unpack_cleanly() {
             .count(),
         0
     );
-    assert_cache_consistent(&env);
+    env.assert_cache_consistent("after the full disk");
     assert!(
         env.blobs().contains(&image.hex()),
         "the verified download is kept"
@@ -86,7 +76,7 @@ fn a_full_sandboxes_dir_fails_the_download_cleanly() {
         tmp.is_empty(),
         "the partial download holds the disk: {tmp:?}"
     );
-    assert_cache_consistent(&env);
+    env.assert_cache_consistent("after the full disk");
     assert!(!env.blobs().contains(&image.hex()));
 
     drop(fs);

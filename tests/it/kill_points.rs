@@ -6,7 +6,6 @@
 //! server's log), and leaves no staging tree or temp file of the dead process.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::build::{recorder, write_template};
 use crate::build_bake::{Resolv, image_with_shell};
@@ -20,32 +19,8 @@ use crate::harness::{dir_names, files_under, sha256_hex};
 use crate::oci::{allow_all, assert_rich_tree, registry_with, rich_image};
 
 /// Runs `args` until the process stops itself at `point`, then kills it with SIGKILL.
-/// Panics if the process ends without reaching the point.
 fn kill_at(env: &TestEnv, args: &[&str], vars: &[(&str, &str)], point: &str) -> Outcome {
-    let mut all = vars.to_vec();
-    all.push(("SANDBOX_FAULT_STOP", point));
-    let mut running = env.spawn_with_env(args, &all);
-    let stat = format!("/proc/{}/stat", running.pid());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        // The state is the field after the parenthesised command name.
-        let state = std::fs::read_to_string(&stat)
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
-            .and_then(|r| r.chars().next());
-        if state == Some('T') {
-            break;
-        }
-        if !running.is_running() {
-            panic!(
-                "fault point {point} was never reached:\n{}",
-                running.wait().stderr
-            );
-        }
-        assert!(Instant::now() < deadline, "{point}: not stopped in 120 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let out = running.kill();
+    let out = env.spawn_stopped_at(args, vars, point).kill();
     let name = point.split('@').next().unwrap_or(point);
     assert!(
         out.stderr.contains(&format!("fault point {name} reached")),
@@ -76,13 +51,7 @@ fn partials(env: &TestEnv) -> Vec<(PathBuf, u64)> {
 /// What must hold right after a kill: every blob hashes to its name, fsck finds nothing
 /// wrong, and each machine name is either absent or a whole tree (`whole` checks one).
 fn assert_consistent(env: &TestEnv, point: &str, names: &[&str], whole: &dyn Fn(&str, &Path)) {
-    for hex in env.blobs() {
-        let bytes = std::fs::read(env.blobs_dir().join(&hex)).unwrap();
-        assert_eq!(sha256_hex(&bytes), hex, "{point}: an unverified blob {hex}");
-    }
-    let fsck = env.sandbox(&["--json", "cache", "fsck"]).success().json();
-    assert_eq!(fsck["corrupt"], serde_json::json!([]), "{point}: {fsck}");
-    assert_eq!(fsck["missing"], serde_json::json!([]), "{point}: {fsck}");
+    env.assert_cache_consistent(point);
     for name in names {
         let path = env.machine(name);
         if path.exists() {
@@ -358,14 +327,9 @@ fn cache_gc_and_rm_killed_half_way_leave_a_consistent_state() {
 #[test]
 fn every_fault_point_is_exercised_by_a_kill_test() {
     let here = include_str!("kill_points.rs");
-    let listed = include_str!("../../src/faultpoint.rs");
-    let names: Vec<&str> = listed
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("(\""))
-        .filter_map(|l| l.split('"').next())
-        .collect();
-    assert!(names.len() >= 20, "{names:?}");
-    for name in names {
+    let points = sandboxes::faultpoint::POINTS;
+    assert!(points.len() >= 20, "{points:?}");
+    for (name, _) in points {
         assert!(
             here.contains(&format!("\"{name}\"")) || here.contains(&format!("\"{name}@")),
             "no kill test stops at {name}"

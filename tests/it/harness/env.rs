@@ -125,6 +125,42 @@ impl TestEnv {
         self.spawn_with(env!("CARGO_BIN_EXE_sandbox"), vars, args)
     }
 
+    /// Starts `sandbox args…` and returns once it has stopped itself at the fault point
+    /// `point` (`SANDBOX_FAULT_STOP`, `POINT[@N]`); panics if it ends without reaching it.
+    pub fn spawn_stopped_at(&self, args: &[&str], vars: &[(&str, &str)], point: &str) -> Running {
+        let mut all = vars.to_vec();
+        all.push(("SANDBOX_FAULT_STOP", point));
+        let mut running = self.spawn_with_env(args, &all);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !running.is_stopped() {
+            if !running.is_running() {
+                panic!(
+                    "fault point {point} was never reached:\n{}",
+                    running.wait().stderr
+                );
+            }
+            assert!(Instant::now() < deadline, "{point}: not stopped in 120 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running
+    }
+
+    /// Every blob hashes to its name, and `cache fsck` finds nothing corrupt or missing.
+    #[track_caller]
+    pub fn assert_cache_consistent(&self, when: &str) {
+        for hex in self.blobs() {
+            let bytes = std::fs::read(self.blobs_dir().join(&hex)).expect("reading a blob");
+            assert_eq!(
+                super::sha256_hex(&bytes),
+                hex,
+                "{when}: an unverified blob {hex}"
+            );
+        }
+        let fsck = self.sandbox(&["--json", "cache", "fsck"]).success().json();
+        assert_eq!(fsck["corrupt"], serde_json::json!([]), "{when}: {fsck}");
+        assert_eq!(fsck["missing"], serde_json::json!([]), "{when}: {fsck}");
+    }
+
     /// Runs `binary --root ROOT args...` with extra environment variables.
     pub fn run_with(&self, binary: &str, vars: &[(&str, &str)], args: &[&str]) -> Outcome {
         self.spawn_with(binary, vars, args).wait()
@@ -173,6 +209,23 @@ impl Running {
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Whether the process is stopped (state `T` in `/proc/PID/stat`).
+    pub fn is_stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.trim_start().chars().next())
+            })
+            == Some('T')
+    }
+
+    /// SIGCONT: a process stopped at a fault point goes on.
+    pub fn resume(&self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::CONT).expect("SIGCONT");
     }
 
     /// SIGKILL, as a crash or an OOM kill would do: no destructor or cleanup runs.
