@@ -188,3 +188,40 @@ fn a_build_and_a_pull_of_one_name_have_one_winner() {
     }
     env.assert_machines(&["box"]);
 }
+
+#[test]
+fn a_pull_waiting_for_a_lock_says_so_unless_quiet() {
+    let env = TestEnv::new();
+    let site = Site::new();
+    let image = Image::new(&env, Compression::Gzip);
+    site.put("img/os.tar.gz", &image.bytes);
+    let url = site.url("img/os.tar.gz");
+    for (quiet, name) in [(false, "loud"), (true, "quiet")] {
+        // The first pull holds the machine's lock, stopped while it unpacks.
+        let first =
+            env.spawn_stopped_at(&["pull", "--verify=no", &url, name], &[], "unpack.staging");
+        let mut args = vec!["pull", "--verify=no", &url, name];
+        if quiet {
+            args.insert(0, "-q");
+        }
+        let second = env.spawn(&args);
+        std::thread::sleep(Duration::from_secs(1));
+        first.resume();
+        first.wait().success();
+        let second = second.wait().failure();
+        assert!(
+            second.stderr.contains("already exists"),
+            "{}",
+            second.stderr
+        );
+        assert_eq!(
+            second
+                .stderr
+                .contains("waiting for another pull into machine"),
+            !quiet,
+            "quiet={quiet}: {}",
+            second.stderr
+        );
+        image.assert_materialised(&env.machine(name));
+    }
+}
