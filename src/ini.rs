@@ -34,8 +34,10 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Assignment>> {
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         let trimmed = raw.trim();
-        // Inside a continuation, comment lines are skipped (systemd does the same).
-        if pending.is_some() && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
+        // A comment line is skipped before anything else, as systemd does: inside a
+        // continuation it neither ends nor continues it, and a comment ending in `\` does
+        // not continue onto the next line (found by fuzzing against the editor).
+        if trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
         }
         let (mut logical, start) = match pending.take() {
@@ -101,6 +103,17 @@ mod tests {
             line,
             section_line,
         }
+    }
+
+    #[test]
+    fn a_comment_ending_in_a_backslash_continues_nothing() {
+        let text = "[Exec]\nA=1 \\\n\n# c \\\nB=2\n";
+        let got = parse(text, "t").unwrap();
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|a| (a.key.as_str(), a.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("A", "1"), ("B", "2")]);
     }
 
     #[test]
