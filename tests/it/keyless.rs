@@ -19,6 +19,7 @@ use crate::harness::ocimage::{OCI_INDEX, OCI_MANIFEST, init_image, single_image_
 use crate::harness::ocimage::{write_blob, write_index_json};
 use crate::harness::registry::Registry;
 use crate::harness::{require_tool, run_tool, sha256_hex};
+use crate::oci_signatures::payload;
 
 const IDENTITY: &str = "signer@example.test";
 const ISSUER: &str = "https://issuer.example.test";
@@ -82,19 +83,6 @@ impl Sigstore {
         Sigstore::script(&args);
         std::fs::read(&out).unwrap()
     }
-}
-
-/// The payload cosign signs for `digest` in `docker_reference`.
-fn payload(docker_reference: &str, digest: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": docker_reference},
-            "image": {"docker-manifest-digest": digest},
-            "type": "cosign container image signature"
-        },
-        "optional": null
-    }))
-    .unwrap()
 }
 
 /// Pushes `repo:sha256-HEX.sig` of `digest` holding one simplesigning layer of `payload` with

@@ -47,7 +47,7 @@ fn cosign_key(path: &Path) -> (SigningKey, String) {
 }
 
 /// The payload cosign signs for `digest` in `docker_reference` (its exact field layout).
-fn payload(docker_reference: &str, digest: &str) -> Vec<u8> {
+pub(crate) fn payload(docker_reference: &str, digest: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "critical": {
             "identity": {"docker-reference": docker_reference},
