@@ -545,6 +545,16 @@ async fn download_layer(
     progress: Progress,
 ) -> Result<u64> {
     let part = cache.layout().partial_blob(&d.digest);
+    // A partial file already the descriptor's size is a whole download whose process died
+    // before publishing it: published if it hashes to the digest, nothing fetched.
+    if fs_err::metadata(&part).is_ok_and(|m| m.len() == d.size) {
+        let got = resume::complete(&part)?;
+        if got.digest == d.digest {
+            tracing::info!("layer {}: the partial download is complete", d.digest);
+            resume::publish(cache, &part, &got, Some(&d.digest), None, "a partial layer")?;
+            return Ok(0);
+        }
+    }
     let from = resume::resumable_len(&part, Some(d.size));
     if from > 0 {
         tracing::info!("resuming layer {} at byte {from} of {}", d.digest, d.size);

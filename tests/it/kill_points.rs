@@ -179,10 +179,25 @@ fn an_oci_pull_killed_anywhere_recovers() {
     let setup = TestEnv::new();
     let (registry, _) = registry_with(&setup, &rich_image(host_arch()), "kill/app:1", None);
     let reference = registry.reference("kill/app:1");
+    let (_, manifest) = registry.manifest("kill/app", "1");
+    let layer_gets = || -> usize {
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                registry.gets(&format!(
+                    "/v2/kill/app/blobs/{}",
+                    l["digest"].as_str().unwrap()
+                ))
+            })
+            .sum()
+    };
     for point in [
         "oci.signature",
         "oci.manifest",
         "download.chunk",
+        "download.received",
         "unpack.layer@2",
     ] {
         let env = TestEnv::new();
@@ -192,7 +207,38 @@ fn an_oci_pull_killed_anywhere_recovers() {
         assert_consistent(&env, point, &["app"], &|_, p| {
             assert_rich_tree(p, host_arch())
         });
+        // Every layer whole in its partial file or the cache is not fetched again.
+        let whole = files_under(&env.cache_tmp_dir())
+            .iter()
+            .filter(|(p, n)| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                manifest["layers"].as_array().unwrap().iter().any(|l| {
+                    l["size"].as_u64() == Some(*n)
+                        && name
+                            .contains(l["digest"].as_str().unwrap().trim_start_matches("sha256:"))
+                })
+            })
+            .count();
+        if point == "download.received" {
+            assert!(whole >= 1, "{point}: no whole partial layer to publish");
+        }
+        let layers = manifest["layers"].as_array().unwrap().len();
+        let cached = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                env.blobs()
+                    .contains(&l["digest"].as_str().unwrap()[7..].to_string())
+            })
+            .count();
+        let before = layer_gets();
         env.sandbox(&args).success();
+        assert_eq!(
+            layer_gets() - before,
+            layers - cached - whole,
+            "{point}: layers fetched again ({cached} cached, {whole} whole in tmp)"
+        );
         assert_rich_tree(&env.machine("app"), host_arch());
         assert_swept(&env, point);
     }
