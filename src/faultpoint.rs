@@ -4,10 +4,12 @@
 //!
 //! `SANDBOX_FAULT_STOP=POINT[@N][,…]` makes the process stop itself with SIGSTOP the N-th time
 //! (default: the first) it reaches POINT; the test sees the process stopped (state `T`) and
-//! kills it. Unset, a point costs one load of an initialised cell. Every point is listed in
+//! kills it. Only debug builds (the tests') read the variable: in a release build a point is
+//! nothing. Unset, a point costs one load of an initialised cell. Every point is listed in
 //! [`POINTS`], so a test can check that it covers each one and that each is really reached.
 
 use std::collections::HashMap;
+#[cfg(debug_assertions)]
 use std::sync::{Mutex, OnceLock};
 
 /// The environment variable naming where to stop.
@@ -91,6 +93,7 @@ pub const POINTS: &[(&str, &str)] = &[
     ),
 ];
 
+#[cfg(debug_assertions)]
 /// The points the environment asks to stop at, with the hit on which to stop, and how often
 /// each has been reached.
 struct Wanted {
@@ -98,6 +101,7 @@ struct Wanted {
     hits: Mutex<HashMap<&'static str, u64>>,
 }
 
+#[cfg(debug_assertions)]
 static WANTED: OnceLock<Option<Wanted>> = OnceLock::new();
 
 /// Parses `POINT[@N],…` (N ≥ 1, default 1). Unknown names are kept: a misspelt point is
@@ -113,8 +117,18 @@ pub fn parse(spec: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Marks that the process is at `point`: stops it there when the environment asks to.
+/// Marks that the process is at `point`: in a debug build (the tests'), stops it there when the
+/// environment asks to. A release build, the one people run, carries no test hook: this is
+/// empty there.
 pub fn reached(point: &'static str) {
+    #[cfg(debug_assertions)]
+    stop_if_asked(point);
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
+
+#[cfg(debug_assertions)]
+fn stop_if_asked(point: &'static str) {
     debug_assert!(
         POINTS.iter().any(|(p, _)| *p == point),
         "unlisted fault point {point}"
