@@ -209,7 +209,8 @@ pub fn materialise(
                 &oci.hashed_layers,
                 &UnpackOptions::for_this_host()?,
                 progress,
-            )?;
+            )
+            .map_err(|e| on_full_disk(e, parent))?;
             progress.finish();
             Ok(staging)
         }
@@ -256,7 +257,8 @@ fn unpack_into_staging(
         name => format!("{name}-compressed"),
     };
     let summary = unpack_tar(reader, &root, &opts)
-        .with_context(|| format!("unpacking the {kind} tarball"))?;
+        .with_context(|| format!("unpacking the {kind} tarball"))
+        .map_err(|e| on_full_disk(e, machines_dir))?;
     drop(root);
     crate::faultpoint::reached("unpack.done");
     if summary.entries == 0 {
@@ -274,6 +276,23 @@ fn unpack_into_staging(
     }
     flatten(&mut staging, machines_dir, name)?;
     Ok(staging)
+}
+
+/// An unpack that ran out of space says which filesystem filled up (the unfinished tree goes
+/// when its staging directory is dropped, as the error returns).
+fn on_full_disk(e: anyhow::Error, dir: &Path) -> anyhow::Error {
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+    }) || format!("{e:#}").contains("os error 28");
+    if !full {
+        return e;
+    }
+    e.context(format!(
+        "the filesystem of {} is full: the unfinished tree is removed; free space there (the \
+         verified image stays in the cache) and run this again",
+        dir.display()
+    ))
 }
 
 fn has_os_release(dir: &Path) -> bool {

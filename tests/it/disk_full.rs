@@ -37,9 +37,10 @@ fn a_full_machines_dir_fails_the_unpack_cleanly() {
     let machines = env.machines_dir();
     let fs = mount_small(&env, &machines, 16);
     let args = ["pull", "--verify=checksum", &url, "box"];
-    env.sandbox(&args)
-        .failure()
-        .stderr_mentions(&["No space left", &machines.display().to_string()]);
+    env.sandbox(&args).failure().stderr_mentions(&[
+        &format!("the filesystem of {} is full", machines.display()),
+        "No space left",
+    ]);
     assert_eq!(
         dir_names(&machines)
             .into_iter()
@@ -67,9 +68,11 @@ fn a_full_sandboxes_dir_fails_the_download_cleanly() {
     let sandboxes = env.sandboxes_dir();
     let fs = mount_small(&env, &sandboxes, 16);
     let args = ["pull", "--verify=checksum", &url, "box"];
-    env.sandbox(&args)
-        .failure()
-        .stderr_mentions(&["No space left", &sandboxes.display().to_string()]);
+    env.sandbox(&args).failure().stderr_mentions(&[
+        "is full",
+        "No space left",
+        &sandboxes.display().to_string(),
+    ]);
     env.assert_machines(&[]);
     let tmp = files_under(&env.cache_tmp_dir());
     assert!(
