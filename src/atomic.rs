@@ -6,14 +6,17 @@
 //!
 //! The leading dot keeps a temporary file that survives a crash out of every listing that
 //! matters (keyring directories, machined's image list, layouts' `blobs/`).
+//!
+//! And its counterpart for small files read whole (keys, signatures, bundles, trusted roots):
+//! [`read_limited`], which refuses a file larger than the caller's bound.
 
 use fs_err::OpenOptions;
 use fs_err::os::unix::fs::OpenOptionsExt;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// Writes `data` to `path` atomically, mode 0644.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
@@ -81,6 +84,22 @@ pub fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     parent_of(path).join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()))
+}
+
+/// Whether `e` is a full filesystem (ENOSPC), which every writer names for what it is.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+}
+
+/// Reads at most `limit` bytes of a small file, refusing larger ones.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = fs_err::File::open(path)?;
+    let mut data = Vec::new();
+    f.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        bail!("{} is larger than {limit} bytes", path.display());
+    }
+    Ok(data)
 }
 
 #[cfg(test)]

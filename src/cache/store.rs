@@ -8,7 +8,7 @@
 use fs_err::OpenOptions;
 use fs_err::os::unix::fs::OpenOptionsExt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -292,17 +292,6 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
         256 * 1024,
         f,
     ))?)
-}
-
-/// Reads at most `limit` bytes of a small file, refusing larger ones.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = fs_err::File::open(path)?;
-    let mut data = Vec::new();
-    f.take(limit + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > limit {
-        bail!("{} is larger than {limit} bytes", path.display());
-    }
-    Ok(data)
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl SignerArgs {
     /// The signer these flags name, or `None` when none of them is given.
     pub fn signer(&self) -> Result<Option<Signer>> {
         if let Some(path) = &self.key {
-            let pem = crate::cache::store::read_limited(path, 64 << 10)?;
+            let pem = crate::atomic::read_limited(path, 64 << 10)?;
             let pem = String::from_utf8(pem)
                 .map_err(|_| anyhow::anyhow!("{}: not a PEM file", path.display()))?;
             return Ok(Some(Signer::Key {
@@ -111,7 +111,7 @@ fn run_bundle(
         args.sigstore.signer.keyless.trusted_root.as_deref(),
         &settings.paths.sandboxes_dir,
     )?;
-    let bytes = crate::cache::store::read_limited(bundle_path, MAX_BUNDLE)?;
+    let bytes = crate::atomic::read_limited(bundle_path, MAX_BUNDLE)?;
     let shown = || {
         format!(
             "verifying {} with the bundle {}",
@@ -169,7 +169,7 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
     };
     // The built-in LXC key counts here: people check images.linuxcontainers.org downloads by hand.
     let store = trust_store(settings, &args.keyring, true)?;
-    let sig = crate::cache::store::read_limited(signature, 1 << 20)?;
+    let sig = crate::atomic::read_limited(signature, 1 << 20)?;
     let data = fs_err::File::open(&args.file).map(fs_err::File::into_file)?;
     let check =
         verify_detached(&store, std::io::BufReader::new(data), &sig).with_context(|| {

@@ -46,7 +46,7 @@ impl Site {
                 if !path.exists() {
                     return Ok(None);
                 }
-                let bytes = crate::cache::store::read_limited(&path, limit)?;
+                let bytes = crate::atomic::read_limited(&path, limit)?;
                 Ok(Some(Fetched {
                     bytes,
                     validators: Validators::default(),

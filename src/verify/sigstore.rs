@@ -55,7 +55,7 @@ impl TrustRoot {
     pub fn load_file(path: Option<&Path>) -> Result<TrustRoot> {
         match path {
             Some(path) => {
-                let bytes = crate::cache::store::read_limited(path, MAX_TRUSTED_ROOT)?;
+                let bytes = crate::atomic::read_limited(path, MAX_TRUSTED_ROOT)?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| anyhow!("{}: not UTF-8 JSON", path.display()))?;
                 TrustRoot::from_json(&text, path.display().to_string())
