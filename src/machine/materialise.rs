@@ -283,8 +283,8 @@ fn unpack_into_staging(
 fn on_full_disk(e: anyhow::Error, dir: &Path) -> anyhow::Error {
     let full = e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
-    }) || format!("{e:#}").contains("os error 28");
+            .is_some_and(crate::atomic::is_disk_full)
+    });
     if !full {
         return e;
     }

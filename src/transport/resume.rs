@@ -193,7 +193,7 @@ pub fn discard(part: &Path) {
 /// A write into the partial file failed. A full disk frees it at once (its bytes would only
 /// hold the disk full until `cache gc`) and names the filesystem.
 fn write_failed(part: &Path, e: std::io::Error) -> anyhow::Error {
-    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+    if crate::atomic::is_disk_full(&e) {
         discard(part);
         let dir = part.parent().unwrap_or(part);
         return anyhow!(
