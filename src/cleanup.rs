@@ -88,7 +88,8 @@ impl Undo {
         }
     }
 
-    fn shown(&self) -> String {
+    /// What applying it did, for a message (`restored /etc/…`).
+    pub fn shown(&self) -> String {
         match self {
             Undo::RemoveTree(p) => format!("removed the unfinished {}", p.display()),
             Undo::Restore {

@@ -130,7 +130,7 @@ pub fn build(
     crate::machine::name::validate(&req.name)?;
     let spec = comp.spec();
     let machines_dir = &paths.machines_dir;
-    recover_dead_build(paths, &req.name)?;
+    recover_if_unlocked(paths, &req.name)?;
     let target = machines_dir.join(&req.name);
     let nspawn_path = paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name));
     // Refused before anything is pulled, `--force` or not: NAME holding another machine's file.
@@ -253,7 +253,7 @@ pub fn build(
 /// Before the checks for an existing sandbox: the host files of a build of `name` that died
 /// before committing are taken back, when no live process holds the machine's lock (one that
 /// does is waited for later, and then sweeps them itself).
-fn recover_dead_build(paths: &HostPaths, name: &str) -> Result<()> {
+fn recover_if_unlocked(paths: &HostPaths, name: &str) -> Result<()> {
     if !hostfiles::journal_path(&paths.sandboxes_dir, name).exists() {
         return Ok(());
     }

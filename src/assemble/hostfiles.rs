@@ -18,17 +18,14 @@ use crate::cleanup::{self, Pending, Undo};
 /// Host files written so far, with what they replaced.
 #[derive(Debug, Default)]
 pub struct HostFiles {
-    /// (path, previous content) in the order written.
-    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
-    /// Directories this build created, deepest last.
-    created_dirs: Vec<PathBuf>,
+    /// What takes each change back, oldest first: a file's previous content (or none), a
+    /// directory made for one.
+    undos: Vec<Undo>,
     /// The same undos, registered for an interrupted build (`cleanup`).
     pending: Vec<Pending>,
     committed: bool,
-    /// Where every undo is written before the change it undoes (none in unit tests).
+    /// Where the undos are written before the change each undoes (none in unit tests).
     journal: Option<PathBuf>,
-    /// The journal's content: the undos so far, oldest first.
-    undos: Vec<Undo>,
 }
 
 /// The journal of an uncommitted build of `name`.
@@ -36,42 +33,43 @@ pub fn journal_path(sandboxes_dir: &Path, name: &str) -> PathBuf {
     crate::machine::state::state_dir(sandboxes_dir).join(format!(".{name}.undo"))
 }
 
+/// Applies `undos` newest first, as a failed or interrupted build must: a file is restored
+/// (or removed) before the directory made for it goes. A failure is said and the rest still
+/// runs. Returns what each one did.
+fn take_back(undos: &[Undo]) -> Vec<String> {
+    let mut done = Vec::new();
+    for undo in undos.iter().rev() {
+        match undo.apply() {
+            Ok(()) => done.push(undo.shown()),
+            Err(e) => tracing::warn!("could not take back ({}): {e:#}", undo.shown()),
+        }
+    }
+    done
+}
+
 /// Replays the journal at `journal` when there is one (its build died before committing; the
-/// caller holds the machine's lock, so it is not running): every file it wrote is restored or
-/// removed, newest first, and the journal goes. Returns the paths taken back.
-pub fn recover(journal: &Path) -> Result<Option<Vec<PathBuf>>> {
+/// caller holds the machine's lock, so it is not running), and removes it. Returns what was
+/// taken back.
+pub fn recover(journal: &Path) -> Result<Option<Vec<String>>> {
     let bytes = match fs_err::read(journal) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    // A journal cut short by the crash (it is written atomically, so only an empty or
-    // foreign file) has nothing to replay.
+    // The journal is written atomically: anything unreadable is not one of ours to replay.
     let undos: Vec<Undo> = serde_json::from_slice(&bytes).unwrap_or_default();
-    let mut taken = Vec::new();
-    for undo in undos.iter().rev() {
-        undo.apply()
-            .with_context(|| format!("replaying {}", journal.display()))?;
-        match undo {
-            Undo::Restore { path, .. } | Undo::RemoveDir(path) | Undo::RemoveTree(path) => {
-                taken.push(path.clone())
-            }
-        }
-    }
+    let done = take_back(&undos);
     fs_err::remove_file(journal)?;
-    Ok(Some(taken))
+    Ok(Some(done))
 }
 
 /// [`recover`] for machine `name`, saying what it took back. The caller holds the machine's
 /// lock.
 pub fn recover_dead_build(sandboxes_dir: &Path, name: &str) -> Result<()> {
-    let journal = journal_path(sandboxes_dir, name);
-    if let Some(taken) = recover(&journal)? {
-        let shown: Vec<String> = taken.iter().map(|p| p.display().to_string()).collect();
+    if let Some(done) = recover(&journal_path(sandboxes_dir, name))? {
         tracing::warn!(
-            "took back the host files of a build of `{name}` that a process which died left \
-             uncommitted: {}",
-            shown.join(", ")
+            "a build of `{name}` died before committing its host files: {}",
+            done.join(", ")
         );
     }
     Ok(())
@@ -115,7 +113,8 @@ impl HostFiles {
     }
 
     fn save(&mut self, path: &Path) -> Result<()> {
-        if self.saved.iter().any(|(p, _)| p == path) {
+        let saved = |u: &Undo| matches!(u, Undo::Restore { path: p, .. } if p == path);
+        if self.undos.iter().any(saved) {
             return Ok(());
         }
         let previous = match fs_err::read(path) {
@@ -125,10 +124,8 @@ impl HostFiles {
         };
         self.log(Undo::Restore {
             path: path.to_path_buf(),
-            previous: previous.clone(),
-        })?;
-        self.saved.push((path.to_path_buf(), previous));
-        Ok(())
+            previous,
+        })
     }
 
     fn make_parents(&mut self, path: &Path) -> Result<()> {
@@ -147,15 +144,15 @@ impl HostFiles {
         for d in missing.into_iter().rev() {
             self.log(Undo::RemoveDir(d.clone()))?;
             fs_err::create_dir(&d)?;
-            self.created_dirs.push(d);
         }
         Ok(())
     }
 
     /// Writes `data` at `path` (mode `mode`), creating missing parents.
     pub fn write(&mut self, path: &Path, data: &[u8], mode: u32) -> Result<()> {
-        self.save(path)?;
+        // Parents first: taken back newest first, the file goes before its directory.
         self.make_parents(path)?;
+        self.save(path)?;
         write_file_mode(path, data, mode)
     }
 
@@ -177,18 +174,7 @@ impl HostFiles {
     }
 
     fn rollback(&mut self) {
-        for (path, previous) in self.saved.iter().rev() {
-            let undo = Undo::Restore {
-                path: path.clone(),
-                previous: previous.clone(),
-            };
-            if let Err(e) = undo.apply() {
-                tracing::warn!("could not restore {}: {e:#}", path.display());
-            }
-        }
-        for dir in self.created_dirs.iter().rev() {
-            let _ = Undo::RemoveDir(dir.clone()).apply();
-        }
+        take_back(&self.undos);
         self.end_journal();
         self.pending.clear();
     }
@@ -226,5 +212,25 @@ mod tests {
         files.commit();
         assert_eq!(fs_err::read(&new).unwrap(), b"kept");
         assert!(!old.exists());
+    }
+
+    #[test]
+    fn a_journal_left_by_a_killed_build_takes_everything_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.conf");
+        fs_err::write(&old, b"before").unwrap();
+        let new = dir.path().join("a/b/new.conf");
+        let journal = dir.path().join("state/.web.undo");
+        let mut files = HostFiles::journaled(journal.clone());
+        files.write(&old, b"after", 0o644).unwrap();
+        files.write(&new, b"fresh", 0o644).unwrap();
+        // A SIGKILL runs no destructor: only the journal knows.
+        std::mem::forget(files);
+        let done = recover(&journal).unwrap().expect("a journal");
+        assert_eq!(done.len(), 4, "{done:?}");
+        assert_eq!(fs_err::read(&old).unwrap(), b"before");
+        assert!(!dir.path().join("a").exists(), "created dirs stay behind");
+        assert!(!journal.exists());
+        assert_eq!(recover(&journal).unwrap(), None);
     }
 }
