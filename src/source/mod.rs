@@ -5,7 +5,7 @@
 //!   file and signature found next to it.
 //! - `images` (+ `simplestreams`, `documents`, `images_verify`, `arch`): `images:ALIAS` from a
 //!   simplestreams server or the legacy index.
-//! - `oci_pull` (+ `oci_signatures`): `docker://`, `oci-layout:`, `oci-archive:`, every blob
+//! - `oci_pull` (+ `oci_layer_fetch`, `oci_signatures`, `oci_keyless`): `docker://`, `oci-layout:`, `oci-archive:`, every blob
 //!   into the cache, the policy and signatures checked; `registry` is the distribution API
 //!   client (manifests, blobs with resume, auth, push) on `transport`'s client.
 //! - `naming`: the machine name a source gets by default.
@@ -19,6 +19,7 @@ pub mod images;
 mod images_verify;
 pub mod naming;
 pub mod oci_keyless;
+mod oci_layer_fetch;
 pub mod oci_pull;
 pub mod oci_signatures;
 pub mod registry;
