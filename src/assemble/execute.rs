@@ -130,7 +130,7 @@ pub fn build(
     crate::machine::name::validate(&req.name)?;
     let spec = comp.spec();
     let machines_dir = &paths.machines_dir;
-    recover_if_unlocked(paths, &req.name)?;
+    hostfiles::recover_if_unlocked(paths, &req.name)?;
     let target = machines_dir.join(&req.name);
     let nspawn_path = paths.host(&format!("/etc/systemd/nspawn/{}.nspawn", req.name));
     // Refused before anything is pulled, `--force` or not: NAME holding another machine's file.
@@ -248,21 +248,6 @@ pub fn build(
         skipped_handoff,
         kept_edits,
     })
-}
-
-/// Before the checks for an existing sandbox: the host files of a build of `name` that died
-/// before committing are taken back, when no live process holds the machine's lock (one that
-/// does is waited for later, and then sweeps them itself).
-fn recover_if_unlocked(paths: &HostPaths, name: &str) -> Result<()> {
-    if !hostfiles::journal_path(&paths.sandboxes_dir, name).exists() {
-        return Ok(());
-    }
-    let cache = Cache::open(&paths.cache_dir())?;
-    let lock = materialise::machine_lock_name(&paths.machines_dir, name);
-    let Some(_lock) = cache.try_lock(&lock)? else {
-        return Ok(());
-    };
-    hostfiles::recover_dead_build(&paths.sandboxes_dir, name)
 }
 
 /// The verified base image, the cache it is in, and the plan rendered for it.

@@ -75,6 +75,21 @@ pub fn recover_dead_build(sandboxes_dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Before the checks for an existing sandbox: the host files of a build of `name` that died
+/// before committing are taken back, when no live process holds the machine's lock (one that
+/// does is waited for later, and then sweeps them itself).
+pub fn recover_if_unlocked(paths: &crate::paths::HostPaths, name: &str) -> Result<()> {
+    if !journal_path(&paths.sandboxes_dir, name).exists() {
+        return Ok(());
+    }
+    let cache = crate::cache::Cache::open(&paths.cache_dir())?;
+    let lock = crate::machine::materialise::machine_lock_name(&paths.machines_dir, name);
+    let Some(_lock) = cache.try_lock(&lock)? else {
+        return Ok(());
+    };
+    recover_dead_build(&paths.sandboxes_dir, name)
+}
+
 impl HostFiles {
     #[cfg(test)]
     pub fn new() -> HostFiles {
